@@ -1,0 +1,134 @@
+# fedsm - one Makefile: build, test, asan, fuzz, bench, demo, install, format.
+# Feature switches (override on the command line: make ARCH= OPT=-O0):
+ARCH   ?= -march=native
+OPT    ?= -O2
+BUILD  ?= build
+PREFIX ?= /usr/local
+DESTDIR ?=
+FUZZ_SECONDS ?= 60
+
+CC      ?= cc
+PKGS    := libzmq msgpack openblas libzstd libjpeg libpng
+# Debian packages each target needs (installed when missing; see `deps` below).
+DEB_BUILD := build-essential pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev \
+             libzstd-dev zstd libjpeg62-turbo-dev libpng-dev
+DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard \
+             clang libclang-rt-14-dev
+DEB_DEMO  := $(DEB_BUILD) gnuplot-nox
+DEB_BENCH := $(DEB_BUILD) python3-torch python3-numpy
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  ?= $(OPT) -g $(ARCH)
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS) -pthread
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+
+LIB_SRC  := $(sort $(wildcard lib/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOLS    := $(patsubst tools/%.c,%,$(sort $(wildcard tools/*.c)))
+TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all test check asan fuzz fuzz-build bench demo install format clean deps \
+        deps-test deps-demo deps-bench clip-weights fixtures
+
+all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(BENCH_BIN)
+
+$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libfedsm.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(wildcard lib/*.h) | $(BUILD)/bin
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/testlib.h $(BUILD)/libfedsm.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libfedsm.a | $(BUILD)/bench
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
+
+$(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/bench:
+	mkdir -p $@
+
+# ---- set-up: install missing Debian packages (as root), or say the exact command ----
+define install_missing
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing) \
+	      >/tmp/fedsm-apt.log 2>&1 || { echo "apt-get failed, see /tmp/fedsm-apt.log"; exit 1; }; \
+	  else echo "missing Debian packages; run: sudo apt-get install -y$$missing"; exit 1; fi; \
+	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_BUILD))
+deps-test:
+	$(call install_missing,$(DEB_TEST))
+deps-demo:
+	$(call install_missing,$(DEB_DEMO))
+deps-bench:
+	$(call install_missing,$(DEB_BENCH))
+
+# ---- tests ----
+test: deps-test
+	$(MAKE) --no-print-directory all fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) BUILD=$(BUILD) tests/run.sh
+
+check: test
+
+asan: deps-test
+	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  CFLAGS="-O1 -g $(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  LDLIBS="$(PKG_LIBS) -lm -pthread -fsanitize=address,undefined" all
+	FUZZ_SECONDS=0 BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run.sh
+
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS)
+FUZZ_LIB_SRC := lib/record.c lib/err.c lib/sha256.c
+$(BUILD)/fuzz/fuzz_record: tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(wildcard lib/*.h)
+	mkdir -p $(BUILD)/fuzz
+	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(PKG_LIBS) -lm
+
+fuzz-build: $(BUILD)/fuzz/fuzz_record
+fuzz: deps-test fuzz-build
+	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_record $${FUZZ_SECONDS:-3600}
+
+# ---- benchmarks (not tests): ratios against PyTorch measured in the same run ----
+bench: deps-bench
+	$(MAKE) --no-print-directory all
+	BUILD=$(BUILD) bench/run.sh
+
+# ---- the main job on the embedded default data ----
+demo: deps-demo
+	$(MAKE) --no-print-directory all
+	BUILD=$(BUILD) pipelines/demo.sh $(if $(DATA),--data $(DATA))
+
+# ---- reference fixtures (needs python3-torch; the committed fixtures make this optional) ----
+fixtures: deps-bench
+	/usr/bin/python3 tests/make_fixtures.py
+
+clip-weights:
+	data/get-clip-weights.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fedsm \
+	  $(DESTDIR)$(PREFIX)/share/fedsm/pipelines $(DESTDIR)$(PREFIX)/share/fedsm/data
+	install -m 755 $(TOOL_BIN) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/libfedsm.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/fedsm/
+	install -m 755 pipelines/*.sh $(DESTDIR)$(PREFIX)/share/fedsm/pipelines/
+	cp -r data/. $(DESTDIR)$(PREFIX)/share/fedsm/data/
+
+format:
+	clang-format -i lib/*.c lib/*.h tools/*.c tests/unit/*.c tests/unit/*.h tests/fuzz/*.c $(wildcard bench/*.c)
+
+clean:
+	rm -rf build build-asan
