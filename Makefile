@@ -37,7 +37,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 .PHONY: all test check asan fuzz fuzz-build bench demo install format clean deps \
         deps-test deps-demo deps-bench clip-weights fixtures
 
-all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(HELPER_BIN) $(BENCH_BIN)
+all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(HELPER_BIN) $(BENCH_BIN) $(BUILD)/bin/gen-demo
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -47,6 +47,9 @@ $(BUILD)/libfedsm.a: $(LIB_OBJ)
 
 $(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(wildcard lib/*.h) | $(BUILD)/bin
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
+
+$(BUILD)/bin/gen-demo: data/gen-demo.c | $(BUILD)/bin
+	$(CC) $(CFLAGS) -o $@ $< -lm
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/testlib.h $(BUILD)/libfedsm.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)

@@ -1,0 +1,365 @@
+/* aggregate - the server step of a round: FedAvg over client `update` records (files,
+ * stdin or a ZeroMQ endpoint), weighted by sample counts over every tensor, BatchNorm
+ * running statistics included, summed in client-id order (ALGORITHMS 1.7, DESIGN 6).
+ * Also makes the initial global model (--init) and draws a round's clients (--select).
+ * Not here: prototypes and per-class gradients (CReFF/CLIP2FL/FedSM stages). */
+#include "endpoint.h"
+#include "err.h"
+#include "fedavg.h"
+#include "model.h"
+#include "rng.h"
+#include "sha256.h"
+#include "tool.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Noreturn static void usage(void)
+{
+    printf(
+        "usage: aggregate [options] -o MODEL UPDATE...      FedAvg of client updates\n"
+        "       aggregate --init ARCH --classes C [--proj 512] --seed S -o MODEL\n"
+        "       aggregate --select K --clients N --round R --seed S\n\n"
+        "FedAvg: every tensor (BatchNorm running stats included) is averaged with weights\n"
+        "n_k / sum n (n_k = the update's num_samples), summed in client-id order.\n"
+        "UPDATE is a file, '-' (stdin) or a ZeroMQ endpoint ('@tcp://*:5555' binds).\n"
+        "  -o, --out MODEL      the new global model (kind model)\n"
+        "  -m, --model G        the global model the updates were trained from: updates must\n"
+        "                       match its architecture and carry round = its round + 1\n"
+        "      --round R        require every update to carry round R\n"
+        "      --expect K       read K updates (ZeroMQ: K producers; files: checked count)\n"
+        "      --timeout SEC    ZeroMQ receive timeout (default 600)\n"
+        "      --max-msg BYTES  ZeroMQ maximum message size (default 64 GiB)\n"
+        "init:\n"
+        "      --init ARCH      resnet8 | cifar-resnet | resnet50\n"
+        "      --classes C      number of classes\n"
+        "      --partition P    take the classes (number and names) from a partition record\n"
+        "      --names FILE     class names, one per line (default: 0..C-1)\n"
+        "      --proj D         projection Linear to D dims before fc (CLIP2FL/FedSM: 512)\n"
+        "      --depth D, --width W, --input-size S   architecture overrides\n"
+        "select:\n"
+        "      --select K       print K distinct client ids of N (seeded by seed and round)\n"
+        "      --clients N      number of clients\n"
+        "common: -s/--seed S (default 7), -q, -v, -h/--help, -V/--version\n"
+        "examples:\n"
+        "  aggregate --init resnet8 --classes 10 --seed 7 -o round-000/model.mpk.zst\n"
+        "  aggregate -m round-000/model.mpk.zst -o round-001/model.mpk.zst round-001/update-*.mpk.zst\n"
+        "  aggregate --expect 8 -o model.mpk.zst @tcp://*:5555\n"
+        "exit: 0 ok, 1 runtime (NaN update), 2 usage, 3 bad input, 4 I/O or network\n");
+    exit(0);
+}
+
+static int cmp_client(const void *a, const void *b)
+{
+    int64_t x = 0, y = 0;
+    rec_opt_int(*(record *const *)a, "client", &x);
+    rec_opt_int(*(record *const *)b, "client", &y);
+    return (x > y) - (x < y);
+}
+
+static char **read_names(const char *path, int n)
+{
+    char **names = calloc((size_t)n, sizeof *names);
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (path && !f)
+        tool_die(ERR_IO, "cannot open %s", path);
+    char line[512];
+    for (int i = 0; i < n; i++) {
+        if (f) {
+            if (!fgets(line, sizeof line, f))
+                tool_die(ERR_FORMAT, "%s has fewer than %d class names", path, n);
+            line[strcspn(line, "\r\n")] = 0;
+        } else
+            snprintf(line, sizeof line, "%d", i);
+        names[i] = strdup(line);
+    }
+    if (f)
+        fclose(f);
+    return names;
+}
+
+static const char *const arch_keys[] = {"arch", "depth", "width", "num_classes", "proj_dim"};
+
+/* The update must describe the same architecture as ref (meta keys present in both). */
+static void check_arch(const record *u, const record *ref)
+{
+    for (size_t i = 0; i < sizeof arch_keys / sizeof *arch_keys; i++) {
+        const mval *a = mv_map_get(u->meta, arch_keys[i]), *b = mv_map_get(ref->meta, arch_keys[i]);
+        if (!a || !b)
+            continue;
+        bool same = a->type == b->type &&
+                    ((a->type == MV_STR && strcmp(a->u.str.s, b->u.str.s) == 0) ||
+                     (a->type == MV_INT && a->u.i == b->u.i));
+        if (!same) {
+            int64_t c = -1;
+            rec_opt_int(u, "client", &c);
+            tool_die(ERR_FORMAT,
+                     "update of client %lld is another architecture (stream %s, record %ld, "
+                     "field meta.%s differs from %s)",
+                     (long long)c, u->src, u->index, arch_keys[i], ref->src);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("aggregate");
+    const char *out = NULL, *gpath = NULL, *init_arch = NULL, *names_path = NULL, *ppath = NULL;
+    int64_t round_req = -1, expect = -1, classes = -1, proj = 0, depth = -1, width = -1,
+            insize = -1, select_k = -1, nclients = -1;
+    uint64_t seed = 7;
+    ep_opts o;
+    ep_opts_default(&o);
+    o.timeout_ms = 600000;
+    static const struct option lo[] = {
+        {"out", required_argument, 0, 'o'},      {"model", required_argument, 0, 'm'},
+        {"round", required_argument, 0, 'R'},    {"expect", required_argument, 0, 'E'},
+        {"timeout", required_argument, 0, 'T'},  {"max-msg", required_argument, 0, 'M'},
+        {"init", required_argument, 0, 'I'},     {"classes", required_argument, 0, 'C'},
+        {"names", required_argument, 0, 'N'},    {"partition", required_argument, 0, 'p'},    {"proj", required_argument, 0, 'P'},
+        {"depth", required_argument, 0, 'D'},    {"width", required_argument, 0, 'W'},
+        {"input-size", required_argument, 0, 'Z'}, {"select", required_argument, 0, 'S'},
+        {"clients", required_argument, 0, 'K'},  {"seed", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 't'},  {"in", required_argument, 0, 'i'},
+        {"quiet", no_argument, 0, 'q'},          {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    int n_in = 0, c;
+    while ((c = getopt_long(argc, argv, "o:m:s:t:i:qvhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'm': gpath = optarg; break;
+        case 'R': round_req = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
+        case 'E': expect = tool_parse_int("--expect", optarg, 1, 1 << 20); break;
+        case 'T': o.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
+        case 'M': o.max_msg_bytes = tool_parse_int("--max-msg", optarg, -1, INT64_MAX); break;
+        case 'I': init_arch = optarg; break;
+        case 'C': classes = tool_parse_int("--classes", optarg, 1, 1000000); break;
+        case 'N': names_path = optarg; break;
+        case 'p': ppath = optarg; break;
+        case 'P': proj = tool_parse_int("--proj", optarg, 0, 1 << 16); break;
+        case 'D': depth = tool_parse_int("--depth", optarg, 1, 1000); break;
+        case 'W': width = tool_parse_int("--width", optarg, 1, 4096); break;
+        case 'Z': insize = tool_parse_int("--input-size", optarg, 1, 4096); break;
+        case 'S': select_k = tool_parse_int("--select", optarg, 1, 1 << 20); break;
+        case 'K': nclients = tool_parse_int("--clients", optarg, 1, 1 << 20); break;
+        case 's': seed = tool_parse_seed("--seed", optarg); break;
+        case 't': tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
+        case 'i': inputs[n_in++] = optarg; break;
+        case 'q': tool_verbosity = 0; break;
+        case 'v': tool_verbosity++; break;
+        case 'h': usage();
+        case 'V': tool_version();
+        default: tool_usage_error("unknown option");
+        }
+    }
+    for (int a = optind; a < argc; a++)
+        inputs[n_in++] = argv[a];
+
+    if (select_k > 0) { /* ---- client selection ---- */
+        if (nclients < 0 || round_req < 0)
+            tool_usage_error("--select needs --clients N and --round R");
+        if (select_k > nclients)
+            tool_usage_error("--select %lld is more than --clients %lld", (long long)select_k,
+                             (long long)nclients);
+        rng r;
+        rng_init(&r, seed, "select", round_req, 0);
+        int64_t *ids = malloc((size_t)nclients * sizeof *ids);
+        for (int64_t i = 0; i < nclients; i++)
+            ids[i] = i;
+        rng_shuffle_i64(&r, ids, (size_t)nclients);
+        /* print the first K in increasing order */
+        for (int64_t i = 0; i < nclients; i++)
+            for (int64_t j = 0; j < select_k; j++)
+                if (ids[j] == i)
+                    printf("%lld\n", (long long)i);
+        free(ids);
+        free(inputs);
+        return 0;
+    }
+    if (!out)
+        tool_usage_error("no output: give -o MODEL");
+
+    if (init_arch) { /* ---- initial model ---- */
+        const char **pnames = NULL;
+        record *prec = NULL;
+        if (ppath) {
+            size_t pn;
+            if (!(prec = ep_read_one(ppath, "partition", &o)) || rec_get_strs(prec, "classes", &pnames, &pn))
+                tool_fail(err_last());
+            if (classes >= 0 && classes != (int64_t)pn)
+                tool_usage_error("--classes %lld but %s names %zu classes", (long long)classes, ppath, pn);
+            classes = (int64_t)pn;
+        }
+        if (classes < 0)
+            tool_usage_error("--init needs --classes C or --partition P");
+        model_config cfg;
+        if (model_config_default(&cfg, init_arch))
+            tool_usage_error("--init: %s", err_msg());
+        cfg.num_classes = (int)classes;
+        cfg.proj_dim = (int)proj;
+        if (depth > 0)
+            cfg.depth = (int)depth;
+        if (width > 0)
+            cfg.width = (int)width;
+        if (insize > 0)
+            cfg.input_size = (int)insize;
+        model *m = model_new(&cfg);
+        if (!m)
+            tool_usage_error("%s", err_msg());
+        model_init(m, seed);
+        record *r = rec_new("model");
+        char **names = read_names(names_path, (int)classes);
+        for (int64_t i = 0; pnames && !names_path && i < classes; i++) {
+            free(names[i]);
+            names[i] = strdup(pnames[i]);
+        }
+        free(pnames);
+        rec_free(prec);
+        if (!r || model_to_record(m, r, REC_BORROW) ||
+            rec_set_strs(r, "classes", (const char *const *)names, (size_t)classes) ||
+            rec_set_int(r, "round", 0) || rec_set_int(r, "seed", (int64_t)seed) ||
+            rec_set_str(r, "producer", "aggregate " FEDSM_VERSION))
+            tool_fail(err_last());
+        if (ep_write_one(out, r, &o))
+            tool_fail(err_last());
+        tool_log(1, "initial %s model (%zu parameters, %lld classes) -> %s", cfg.arch,
+                 m->n_params, (long long)classes, out);
+        for (int64_t i = 0; i < classes; i++)
+            free(names[i]);
+        free(names);
+        rec_free(r);
+        model_free(m);
+        free(inputs);
+        return 0;
+    }
+
+    /* ---- FedAvg ---- */
+    if (n_in == 0)
+        tool_usage_error("no updates given");
+    record *g = NULL;
+    if (gpath && !(g = ep_read_one(gpath, "model", &o)))
+        tool_fail(err_last());
+    int cap = 64, n = 0;
+    record **ups = malloc((size_t)cap * sizeof *ups);
+    for (int a = 0; a < n_in; a++) {
+        ep_opts oi = o;
+        if (ep_is_zmq(inputs[a]) && expect > 0)
+            oi.producers = (int)expect;
+        rec_reader *rd = ep_open_reader(inputs[a], &oi);
+        if (!rd)
+            tool_fail(err_last());
+        record *r;
+        int rc;
+        while ((rc = rec_read(rd, &r)) == 1) {
+            if (strcmp(r->kind, "update") != 0)
+                tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): "
+                         "expected update, got %s", r->src, r->index, r->kind);
+            if (n == cap)
+                ups = realloc(ups, (size_t)(cap *= 2) * sizeof *ups);
+            ups[n++] = r;
+            tool_log(2, "update %d from %s", n, r->src);
+        }
+        if (rc < 0)
+            tool_fail(rc);
+        rec_reader_close(rd);
+    }
+    if (n == 0)
+        tool_die(ERR_FORMAT, "no updates in the input");
+    if (expect > 0 && n != expect)
+        tool_die(ERR_FORMAT, "expected %lld updates, got %d", (long long)expect, n);
+    qsort(ups, (size_t)n, sizeof *ups, cmp_client);
+
+    int64_t round = -1;
+    double *w = malloc((size_t)n * sizeof *w), total = 0;
+    int64_t *ids = malloc((size_t)n * sizeof *ids);
+    for (int k = 0; k < n; k++) {
+        int64_t client, ur, ns;
+        if (rec_get_int(ups[k], "client", &client) || rec_get_int(ups[k], "round", &ur) ||
+            rec_get_int(ups[k], "num_samples", &ns))
+            tool_fail(err_last());
+        ids[k] = client;
+        if (k && ids[k] == ids[k - 1])
+            tool_die(ERR_FORMAT, "two updates from client %lld (%s and %s)", (long long)client,
+                     ups[k - 1]->src, ups[k]->src);
+        char who[64];
+        snprintf(who, sizeof who, "update of client %lld", (long long)client);
+        if (check_finite(ups[k], who))
+            tool_fail(err_last());
+        if (round < 0)
+            round = ur;
+        int64_t want = round_req >= 0 ? round_req : round;
+        if (g && round_req < 0) {
+            int64_t gr = 0;
+            rec_opt_int(g, "round", &gr);
+            want = gr + 1;
+        }
+        if (ur != want)
+            tool_die(ERR_FORMAT,
+                     "update of client %lld is for round %lld, not %lld (stream %s, field "
+                     "meta.round)",
+                     (long long)client, (long long)ur, (long long)want, ups[k]->src);
+        round = want;
+        check_arch(ups[k], g ? g : ups[0]);
+        if (ns < 0)
+            tool_die(ERR_FORMAT, "update of client %lld has num_samples %lld", (long long)client,
+                     (long long)ns);
+        w[k] = (double)ns;
+        total += w[k];
+    }
+    record *m = rec_new("model");
+    if (!m)
+        tool_fail(ERR_INTERNAL);
+    if (fedavg_records(m, ups, w, n))
+        tool_fail(err_last());
+    if (g) { /* the model must keep the global model's tensor set */
+        record *pair[2] = {g, m};
+        record *tmp = rec_new("model");
+        double w2[2] = {0, 1};
+        if (fedavg_records(tmp, pair, w2, 2))
+            tool_fail(err_last());
+        rec_free(tmp);
+    }
+    /* meta: the architecture and classes of the inputs, plus what this round was */
+    const mval *src_meta = (g ? g : ups[0])->meta;
+    for (size_t i = 0; i < src_meta->u.map.n; i++) {
+        const char *k = src_meta->u.map.keys[i];
+        if (!strcmp(k, "client") || !strcmp(k, "num_samples") || !strcmp(k, "loss") ||
+            !strcmp(k, "inputs") || !strcmp(k, "producer") || !strcmp(k, "round") ||
+            !strcmp(k, "clients") || !strcmp(k, "epochs") || !strcmp(k, "lr"))
+            continue;
+        mval cp;
+        if (mv_copy(&cp, &src_meta->u.map.vals[i]) || mv_map_put(m->meta, k, &cp))
+            tool_fail(ERR_INTERNAL);
+    }
+    rec_set_int(m, "round", round);
+    rec_set_ints(m, "clients", ids, (size_t)n);
+    rec_set_int(m, "num_samples", (int64_t)total);
+    rec_set_str(m, "producer", "aggregate " FEDSM_VERSION);
+    mval inp = mv_map();
+    for (int k = 0; k < n; k++) {
+        char hex[65];
+        if (!ep_is_zmq(ups[k]->src) && strcmp(ups[k]->src, "<stdin>") &&
+            sha256_file(ups[k]->src, hex) == 0) {
+            mval h = mv_str(hex);
+            mv_map_put(&inp, ups[k]->src, &h);
+        }
+    }
+    mv_map_put(m->meta, "inputs", &inp);
+    if (ep_write_one(out, m, &o))
+        tool_fail(err_last());
+    tool_log(1, "round %lld: averaged %d updates (%lld samples) -> %s", (long long)round, n,
+             (long long)total, out);
+    for (int k = 0; k < n; k++)
+        rec_free(ups[k]);
+    free(ups);
+    free(w);
+    free(ids);
+    rec_free(m);
+    rec_free(g);
+    free(inputs);
+    return 0;
+}

@@ -1,0 +1,271 @@
+/* local-train - the client step of a federated round (ALGORITHMS 1.6; CLIP2FL/FedSM KD 4.2):
+ * load the global model and one client shard, train E epochs of plain SGD with the papers'
+ * crop/flip augmentation, optionally distilling from CLIP teacher logits, and write an
+ * `update` record (all weights and BN buffers, sample count, client id, round).
+ * Not here: aggregation (aggregate), teacher logits (clip-embed). */
+#include "endpoint.h"
+#include "err.h"
+#include "model.h"
+#include "nn.h"
+#include "rng.h"
+#include "shard.h"
+#include "tool.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Noreturn static void usage(void)
+{
+    printf("usage: local-train --model G --shard SHARD -o UPDATE [options]\n"
+           "Train the global model G on one client's shard; write an update record.\n\n"
+           "  -m, --model G        global model (kind model)\n"
+           "  -d, --shard SHARD    the client's data (kind shard, from partition)\n"
+           "  -o, --out UPDATE     output: file, '-' or ZeroMQ endpoint (kind update)\n"
+           "      --teacher T      CLIP teacher logits (kind teacher, from clip-embed): adds\n"
+           "                       kd_alpha * T^2 * KL(teacher || student) to the loss\n"
+           "      --kd-alpha A     distillation weight (default 1.0)\n"
+           "      --kd-temp T      distillation temperature (default 3.0)\n"
+           "  -e, --epochs E       local epochs (default 10)\n"
+           "  -b, --batch B        batch size (default 32; the last partial batch is kept)\n"
+           "      --lr LR          SGD learning rate (default 0.1)\n"
+           "      --momentum M     SGD momentum (default 0)\n"
+           "      --wd WD          weight decay (default 0)\n"
+           "      --aug MODE       batch (one crop/flip per batch, as the reference code),\n"
+           "                       sample (per image) or none (default batch)\n"
+           "      --round R        round this update is for (default: the model's round + 1)\n"
+           "      --client K       client id (default: the shard's meta.client)\n"
+           "  -s, --seed S         seed (default 7); streams keyed by (seed, round, client)\n"
+           "  -t, --threads N      compute threads (default 1; 0 = all cores)\n"
+           "      --timeout SEC    ZeroMQ timeout (default 600)\n"
+           "  -q, --quiet / -v, --verbose / -h, --help / -V, --version\n\n"
+           "example: local-train -m round-000/model.mpk.zst -d shards/client-03.mpk.zst \\\n"
+           "           --epochs 10 --batch 32 --lr 0.1 -o round-001/update-03.mpk.zst\n"
+           "exit: 0 ok, 1 runtime (loss became NaN), 2 usage, 3 bad input, 4 I/O\n");
+    exit(0);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* teacher logits row for each shard sample, matched by dataset index */
+static float *teacher_rows(const char *path, const shard *s, int classes, const ep_opts *o)
+{
+    record *t = ep_read_one(path, "teacher", o);
+    if (!t)
+        tool_fail(err_last());
+    const tensor *lg = rec_get(t, "logits", DT_F32, 2, (int64_t[]){-1, classes});
+    if (!lg)
+        tool_fail(err_last());
+    const tensor *ix = rec_get(t, "index", DT_I64, 1, (int64_t[]){lg->shape[0]});
+    if (!ix)
+        tool_fail(err_last());
+    int64_t nt = lg->shape[0];
+    int64_t *pairs = malloc((size_t)(nt ? nt : 1) * 2 * sizeof *pairs);
+    for (int64_t i = 0; i < nt; i++)
+        pairs[2 * i] = ((const int64_t *)ix->data)[i], pairs[2 * i + 1] = i;
+    qsort(pairs, (size_t)nt, 2 * sizeof *pairs, cmp_i64);
+    float *out = malloc((size_t)s->n * (size_t)classes * sizeof *out);
+    for (int64_t i = 0; i < s->n; i++) {
+        int64_t key[2] = {s->index[i], 0};
+        int64_t *hit = bsearch(key, pairs, (size_t)nt, 2 * sizeof *pairs, cmp_i64);
+        if (!hit)
+            tool_die(ERR_FORMAT,
+                     "teacher %s has no logits for sample index %lld of the shard; was it made "
+                     "from this shard?",
+                     path, (long long)s->index[i]);
+        memcpy(out + i * classes, (const float *)lg->data + hit[1] * classes,
+               (size_t)classes * sizeof *out);
+    }
+    free(pairs);
+    rec_free(t);
+    return out;
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("local-train");
+    const char *gpath = NULL, *spath = NULL, *out = NULL, *tpath = NULL, *aug = "batch";
+    int64_t epochs = 10, batch = 32, round = -1, client = -1;
+    double lr = 0.1, mom = 0, wd = 0, kd_alpha = 1.0, kd_t = 3.0;
+    uint64_t seed = 7;
+    ep_opts o;
+    ep_opts_default(&o);
+    o.timeout_ms = 600000;
+    static const struct option lo[] = {
+        {"model", required_argument, 0, 'm'},  {"shard", required_argument, 0, 'd'},
+        {"out", required_argument, 0, 'o'},    {"teacher", required_argument, 0, 'T'},
+        {"kd-alpha", required_argument, 0, 'A'}, {"kd-temp", required_argument, 0, 'K'},
+        {"epochs", required_argument, 0, 'e'}, {"batch", required_argument, 0, 'b'},
+        {"lr", required_argument, 0, 'L'},     {"momentum", required_argument, 0, 'U'},
+        {"wd", required_argument, 0, 'W'},     {"aug", required_argument, 0, 'G'},
+        {"round", required_argument, 0, 'R'},  {"client", required_argument, 0, 'C'},
+        {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 't'},
+        {"timeout", required_argument, 0, 'O'}, {"in", required_argument, 0, 'd'},
+        {"quiet", no_argument, 0, 'q'},        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},         {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "m:d:o:e:b:s:t:qvhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': gpath = optarg; break;
+        case 'd': spath = optarg; break;
+        case 'o': out = optarg; break;
+        case 'T': tpath = optarg; break;
+        case 'A': kd_alpha = tool_parse_double("--kd-alpha", optarg, 0, 1e6); break;
+        case 'K': kd_t = tool_parse_double("--kd-temp", optarg, 1e-3, 1e6); break;
+        case 'e': epochs = tool_parse_int("--epochs", optarg, 0, 1000000); break;
+        case 'b': batch = tool_parse_int("--batch", optarg, 1, 1 << 20); break;
+        case 'L': lr = tool_parse_double("--lr", optarg, 0, 1e6); break;
+        case 'U': mom = tool_parse_double("--momentum", optarg, 0, 1); break;
+        case 'W': wd = tool_parse_double("--wd", optarg, 0, 1e3); break;
+        case 'G': aug = optarg; break;
+        case 'R': round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
+        case 'C': client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
+        case 's': seed = tool_parse_seed("--seed", optarg); break;
+        case 't': tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
+        case 'O': o.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
+        case 'q': tool_verbosity = 0; break;
+        case 'v': tool_verbosity++; break;
+        case 'h': usage();
+        case 'V': tool_version();
+        default: tool_usage_error("unknown option");
+        }
+    }
+    if (optind < argc)
+        tool_usage_error("unexpected argument '%s'", argv[optind]);
+    if (!gpath || !spath || !out)
+        tool_usage_error("need --model, --shard and -o");
+    int aug_mode = !strcmp(aug, "batch") ? 0 : !strcmp(aug, "sample") ? 1 : !strcmp(aug, "none") ? 2 : -1;
+    if (aug_mode < 0)
+        tool_usage_error("--aug must be batch, sample or none, not '%s'", aug);
+    nn_set_threads(tool_threads());
+
+    record *grec = ep_read_one(gpath, "model", &o);
+    if (!grec)
+        tool_fail(err_last());
+    model *m = model_from_record(grec);
+    if (!m)
+        tool_fail(err_last());
+    shard *s = shard_load(spath, &o);
+    if (!s)
+        tool_fail(err_last());
+    int C = m->cfg.num_classes;
+    if (s->num_classes != C)
+        tool_die(ERR_FORMAT, "shard %s has %d classes but the model has %d", spath,
+                 s->num_classes, C);
+    if (s->c != m->cfg.in_channels || s->h != m->cfg.input_size || s->w != m->cfg.input_size)
+        tool_die(ERR_FORMAT, "shard %s holds %dx%dx%d images but the model takes %dx%dx%d",
+                 spath, s->c, s->h, s->w, m->cfg.in_channels, m->cfg.input_size,
+                 m->cfg.input_size);
+    float mean[3], std[3];
+    if (meta_get_vec3(grec, "mean", mean) || meta_get_vec3(grec, "std", std))
+        tool_fail(err_last());
+    if (round < 0) {
+        int64_t gr = 0;
+        rec_opt_int(grec, "round", &gr);
+        round = gr + 1;
+    }
+    if (client < 0)
+        client = s->client;
+    float *teacher = tpath ? teacher_rows(tpath, s, C, &o) : NULL;
+
+    size_t img = (size_t)s->c * (size_t)s->h * (size_t)s->w;
+    float *x = aligned_alloc64((size_t)batch * img * sizeof *x);
+    float *xa = aligned_alloc64((size_t)batch * img * sizeof *xa);
+    float *tb = teacher ? malloc((size_t)batch * (size_t)C * sizeof *tb) : NULL;
+    int32_t *yb = malloc((size_t)batch * sizeof *yb);
+    int64_t *perm = malloc((size_t)(s->n ? s->n : 1) * sizeof *perm);
+    if (!x || !xa || !yb || !perm || (teacher && !tb))
+        tool_die(ERR_INTERNAL, "out of memory");
+    rng rs, ra;
+    rng_init(&rs, seed, "shuffle", round, client);
+    rng_init(&ra, seed, "augment", round, client);
+    for (int64_t i = 0; i < s->n; i++)
+        perm[i] = i;
+    double t0 = tool_now(), last_loss = NAN;
+    for (int64_t e = 0; e < epochs && s->n > 0; e++) {
+        rng_shuffle_i64(&rs, perm, (size_t)s->n);
+        double loss_sum = 0, te = tool_now();
+        int64_t seen = 0;
+        for (int64_t b0 = 0; b0 < s->n; b0 += batch) {
+            int nb = (int)(s->n - b0 < batch ? s->n - b0 : batch);
+            shard_gather(x, s, perm + b0, nb, mean, std);
+            for (int i = 0; i < nb; i++) {
+                yb[i] = s->labels[perm[b0 + i]];
+                if (tb)
+                    memcpy(tb + (size_t)i * C, teacher + perm[b0 + i] * C, (size_t)C * sizeof *tb);
+            }
+            const float *in = x;
+            if (aug_mode != 2) {
+                nn_augment_crop_flip(xa, x, nb, s->c, s->h, s->w, 4, aug_mode == 1, &ra);
+                in = xa;
+            }
+            float loss;
+            model_zero_grad(m);
+            if (model_train_step_grads(m, in, yb, tb, nb, (float)kd_t, (float)kd_alpha, &loss))
+                tool_fail(err_last());
+            if (!isfinite(loss))
+                tool_die(ERR_RUNTIME,
+                         "loss became %g in epoch %lld (client %lld); lower --lr?", loss,
+                         (long long)e + 1, (long long)client);
+            model_sgd_step(m, (float)lr, (float)mom, (float)wd);
+            loss_sum += (double)loss * nb;
+            seen += nb;
+            tool_progress("client %lld epoch %lld/%lld  %lld/%lld  loss %.4f  %.0f img/s",
+                          (long long)client, (long long)e + 1, (long long)epochs,
+                          (long long)seen, (long long)s->n, loss_sum / (double)seen,
+                          (double)seen / (tool_now() - te));
+        }
+        last_loss = loss_sum / (double)seen;
+        tool_progress_done();
+        tool_log(2, "client %lld epoch %lld/%lld loss %.4f %.0f img/s", (long long)client,
+                 (long long)e + 1, (long long)epochs, last_loss,
+                 (double)seen / (tool_now() - te));
+    }
+    double dt = tool_now() - t0;
+    tool_log(1, "client %lld round %lld: %lld samples x %lld epochs, loss %.4f, %.1f s (%.0f img/s)",
+             (long long)client, (long long)round, (long long)s->n, (long long)epochs, last_loss,
+             dt, dt > 0 ? (double)(s->n * epochs) / dt : 0.0);
+
+    record *u = rec_new("update");
+    if (!u || model_to_record(m, u, REC_BORROW))
+        tool_fail(err_last());
+    const mval *cls = mv_map_get(grec->meta, "classes");
+    if (cls) {
+        mval cp;
+        mv_copy(&cp, cls);
+        mv_map_put(u->meta, "classes", &cp);
+    }
+    rec_set_int(u, "client", client);
+    rec_set_int(u, "round", round);
+    rec_set_int(u, "num_samples", s->n);
+    rec_set_float(u, "loss", last_loss);
+    rec_set_int(u, "epochs", epochs);
+    rec_set_int(u, "batch", batch);
+    rec_set_float(u, "lr", lr);
+    rec_set_int(u, "seed", (int64_t)seed);
+    if (teacher) {
+        rec_set_float(u, "kd_alpha", kd_alpha);
+        rec_set_float(u, "kd_temp", kd_t);
+    }
+    rec_set_str(u, "producer", "local-train " FEDSM_VERSION);
+    if (ep_write_one(out, u, &o))
+        tool_fail(err_last());
+    rec_free(u);
+    free(x);
+    free(xa);
+    free(tb);
+    free(yb);
+    free(perm);
+    free(teacher);
+    shard_free(s);
+    model_free(m);
+    rec_free(grec);
+    return 0;
+}
