@@ -1,0 +1,773 @@
+/* nn.c - the kernels of nn.h: conv2d (im2col + OpenBLAS sgemm per image), BatchNorm2d,
+ * ReLU, pooling, linear, softmax cross-entropy, distillation loss, SGD, crop/flip.
+ *
+ * What it is not: a tuned library of every layout; conv is im2col + GEMM per image, split
+ * over a pool of our own threads (static split, fixed reduction order, so results are
+ * identical run to run at a fixed thread count).  Follows PyTorch's CPU semantics for
+ * BatchNorm (batch stats, unbiased running_var, momentum 0.1, eps 1e-5), CrossEntropyLoss
+ * (mean), kl_div(batchmean) and SGD (dampening 0). */
+#include "nn.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------ */
+/* thread pool                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+typedef void (*nn_task_fn)(void *ctx, int tid, int nt);
+
+#define NN_MAX_THREADS 256
+
+static struct {
+    int n;                 /* pool size including the calling thread */
+    int started;           /* worker threads running */
+    pthread_t tid[NN_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    unsigned long gen;     /* incremented per task */
+    int pending;           /* workers still running the current task */
+    int quit;
+    nn_task_fn fn;
+    void *ctx;
+} pool = {.n = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER,
+          .done = PTHREAD_COND_INITIALIZER};
+
+static void *pool_worker(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (pool.gen == seen && !pool.quit)
+            pthread_cond_wait(&pool.go, &pool.mu);
+        if (pool.quit)
+            break;
+        seen = pool.gen;
+        nn_task_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int nt = pool.n;
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, me, nt);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.pending == 0)
+            pthread_cond_signal(&pool.done);
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return NULL;
+}
+
+static void pool_stop(void)
+{
+    if (!pool.started)
+        return;
+    pthread_mutex_lock(&pool.mu);
+    pool.quit = 1;
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 1; i < pool.started; i++)
+        pthread_join(pool.tid[i], NULL);
+    pool.started = 0;
+    pool.quit = 0;
+}
+
+void nn_set_threads(int n)
+{
+    if (n <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (int)c : 1;
+    }
+    if (n > NN_MAX_THREADS)
+        n = NN_MAX_THREADS;
+    pool_stop();
+    pool.n = n;
+}
+
+int nn_threads(void) { return pool.n; }
+
+/* Runs fn(ctx, tid, nt) for tid = 0..nt-1 (tid 0 on the calling thread) and waits.
+ * OpenBLAS is held at one thread meanwhile. */
+static void nn_run(nn_task_fn fn, void *ctx)
+{
+    int nt = pool.n;
+    int blas = openblas_get_num_threads();
+    if (blas != 1)
+        openblas_set_num_threads(1);
+    if (nt == 1) {
+        fn(ctx, 0, 1);
+    } else {
+        pthread_mutex_lock(&pool.mu);
+        if (!pool.started) {
+            pool.started = 1;
+            for (int i = 1; i < nt; i++) {
+                if (pthread_create(&pool.tid[i], NULL, pool_worker, (void *)(intptr_t)i) != 0)
+                    break; /* fewer workers: fall back below */
+                pool.started = i + 1;
+            }
+        }
+        int workers = pool.started - 1;
+        if (workers != nt - 1) { /* could not start them all: run serially */
+            pthread_mutex_unlock(&pool.mu);
+            for (int t = 0; t < nt; t++)
+                fn(ctx, t, nt);
+        } else {
+            pool.fn = fn;
+            pool.ctx = ctx;
+            pool.pending = workers;
+            pool.gen++;
+            pthread_cond_broadcast(&pool.go);
+            pthread_mutex_unlock(&pool.mu);
+            fn(ctx, 0, nt);
+            pthread_mutex_lock(&pool.mu);
+            while (pool.pending > 0)
+                pthread_cond_wait(&pool.done, &pool.mu);
+            pthread_mutex_unlock(&pool.mu);
+        }
+    }
+    if (blas != 1)
+        openblas_set_num_threads(blas);
+}
+
+/* [*lo, *hi) = thread tid's share of 0..n (static, contiguous). */
+static void split(int n, int tid, int nt, int *lo, int *hi)
+{
+    *lo = (int)((long)n * tid / nt);
+    *hi = (int)((long)n * (tid + 1) / nt);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* conv2d                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+nn_conv2d_dims nn_conv2d_make(int n, int ci, int h, int w, int co, int k, int stride, int pad)
+{
+    nn_conv2d_dims d = {.n = n, .ci = ci, .h = h, .w = w, .co = co, .kh = k, .kw = k,
+                        .stride = stride, .pad = pad};
+    d.ho = (h + 2 * pad - k) / stride + 1;
+    d.wo = (w + 2 * pad - k) / stride + 1;
+    return d;
+}
+
+static int conv_is_pointwise(const nn_conv2d_dims *d)
+{
+    return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
+}
+
+static size_t conv_col_floats(const nn_conv2d_dims *d)
+{
+    return conv_is_pointwise(d) ? 0 : (size_t)d->ci * d->kh * d->kw * d->ho * d->wo;
+}
+
+size_t nn_conv2d_ws_floats(const nn_conv2d_dims *d)
+{
+    size_t nt = (size_t)pool.n;
+    size_t dw = (size_t)d->co * d->ci * d->kh * d->kw + (size_t)d->co; /* weight + bias grads */
+    return nt * (conv_col_floats(d) + 16) + (nt - 1) * dw;
+}
+
+/* col: (Ci*KH*KW, Ho*Wo) from one image x: (Ci, H, W). */
+static void im2col(float *col, const float *x, const nn_conv2d_dims *d)
+{
+    const int hw = d->ho * d->wo;
+    for (int c = 0; c < d->ci; c++)
+        for (int ky = 0; ky < d->kh; ky++)
+            for (int kx = 0; kx < d->kw; kx++) {
+                float *dst = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * hw;
+                const float *src = x + (size_t)c * d->h * d->w;
+                for (int oy = 0; oy < d->ho; oy++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    float *row = dst + oy * d->wo;
+                    if (iy < 0 || iy >= d->h) {
+                        memset(row, 0, sizeof(float) * d->wo);
+                        continue;
+                    }
+                    const float *srow = src + (size_t)iy * d->w;
+                    if (d->stride == 1) {
+                        int ox0 = d->pad - kx, ox;
+                        for (ox = 0; ox < d->wo && ox < ox0; ox++)
+                            row[ox] = 0;
+                        int ixs = ox - d->pad + kx;
+                        int n = d->w - ixs;
+                        if (n > d->wo - ox)
+                            n = d->wo - ox;
+                        if (n > 0) {
+                            memcpy(row + ox, srow + ixs, sizeof(float) * n);
+                            ox += n;
+                        }
+                        for (; ox < d->wo; ox++)
+                            row[ox] = 0;
+                    } else {
+                        for (int ox = 0; ox < d->wo; ox++) {
+                            int ix = ox * d->stride - d->pad + kx;
+                            row[ox] = (ix >= 0 && ix < d->w) ? srow[ix] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* x: (Ci, H, W) = 0, then += col2im(col). */
+static void col2im(float *x, const float *col, const nn_conv2d_dims *d)
+{
+    const int hw = d->ho * d->wo;
+    memset(x, 0, sizeof(float) * d->ci * d->h * d->w);
+    for (int c = 0; c < d->ci; c++)
+        for (int ky = 0; ky < d->kh; ky++)
+            for (int kx = 0; kx < d->kw; kx++) {
+                const float *src = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * hw;
+                float *dst = x + (size_t)c * d->h * d->w;
+                for (int oy = 0; oy < d->ho; oy++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    if (iy < 0 || iy >= d->h)
+                        continue;
+                    const float *row = src + oy * d->wo;
+                    float *drow = dst + (size_t)iy * d->w;
+                    if (d->stride == 1) {
+                        int lo = d->pad - kx > 0 ? d->pad - kx : 0;
+                        int hi = d->w + d->pad - kx < d->wo ? d->w + d->pad - kx : d->wo;
+                        for (int ox = lo; ox < hi; ox++)
+                            drow[ox - d->pad + kx] += row[ox];
+                    } else {
+                        for (int ox = 0; ox < d->wo; ox++) {
+                            int ix = ox * d->stride - d->pad + kx;
+                            if (ix >= 0 && ix < d->w)
+                                drow[ix] += row[ox];
+                        }
+                    }
+                }
+            }
+}
+
+typedef struct {
+    float *out, *din, *dw, *db;
+    const float *in, *w, *b, *dout;
+    const nn_conv2d_dims *d;
+    float *ws;
+} conv_task;
+
+static float *conv_thread_col(const conv_task *t, int tid)
+{
+    return t->ws + (size_t)tid * (conv_col_floats(t->d) + 16);
+}
+
+static void conv_forward_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    const int hw = d->ho * d->wo, kk = d->ci * d->kh * d->kw;
+    float *col = conv_thread_col(t, tid);
+    for (int s = lo; s < hi; s++) {
+        const float *x = t->in + (size_t)s * d->ci * d->h * d->w;
+        float *y = t->out + (size_t)s * d->co * hw;
+        const float *b = x;
+        if (!conv_is_pointwise(d)) {
+            im2col(col, x, d);
+            b = col;
+        }
+        /* y (Co, HW) = w (Co, KK) @ col (KK, HW) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->co, hw, kk, 1.0f, t->w, kk,
+                    b, hw, 0.0f, y, hw);
+        if (t->b)
+            for (int o = 0; o < d->co; o++)
+                for (int i = 0; i < hw; i++)
+                    y[(size_t)o * hw + i] += t->b[o];
+    }
+}
+
+void nn_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const nn_conv2d_dims *d, float *ws)
+{
+    conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
+    nn_run(conv_forward_task, &t);
+}
+
+static void conv_backward_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    const int hw = d->ho * d->wo, kk = d->ci * d->kh * d->kw;
+    const size_t nw = (size_t)d->co * kk;
+    float *col = conv_thread_col(t, tid);
+    /* thread 0 accumulates into dw/db; the others into their own slices of ws, zeroed */
+    float *dw = t->dw, *db = t->db;
+    if (tid > 0) {
+        float *base = t->ws + (size_t)nt * (conv_col_floats(d) + 16);
+        dw = base + (size_t)(tid - 1) * (nw + d->co);
+        db = dw + nw;
+        memset(dw, 0, sizeof(float) * (nw + d->co));
+    }
+    for (int s = lo; s < hi; s++) {
+        const float *x = t->in + (size_t)s * d->ci * d->h * d->w;
+        const float *dy = t->dout + (size_t)s * d->co * hw;
+        const float *b = x;
+        if (!conv_is_pointwise(d)) {
+            im2col(col, x, d);
+            b = col;
+        }
+        /* dw (Co, KK) += dy (Co, HW) @ col^T (HW, KK) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->co, kk, hw, 1.0f, dy, hw, b, hw,
+                    1.0f, dw, kk);
+        if (t->db)
+            for (int o = 0; o < d->co; o++) {
+                float acc = 0;
+                for (int i = 0; i < hw; i++)
+                    acc += dy[(size_t)o * hw + i];
+                db[o] += acc;
+            }
+        if (t->din) {
+            float *dx = t->din + (size_t)s * d->ci * d->h * d->w;
+            if (conv_is_pointwise(d)) {
+                /* dx (Ci, HW) = w^T (Ci, Co) @ dy (Co, HW) */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw, d->co, 1.0f, t->w,
+                            kk, dy, hw, 0.0f, dx, hw);
+            } else {
+                /* dcol (KK, HW) = w^T (KK, Co) @ dy (Co, HW) */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw, d->co, 1.0f, t->w,
+                            kk, dy, hw, 0.0f, col, hw);
+                col2im(dx, col, d);
+            }
+        }
+    }
+}
+
+void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, const nn_conv2d_dims *d, float *ws)
+{
+    conv_task t = {.din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d,
+                   .ws = ws};
+    nn_run(conv_backward_task, &t);
+    int nt = pool.n;
+    if (nt > 1) { /* fixed-order reduction of the per-thread partial gradients */
+        size_t nw = (size_t)d->co * d->ci * d->kh * d->kw;
+        float *base = ws + (size_t)nt * (conv_col_floats(d) + 16);
+        for (int k = 1; k < nt; k++) {
+            const float *p = base + (size_t)(k - 1) * (nw + d->co);
+            for (size_t i = 0; i < nw; i++)
+                dw[i] += p[i];
+            if (db)
+                for (int o = 0; o < d->co; o++)
+                    db[o] += p[nw + o];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* BatchNorm2d                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    float *out, *din, *dgamma, *dbeta, *mean, *rstd, *rmean, *rvar;
+    const float *in, *outc, *dout, *gamma, *beta, *meanc, *rstdc;
+    int n, c, hw, train, relu;
+    float momentum, eps;
+} bn_task;
+
+static void bn_forward_task(void *ctx, int tid, int nt)
+{
+    const bn_task *t = ctx;
+    int lo, hi;
+    split(t->c, tid, nt, &lo, &hi);
+    const size_t hw = (size_t)t->hw, cstride = (size_t)t->c * hw;
+    for (int ch = lo; ch < hi; ch++) {
+        float mean, rstd;
+        if (t->train) {
+            double s = 0;
+            for (int i = 0; i < t->n; i++) {
+                const float *x = t->in + i * cstride + ch * hw;
+                float acc = 0;
+                for (size_t j = 0; j < hw; j++)
+                    acc += x[j];
+                s += acc;
+            }
+            double cnt = (double)t->n * hw, m = s / cnt, v = 0;
+            for (int i = 0; i < t->n; i++) {
+                const float *x = t->in + i * cstride + ch * hw;
+                float acc = 0, mf = (float)m;
+                for (size_t j = 0; j < hw; j++) {
+                    float e = x[j] - mf;
+                    acc += e * e;
+                }
+                v += acc;
+            }
+            double var = v / cnt;
+            mean = (float)m;
+            rstd = (float)(1.0 / sqrt(var + t->eps));
+            double unb = cnt > 1 ? v / (cnt - 1) : var;
+            t->rmean[ch] = (float)((1.0 - t->momentum) * t->rmean[ch] + t->momentum * m);
+            t->rvar[ch] = (float)((1.0 - t->momentum) * t->rvar[ch] + t->momentum * unb);
+        } else {
+            mean = t->rmean[ch];
+            rstd = (float)(1.0 / sqrt((double)t->rvar[ch] + t->eps));
+        }
+        t->mean[ch] = mean;
+        t->rstd[ch] = rstd;
+        float scale = t->gamma[ch] * rstd, shift = t->beta[ch] - mean * scale;
+        for (int i = 0; i < t->n; i++) {
+            const float *x = t->in + i * cstride + ch * hw;
+            float *y = t->out + i * cstride + ch * hw;
+            if (t->relu)
+                for (size_t j = 0; j < hw; j++) {
+                    float v = x[j] * scale + shift;
+                    y[j] = v > 0 ? v : 0;
+                }
+            else
+                for (size_t j = 0; j < hw; j++)
+                    y[j] = x[j] * scale + shift;
+        }
+    }
+}
+
+void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in,
+                          const float *gamma, const float *beta, float *running_mean,
+                          float *running_var, int n, int c, int hw, int train, float momentum,
+                          float eps, int relu)
+{
+    bn_task t = {.out = out, .mean = mean, .rstd = rstd, .in = in, .gamma = gamma,
+                 .beta = beta, .rmean = running_mean, .rvar = running_var, .n = n, .c = c,
+                 .hw = hw, .train = train, .momentum = momentum, .eps = eps, .relu = relu};
+    nn_run(bn_forward_task, &t);
+}
+
+static void bn_backward_task(void *ctx, int tid, int nt)
+{
+    const bn_task *t = ctx;
+    int lo, hi;
+    split(t->c, tid, nt, &lo, &hi);
+    const size_t hw = (size_t)t->hw, cstride = (size_t)t->c * hw;
+    for (int ch = lo; ch < hi; ch++) {
+        const float mean = t->meanc[ch], rstd = t->rstdc[ch];
+        double sdy = 0, sdyx = 0;
+        for (int i = 0; i < t->n; i++) {
+            const float *x = t->in + i * cstride + ch * hw;
+            const float *dy = t->dout + i * cstride + ch * hw;
+            const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
+            float a = 0, b = 0;
+            for (size_t j = 0; j < hw; j++) {
+                float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
+                a += g;
+                b += g * (x[j] - mean);
+            }
+            sdy += a;
+            sdyx += b;
+        }
+        t->dgamma[ch] += (float)(sdyx * rstd);
+        t->dbeta[ch] += (float)sdy;
+        float gr = t->gamma[ch] * rstd;
+        if (t->train) {
+            double cnt = (double)t->n * hw;
+            float gm = (float)(sdy / cnt);
+            float k = (float)(sdyx * rstd * rstd / cnt);
+            for (int i = 0; i < t->n; i++) {
+                const float *x = t->in + i * cstride + ch * hw;
+                const float *dy = t->dout + i * cstride + ch * hw;
+                const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
+                float *dx = t->din + i * cstride + ch * hw;
+                for (size_t j = 0; j < hw; j++) {
+                    float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
+                    dx[j] = (g - gm - (x[j] - mean) * k) * gr;
+                }
+            }
+        } else {
+            for (int i = 0; i < t->n; i++) {
+                const float *dy = t->dout + i * cstride + ch * hw;
+                const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
+                float *dx = t->din + i * cstride + ch * hw;
+                for (size_t j = 0; j < hw; j++)
+                    dx[j] = ((!y || y[j] > 0) ? dy[j] : 0.0f) * gr;
+            }
+        }
+    }
+}
+
+void nn_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                           const float *in, const float *out, const float *mean,
+                           const float *rstd, const float *gamma, int n, int c, int hw,
+                           int train, int relu)
+{
+    bn_task t = {.din = din, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .in = in,
+                 .outc = out, .meanc = mean, .rstdc = rstd, .gamma = gamma, .n = n, .c = c,
+                 .hw = hw, .train = train, .relu = relu && out};
+    nn_run(bn_backward_task, &t);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* elementwise                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+void nn_relu_forward(float *out, const float *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = in[i] > 0 ? in[i] : 0.0f;
+}
+
+void nn_relu_backward(float *din, const float *dout, const float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        din[i] = out[i] > 0 ? dout[i] : 0.0f;
+}
+
+void nn_add_forward(float *out, const float *a, const float *b, size_t n, int relu)
+{
+    if (relu)
+        for (size_t i = 0; i < n; i++) {
+            float v = a[i] + b[i];
+            out[i] = v > 0 ? v : 0.0f;
+        }
+    else
+        for (size_t i = 0; i < n; i++)
+            out[i] = a[i] + b[i];
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* pooling                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+void nn_avgpool_forward(float *out, const float *in, int n, int c, int hw)
+{
+    for (size_t i = 0; i < (size_t)n * c; i++) {
+        const float *x = in + i * hw;
+        float acc = 0;
+        for (int j = 0; j < hw; j++)
+            acc += x[j];
+        out[i] = acc / (float)hw;
+    }
+}
+
+void nn_avgpool_backward(float *din, const float *dout, int n, int c, int hw)
+{
+    for (size_t i = 0; i < (size_t)n * c; i++) {
+        float g = dout[i] / (float)hw;
+        float *dx = din + i * hw;
+        for (int j = 0; j < hw; j++)
+            dx[j] = g;
+    }
+}
+
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h,
+                        int w, int k, int stride, int pad, int ho, int wo)
+{
+    for (size_t p = 0; p < (size_t)n * c; p++) {
+        const float *x = in + p * h * w;
+        float *y = out + p * ho * wo;
+        int32_t *am = argmax + p * ho * wo;
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                float best = -INFINITY;
+                int32_t bi = -1;
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = oy * stride - pad + ky;
+                    if (iy < 0 || iy >= h)
+                        continue;
+                    for (int kx = 0; kx < k; kx++) {
+                        int ix = ox * stride - pad + kx;
+                        if (ix < 0 || ix >= w)
+                            continue;
+                        float v = x[iy * w + ix];
+                        if (v > best || bi < 0 || isnan(v)) {
+                            best = v;
+                            bi = iy * w + ix;
+                        }
+                    }
+                }
+                y[oy * wo + ox] = best;
+                am[oy * wo + ox] = bi;
+            }
+    }
+}
+
+void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c,
+                         int h, int w, int ho, int wo)
+{
+    memset(din, 0, sizeof(float) * n * c * h * w);
+    for (size_t p = 0; p < (size_t)n * c; p++) {
+        float *dx = din + p * h * w;
+        const float *dy = dout + p * ho * wo;
+        const int32_t *am = argmax + p * ho * wo;
+        for (int i = 0; i < ho * wo; i++)
+            if (am[i] >= 0)
+                dx[am[i]] += dy[i];
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* linear                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+void nn_linear_forward(float *out, const float *in, const float *w, const float *b, int n,
+                       int in_dim, int out_dim)
+{
+    if (b)
+        for (int i = 0; i < n; i++)
+            memcpy(out + (size_t)i * out_dim, b, sizeof(float) * out_dim);
+    /* out (N, O) = in (N, I) @ w^T (I, O) (+ out) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out_dim, in_dim, 1.0f, in, in_dim, w,
+                in_dim, b ? 1.0f : 0.0f, out, out_dim);
+}
+
+void nn_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, int n, int in_dim, int out_dim)
+{
+    /* dw (O, I) += dout^T (O, N) @ in (N, I) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout,
+                out_dim, in, in_dim, 1.0f, dw, in_dim);
+    if (db)
+        for (int o = 0; o < out_dim; o++) {
+            float acc = 0;
+            for (int i = 0; i < n; i++)
+                acc += dout[(size_t)i * out_dim + o];
+            db[o] += acc;
+        }
+    if (din) /* din (N, I) = dout (N, O) @ w (O, I) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout,
+                    out_dim, w, in_dim, 0.0f, din, in_dim);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* losses                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* p (C) = softmax(x / t); returns log(sum exp((x - max)/t)) + max/t, i.e. logsumexp(x/t). */
+static double softmax_row(float *p, const float *x, int c, float t)
+{
+    float mx = x[0];
+    for (int j = 1; j < c; j++)
+        if (x[j] > mx)
+            mx = x[j];
+    double s = 0;
+    for (int j = 0; j < c; j++) {
+        double e = exp(((double)x[j] - mx) / t);
+        if (p)
+            p[j] = (float)e;
+        s += e;
+    }
+    if (p)
+        for (int j = 0; j < c; j++)
+            p[j] = (float)(p[j] / s);
+    return log(s) + (double)mx / t;
+}
+
+float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels,
+                               int n, int c)
+{
+    double loss = 0;
+    for (int i = 0; i < n; i++) {
+        const float *x = logits + (size_t)i * c;
+        double lse = softmax_row(probs ? probs + (size_t)i * c : NULL, x, c, 1.0f);
+        loss += lse - x[labels[i]];
+    }
+    return n > 0 ? (float)(loss / n) : 0.0f;
+}
+
+void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels,
+                               int n, int c, float scale)
+{
+    float k = scale / (float)n;
+    for (int i = 0; i < n; i++) {
+        float *d = dlogits + (size_t)i * c;
+        const float *p = probs + (size_t)i * c;
+        for (int j = 0; j < c; j++)
+            d[j] += k * (p[j] - (j == labels[i] ? 1.0f : 0.0f));
+    }
+}
+
+float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t,
+                    float alpha)
+{
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        const float *s = student + (size_t)i * c, *q = teacher + (size_t)i * c;
+        double lse_s = softmax_row(NULL, s, c, t), lse_t = softmax_row(NULL, q, c, t);
+        double kl = 0;
+        for (int j = 0; j < c; j++) {
+            double lpt = q[j] / (double)t - lse_t, lps = s[j] / (double)t - lse_s;
+            double pt = exp(lpt);
+            if (pt > 0)
+                kl += pt * (lpt - lps);
+        }
+        total += kl;
+    }
+    return n > 0 ? (float)(alpha * (double)t * t * total / n) : 0.0f;
+}
+
+void nn_kd_backward(float *dlogits, const float *student, const float *teacher, int n, int c,
+                    float t, float alpha)
+{
+    float k = alpha * t / (float)n;
+    for (int i = 0; i < n; i++) {
+        const float *s = student + (size_t)i * c, *q = teacher + (size_t)i * c;
+        double lse_s = softmax_row(NULL, s, c, t), lse_t = softmax_row(NULL, q, c, t);
+        float *d = dlogits + (size_t)i * c;
+        for (int j = 0; j < c; j++) {
+            double ps = exp(s[j] / (double)t - lse_s), pt = exp(q[j] / (double)t - lse_t);
+            d[j] += (float)(k * (ps - pt));
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* optimizer                                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+void nn_sgd_step(float *p, float *buf, const float *g, size_t n, float lr, float momentum,
+                 float wd)
+{
+    if (momentum != 0.0f && buf) {
+        for (size_t i = 0; i < n; i++) {
+            float gi = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+            buf[i] = momentum * buf[i] + gi;
+            p[i] -= lr * buf[i];
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            float gi = wd != 0.0f ? g[i] + wd * p[i] : g[i];
+            p[i] -= lr * gi;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* augmentation                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+void nn_crop_flip(float *out, const float *in, int c, int h, int w, int pad, int dy, int dx,
+                  int flip)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++) {
+            int sy = y + dy - pad;
+            float *row = out + ((size_t)ch * h + y) * w;
+            if (sy < 0 || sy >= h) {
+                memset(row, 0, sizeof(float) * w);
+                continue;
+            }
+            const float *src = in + ((size_t)ch * h + sy) * w;
+            for (int x = 0; x < w; x++) {
+                int cx = flip ? w - 1 - x : x; /* position in the crop before mirroring */
+                int sx = cx + dx - pad;
+                row[x] = (sx >= 0 && sx < w) ? src[sx] : 0.0f;
+            }
+        }
+}
+
+void nn_augment_crop_flip(float *out, const float *in, int n, int c, int h, int w, int pad,
+                          int per_sample, rng *r)
+{
+    int dy = 0, dx = 0, flip = 0;
+    const size_t img = (size_t)c * h * w;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || per_sample) {
+            dy = (int)rng_below(r, (uint64_t)(2 * pad + 1));
+            dx = (int)rng_below(r, (uint64_t)(2 * pad + 1));
+            flip = rng_uniform(r) < 0.5;
+        }
+        nn_crop_flip(out + i * img, in + i * img, c, h, w, pad, dy, dx, flip);
+    }
+}
