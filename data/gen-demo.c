@@ -31,8 +31,8 @@ static double gauss(void)
 static void make_image(uint8_t *rec, int k)
 {
     rec[0] = (uint8_t)k;
-    double th = k * M_PI / 10 + 0.15 * gauss(), f = 0.25 + 0.04 * (k % 4) + 0.02 * gauss();
-    double ph = 2 * M_PI * unif(), contrast = 0.5 + 0.4 * unif(), noise = 0.35;
+    double th = k * M_PI / 10 + 0.2 * gauss(), f = 0.25 + 0.04 * (k % 4) + 0.02 * gauss();
+    double ph = 2 * M_PI * unif(), contrast = 0.25 + 0.35 * unif(), noise = 0.9;
     double hue[3] = {0.5 + 0.4 * cos(k * 0.63), 0.5 + 0.4 * cos(k * 0.63 + 2.1),
                      0.5 + 0.4 * cos(k * 0.63 + 4.2)};
     for (int c = 0; c < 3; c++)

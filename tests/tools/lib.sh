@@ -2,6 +2,9 @@
 # tests/tools/*.sh files that do not start with "lib").
 # Gives: $T (a temp dir removed on exit), PY (Debian's python3), fail, expect_rc, skip.
 set -u
+FEDSM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BUILD:-build}
+FEDSM_BIN=${FEDSM_BIN:-$FEDSM_ROOT/$BUILD/bin}
 T=$(mktemp -d /tmp/fedsm-t.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 PY=/usr/bin/python3

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# FedAvg tools and pipeline: --help/usage/exit codes of aggregate, local-train, evaluate;
+# aggregate's weighting and client order against a direct computation (numpy); bad updates
+# (other arch, NaN, wrong round) refused by name; a tiny end-to-end run on generated data,
+# killed mid-run and resumed, ends with the same final model as an uninterrupted run.
+source "$(dirname "$0")/lib.sh"
+B=$FEDSM_BIN
+for t in aggregate local-train evaluate; do
+    expect_rc 0 "$B/$t" --help && grep -q usage "$T/out" || fail "$t --help"
+    expect_rc 0 "$B/$t" --version
+    expect_rc 2 "$B/$t" --no-such-option && expect_one_error_line
+done
+expect_rc 2 "$B/local-train" -m x && expect_one_error_line
+expect_rc 2 "$B/local-train" -m x -d y -o z --lr abc && expect_one_error_line
+expect_rc 2 "$B/aggregate" --init resnet8 -o "$T/m.mpk.zst" && expect_one_error_line
+expect_rc 4 "$B/evaluate" -m "$T/missing.mpk.zst" --test "$T/missing2" && expect_one_error_line
+expect_rc 2 "$B/aggregate" --select 5 --clients 3 --round 1
+
+# selection: seeded, K distinct of N, changes with the round
+s1=$("$B/aggregate" --select 8 --clients 20 --round 1 --seed 7 | tr '\n' ' ')
+s1b=$("$B/aggregate" --select 8 --clients 20 --round 1 --seed 7 | tr '\n' ' ')
+s2=$("$B/aggregate" --select 8 --clients 20 --round 2 --seed 7 | tr '\n' ' ')
+[ "$s1" = "$s1b" ] || fail "selection not deterministic"
+[ "$s1" != "$s2" ] || fail "selection does not change with the round"
+[ "$(echo $s1 | wc -w)" = 8 ] || fail "selection size: $s1"
+
+# data: 3 classes would do, but partition's CIFAR reader wants 10 labels
+"$FEDSM_ROOT/$BUILD/bin/gen-demo" "$T/data" 40 10 >/dev/null 2>&1 || "$B/gen-demo" "$T/data" 40 10
+"$B/partition" --in "$T/data" -o "$T/p" --if 4 --clients 4 -q || fail "partition"
+"$B/aggregate" --init resnet8 --width 4 --partition "$T/p/partition.mpk.zst" --seed 3 -o "$T/m0.mpk.zst" -q
+for k in 0 1 2; do
+    "$B/local-train" -m "$T/m0.mpk.zst" -d "$T/p/client-0$k.mpk.zst" --epochs 1 --batch 16 -o "$T/u$k.mpk.zst" -q || fail "local-train $k"
+done
+"$B/aggregate" -m "$T/m0.mpk.zst" -o "$T/m1.mpk.zst" -q "$T/u2.mpk.zst" "$T/u0.mpk.zst" "$T/u1.mpk.zst" || fail aggregate
+if $PY -c 'import numpy, msgpack, zstandard' 2>/dev/null; then
+$PY - "$T" <<'PY' || fail "aggregate differs from the direct weighted mean"
+import sys, msgpack, zstandard, numpy as np
+T = sys.argv[1]
+def recs(p):
+    d = zstandard.ZstdDecompressor().decompressobj
+    data = open(p, 'rb').read(); out = []
+    while data:
+        o = zstandard.ZstdDecompressor().decompressobj(); r = o.decompress(data); data = o.unused_data
+        out.append(msgpack.unpackb(r, raw=False))
+    return [x for x in out if x['kind'] != 'end']
+def arr(t): return np.frombuffer(t['data'], dtype=t['type']).reshape(t['shape'])
+ups = [recs(f'{T}/u{k}.mpk.zst')[0] for k in range(3)]
+m = recs(f'{T}/m1.mpk.zst')[0]
+n = np.array([u['meta']['num_samples'] for u in ups], dtype=np.float64)
+assert m['meta']['clients'] == sorted(u['meta']['client'] for u in ups), m['meta']['clients']
+worst = 0
+for name, t in m['tensors'].items():
+    if t['type'] != '<f4': continue
+    want = sum(n[k] / n.sum() * arr(ups[k]['tensors'][name]).astype(np.float64) for k in range(3))
+    worst = max(worst, float(np.abs(arr(t) - want).max()))
+print('max abs diff', worst)
+assert worst < 1e-6, worst
+assert 'bn1.running_mean' in m['tensors']
+PY
+else
+    echo "numpy/msgpack/zstandard missing: weighting check skipped"
+fi
+
+# bad updates are refused by name
+"$B/aggregate" --init resnet8 --width 8 --partition "$T/p/partition.mpk.zst" --seed 3 -o "$T/other.mpk.zst" -q
+"$B/local-train" -m "$T/other.mpk.zst" -d "$T/p/client-03.mpk.zst" --epochs 1 -o "$T/u_other.mpk.zst" -q
+expect_rc 3 "$B/aggregate" -m "$T/m0.mpk.zst" -o "$T/bad.mpk.zst" "$T/u0.mpk.zst" "$T/u_other.mpk.zst" && expect_one_error_line
+grep -q "client 3" "$T/err" || fail "other-arch update not named: $(cat "$T/err")"
+"$B/local-train" -m "$T/m0.mpk.zst" -d "$T/p/client-03.mpk.zst" --epochs 1 --round 5 -o "$T/u_round.mpk.zst" -q
+expect_rc 3 "$B/aggregate" -m "$T/m0.mpk.zst" -o "$T/bad.mpk.zst" "$T/u0.mpk.zst" "$T/u_round.mpk.zst" && expect_one_error_line
+grep -q "client 3 is for round 5" "$T/err" || fail "wrong-round update not named: $(cat "$T/err")"
+# a NaN in one tensor of client 3's update (written by Python, as a broken client might)
+$PY - "$T" <<'PY' || fail "could not write the NaN update"
+import sys, msgpack, zstandard, numpy as np
+T = sys.argv[1]
+raw = open(f'{T}/u1.mpk.zst', 'rb').read()
+r = msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(raw), raw=False)
+w = np.frombuffer(r['tensors']['fc.weight']['data'], dtype='<f4').copy(); w[3] = np.nan
+r['tensors']['fc.weight']['data'] = w.tobytes(); r['meta']['client'] = 3
+open(f'{T}/u_nan.mpk.zst', 'wb').write(zstandard.ZstdCompressor().compress(msgpack.packb(r, use_bin_type=True)))
+PY
+expect_rc 1 "$B/aggregate" -m "$T/m0.mpk.zst" -o "$T/bad.mpk.zst" "$T/u0.mpk.zst" "$T/u_nan.mpk.zst" && expect_one_error_line
+grep -q "client 3 holds 1 NaN/Inf values in tensor fc.weight" "$T/err" || fail "NaN update not named: $(cat "$T/err")"
+[ ! -e "$T/bad.mpk.zst" ] || fail "a refused aggregate left an output file"
+ls "$T"/*.tmp.* 2>/dev/null && fail "temp files left behind"
+
+# evaluate: metrics CSV with a top1 fraction, many/medium/few from the partition
+"$B/evaluate" -m "$T/m1.mpk.zst" --test "$T/p/test.mpk.zst" -p "$T/p/partition.mpk.zst" --csv "$T/m.csv" -o "$T/metrics.mpk.zst" -q || fail evaluate
+head -1 "$T/m.csv" | grep -q '^label,round,top1,loss,many,medium,few,n$' || fail "csv header"
+awk -F, 'NR==2 && !($3>=0 && $3<=1 && $8==100) {exit 1}' "$T/m.csv" || fail "csv row: $(cat "$T/m.csv")"
+"$B/inspect" "$T/metrics.mpk.zst" | grep -q "confusion" || fail "metrics record"
+
+# end to end, killed and resumed == uninterrupted
+P=(--data "$T/data" --if 4 --clients 4 --per-round 2 --rounds 3 --epochs 1 --batch 16 --width 4 --jobs 2 -q)
+"$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null || fail "fedavg.sh"
+[ "$(wc -l < "$T/run/metrics.csv")" = 4 ] || fail "metrics.csv rows"
+mv "$T/run" "$T/run-a"
+"$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null 2>&1 &
+pid=$!
+for i in $(seq 1 600); do [ -f "$T/run/round-002/model.mpk.zst" ] && break; sleep 0.1; done
+kill -TERM -- -$pid 2>/dev/null || kill -TERM $pid; pkill -TERM -f "local-train.*$T/run" 2>/dev/null; wait $pid 2>/dev/null
+[ -f "$T/run/round-003/metrics.csv" ] && echo "note: the run finished before the kill"
+"$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null || fail "resume"
+cmp "$T/run/round-003/model.mpk.zst" "$T/run-a/round-003/model.mpk.zst" || fail "resumed run's final model differs"
+cmp "$T/run/metrics.csv" "$T/run-a/metrics.csv" || fail "resumed run's metrics differ"
+expect_rc 2 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" --lr 0.5
+done_tests
