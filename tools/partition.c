@@ -543,10 +543,9 @@ static void print_summary(const opts *o, const dataset *d, const int64_t *counts
         int nz = 0;
         for (int c = 0; c < C; c++)
             nz += counts[(size_t)k * C + c] > 0;
-        fprintf(stderr, "%s%3d: %6lld (%d cl)", k % 4 ? "   " : "\n    ", k,
-                (long long)sizes[k], nz);
+        fprintf(stderr, "%s%3d: %6lld (%d cl)%s", k % 4 ? "   " : "    ", k,
+                (long long)sizes[k], nz, k % 4 == 3 || k == K - 1 ? "\n" : "");
     }
-    fputc('\n', stderr);
     if (d->has_test)
         fprintf(stderr, "  test: %lld samples\n", (long long)d->test.n);
     else
@@ -839,7 +838,7 @@ int main(int argc, char **argv)
         rm_tree(old);
 
     print_summary(&o, &d, counts, class_counts, sizes, n_lt, sp.tries);
-    tool_log(1, "  wrote %s: %d client shards%s, partition.{mpk.zst,csv,svg} (%.2f s; %.2f s "
+    tool_log(1, "wrote %s: %d client shards%s, partition.{mpk.zst,csv,svg} (%.2f s; %.2f s "
              "writing)", out_dir, K, d.has_test ? ", test" : "", tool_now() - t0,
              tool_now() - t1);
 
