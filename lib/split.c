@@ -172,6 +172,8 @@ typedef struct ilist {
 
 static int ilist_append(ilist *l, const int64_t *src, int64_t k)
 {
+    if (k <= 0)
+        return 0;
     if (l->n + k > l->cap) {
         int64_t cap = l->cap ? l->cap : 64;
         while (cap < l->n + k)
@@ -329,7 +331,8 @@ static int split_creff(const int32_t *labels, int64_t n, int n_classes, const sp
         if (t > *tries)
             *tries = t;
         for (int j = 0; j < nw && !rc; j++) {
-            memcpy(flat + nflat, workers[j].v, (size_t)workers[j].n * sizeof *flat);
+            if (workers[j].n)
+                memcpy(flat + nflat, workers[j].v, (size_t)workers[j].n * sizeof *flat);
             nflat += workers[j].n;
         }
         from = to;
