@@ -30,8 +30,9 @@ dataset_path() {
     case $p in
     *.tar.zst)
         local cache=${FEDSM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fedsm}
-        local name; name=$(basename "$p" .tar.zst)
-        local dir="$cache/$name"
+        local name sum; name=$(basename "$p" .tar.zst)
+        sum=$(sha256sum "$p" | cut -c1-16)   # keyed by content (shared with the tests' cache)
+        local dir="$cache/$name-$sum"
         if [ ! -e "$dir/.complete" ]; then
             log "unpacking $p into $dir (once)"
             rm -rf "$dir.tmp.$$"; mkdir -p "$dir.tmp.$$"
