@@ -8,10 +8,10 @@ DESTDIR ?=
 FUZZ_SECONDS ?= 60
 
 CC      ?= cc
-PKGS    := libzmq msgpack openblas libzstd libjpeg libpng
+PKGS    := libzmq msgpack openblas libzstd libjpeg libpng zlib
 # Debian packages each target needs (installed when missing; see `deps` below).
 DEB_BUILD := build-essential pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev \
-             libzstd-dev zstd libjpeg62-turbo-dev libpng-dev
+             libzstd-dev zstd libjpeg62-turbo-dev libpng-dev zlib1g-dev
 DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard \
              clang libclang-rt-14-dev
 DEB_DEMO  := $(DEB_BUILD) gnuplot-nox
