@@ -29,13 +29,15 @@ TOOLS    := $(patsubst tools/%.c,%,$(sort $(wildcard tools/*.c)))
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+HELPER_SRC := $(sort $(wildcard tests/helpers/*.c))
+HELPER_BIN := $(HELPER_SRC:tests/helpers/%.c=$(BUILD)/helpers/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test check asan fuzz fuzz-build bench demo install format clean deps \
         deps-test deps-demo deps-bench clip-weights fixtures
 
-all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(BENCH_BIN)
+all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(HELPER_BIN) $(BENCH_BIN)
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -49,10 +51,13 @@ $(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(wildcard lib/*.h) | $(BUILD)/bin
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/testlib.h $(BUILD)/libfedsm.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
+$(BUILD)/helpers/%: tests/helpers/%.c $(BUILD)/libfedsm.a | $(BUILD)/helpers
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libfedsm.a | $(BUILD)/bench
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
-$(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/bench:
+$(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/helpers $(BUILD)/bench:
 	mkdir -p $@
 
 # ---- set-up: install missing Debian packages (as root), or say the exact command ----

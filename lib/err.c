@@ -26,7 +26,16 @@ int err_wrap(int code, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_buf, sizeof old);
-    snprintf(err_buf, sizeof err_buf, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n > sizeof err_buf - 3)
+        n = sizeof err_buf - 3;
+    memcpy(err_buf, prefix, n);
+    memcpy(err_buf + n, ": ", 2);
+    size_t m = strlen(old);
+    if (m > sizeof err_buf - n - 3)
+        m = sizeof err_buf - n - 3;
+    memcpy(err_buf + n + 2, old, m);
+    err_buf[n + 2 + m] = 0;
     err_code = code;
     return code;
 }

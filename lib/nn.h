@@ -1,0 +1,142 @@
+/* nn.h - training kernels on raw float pointers: conv2d, BatchNorm2d, ReLU, pooling,
+ * linear, softmax cross-entropy, distillation loss, SGD, crop/flip augmentation.
+ *
+ * What it is: plain functions, output first, then inputs, then sizes, with a shape
+ * comment on each pointer; a _forward/_backward pair per op (llm.c style).  All tensors
+ * are fp32, C order, NCHW; conv weights (Co, Ci, KH, KW) and linear weights (O, I) as in
+ * PyTorch.  Semantics follow PyTorch's defaults (ALGORITHMS 1.5-1.6).
+ * What it is not: a graph or autograd; models (model.h) chain these kernels by hand.
+ *
+ * Gradient conventions: parameter gradients (dw, db, dgamma, dbeta) ACCUMULATE (+=), so a
+ * caller zeroes them once per step; input gradients (din) are OVERWRITTEN (=), except the
+ * loss backwards, which ADD into dlogits (so CE and KD combine), as stated per function.
+ *
+ * Threads: the kernels run on nn's own pool of nn_threads() threads, parallel over
+ * samples or channels with a static split, calling OpenBLAS single-threaded from each
+ * worker; results are identical run to run at a fixed thread count.  While a kernel runs,
+ * OpenBLAS is held at 1 thread (no oversubscription) and restored afterwards. */
+#ifndef FEDSM_NN_H
+#define FEDSM_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rng.h"
+
+/* ---- threads ---- */
+/* Sets nn's pool size (n <= 0: all online cores).  Not thread-safe: call from the main
+ * thread, outside any kernel.  Default 1. */
+void nn_set_threads(int n);
+int nn_threads(void);
+
+/* ---- conv2d (no groups, no dilation; square or rectangular kernels) ---- */
+typedef struct nn_conv2d_dims {
+    int n, ci, h, w;   /* input (N, Ci, H, W) */
+    int co, kh, kw;    /* weight (Co, Ci, KH, KW) */
+    int stride, pad;   /* same on both axes */
+    int ho, wo;        /* output (N, Co, Ho, Wo): (h + 2 pad - kh) / stride + 1 */
+} nn_conv2d_dims;
+
+/* Fills ho/wo from the other fields. */
+nn_conv2d_dims nn_conv2d_make(int n, int ci, int h, int w, int co, int k, int stride, int pad);
+/* Floats of scratch a forward or backward call needs (at the current nn_threads()). */
+size_t nn_conv2d_ws_floats(const nn_conv2d_dims *d);
+
+/* out: (N, Co, Ho, Wo) = conv(in, w) (+ b).  in: (N, Ci, H, W); w: (Co, Ci, KH, KW);
+ * b: (Co) or NULL; ws: nn_conv2d_ws_floats(d) floats. */
+void nn_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const nn_conv2d_dims *d, float *ws);
+/* din: (N, Ci, H, W) overwritten, or NULL to skip (first layer); dw: (Co, Ci, KH, KW) +=;
+ * db: (Co) += or NULL; dout: (N, Co, Ho, Wo); in, w as in forward. */
+void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, const nn_conv2d_dims *d, float *ws);
+
+/* ---- BatchNorm2d (affine; eps and momentum as PyTorch: 1e-5, 0.1) ---- */
+/* out, in: (N, C, HW).  gamma, beta: (C).  running_mean, running_var: (C).
+ * train != 0: normalises with the batch mean and biased variance, and updates
+ *   running = (1 - momentum) running + momentum batch, using the UNBIASED variance
+ *   (N*HW / (N*HW - 1)) for running_var, as PyTorch.
+ * train == 0: normalises with the running stats (which stay unchanged).
+ * mean, rstd: (C) saved for backward (the statistics used, batch or running).
+ * relu != 0 fuses a ReLU after the affine transform (out = max(0, bn(in))). */
+void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in,
+                          const float *gamma, const float *beta, float *running_mean,
+                          float *running_var, int n, int c, int hw, int train, float momentum,
+                          float eps, int relu);
+/* din: (N, C, HW) overwritten; dgamma, dbeta: (C) +=.  dout: (N, C, HW).  in, mean, rstd,
+ * gamma as given to / saved by forward; train as in forward (eval mode treats the
+ * statistics as constants).  out/relu: when the forward fused a ReLU, pass its out and
+ * relu = 1 (the ReLU mask is out > 0); otherwise out may be NULL and relu = 0. */
+void nn_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                           const float *in, const float *out, const float *mean,
+                           const float *rstd, const float *gamma, int n, int c, int hw,
+                           int train, int relu);
+
+/* ---- elementwise ---- */
+/* out = max(0, in); n elements.  out may equal in. */
+void nn_relu_forward(float *out, const float *in, size_t n);
+/* din = dout * (out > 0); din may equal dout. */
+void nn_relu_backward(float *din, const float *dout, const float *out, size_t n);
+/* out = a + b (the residual add); relu != 0 gives out = max(0, a + b). out may alias a or b. */
+void nn_add_forward(float *out, const float *a, const float *b, size_t n, int relu);
+
+/* ---- pooling ---- */
+/* Global average pool: out (N, C) = mean over HW of in (N, C, HW). */
+void nn_avgpool_forward(float *out, const float *in, int n, int c, int hw);
+/* din: (N, C, HW) overwritten = dout / HW broadcast.  dout: (N, C). */
+void nn_avgpool_backward(float *din, const float *dout, int n, int c, int hw);
+/* Max pool k x k, stride, pad (padding never wins, as PyTorch's -inf padding).
+ * out: (N, C, Ho, Wo), Ho = (H + 2 pad - k) / stride + 1; argmax: (N, C, Ho, Wo) index
+ * into the (H, W) plane, saved for backward.  in: (N, C, H, W). */
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h,
+                        int w, int k, int stride, int pad, int ho, int wo);
+/* din: (N, C, H, W) overwritten (zero, plus dout routed to each argmax). */
+void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c,
+                         int h, int w, int ho, int wo);
+
+/* ---- linear ---- */
+/* out: (N, O) = in (N, I) @ w^T (w: (O, I)) + b (O, or NULL). */
+void nn_linear_forward(float *out, const float *in, const float *w, const float *b, int n,
+                       int in_dim, int out_dim);
+/* din: (N, I) overwritten, or NULL; dw: (O, I) +=; db: (O) += or NULL; dout: (N, O). */
+void nn_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, int n, int in_dim, int out_dim);
+
+/* ---- losses ---- */
+/* Softmax cross-entropy, mean over the batch.  probs: (N, C) softmax(logits), saved for
+ * backward (may be NULL when no backward follows).  logits: (N, C); labels: (N) in [0, C).
+ * Returns the mean loss. */
+float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels,
+                               int n, int c);
+/* dlogits (N, C) += scale * (probs - onehot(labels)) / N. */
+void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels,
+                               int n, int c, float scale);
+/* Distillation loss (ALGORITHMS 4.2): alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
+ * summed over classes, mean over the batch (PyTorch kl_div(..., 'batchmean')).
+ * student, teacher: (N, C) logits.  Returns the loss. */
+float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t,
+                    float alpha);
+/* dlogits (N, C) += alpha * T / N * (softmax(student/T) - softmax(teacher/T)). */
+void nn_kd_backward(float *dlogits, const float *student, const float *teacher, int n, int c,
+                    float t, float alpha);
+
+/* ---- optimizer ---- */
+/* SGD, PyTorch semantics (dampening 0, no Nesterov): g' = g + wd p; if momentum != 0:
+ * buf = momentum buf + g' (buf starts at zero, which equals PyTorch's first-step copy),
+ * p -= lr buf; else p -= lr g'.  p, g: (n); buf: (n), may be NULL when momentum == 0. */
+void nn_sgd_step(float *p, float *buf, const float *g, size_t n, float lr, float momentum,
+                 float wd);
+
+/* ---- augmentation (applied to normalised images; no backward) ---- */
+/* One image: out (C, H, W) = crop of in (C, H, W) zero-padded by pad on each side, taken
+ * at offset (dy, dx) in [0, 2 pad], then mirrored left-right when flip. out != in. */
+void nn_crop_flip(float *out, const float *in, int c, int h, int w, int pad, int dy, int dx,
+                  int flip);
+/* RandomCrop(H, padding=pad) + RandomHorizontalFlip(0.5) on a batch (N, C, H, W).
+ * per_sample == 0: one offset and one flip for the whole batch (the reference code:
+ * torchvision on a 4-D tensor); != 0: drawn per image.  Draw order per draw: dy, dx
+ * (rng_below(2 pad + 1)), then flip (rng_uniform < 0.5).  out != in. */
+void nn_augment_crop_flip(float *out, const float *in, int n, int c, int h, int w, int pad,
+                          int per_sample, rng *r);
+
+#endif
