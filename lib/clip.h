@@ -52,7 +52,9 @@ typedef struct clip_model {
     const float *tproj;          /* [E, Dt] */
     float *slab;
     int64_t n_params;
-    int threads;                 /* for clip's own loops (OpenBLAS is set separately) */
+    int threads;                 /* clip's own attention loop (default 1: more threads fight
+                                  * OpenBLAS's spinning workers on few cores); OpenBLAS
+                                  * threads are set separately (tool_set_threads) */
 } clip_model;
 
 /* Loads path (a model.safetensors); config_json may be NULL to look for config.json in the

@@ -523,7 +523,6 @@ int main(int argc, char **argv)
         double t0 = tool_now();
         m = clip_load(weights, config);
         if (!m) fail_code(err_last());
-        m->threads = tool_threads();
         tool_log(1, "%s: vision %d layers x %d (patch %d, %d px), text %d layers x %d, embed %d, logit scale %.2f (%.1f s)",
                  weights, m->vision.layers, m->vision.width, m->patch, m->image_size, m->text.layers, m->text.width,
                  m->embed_dim, expf(m->logit_scale), tool_now() - t0);
