@@ -28,8 +28,11 @@ awk -v peak=420 '
         printf "\nCLIP ViT-B/32 fp32, %s threads        C     torch(PASSIVE)  torch(default)  C/best torch\n", ENVIRON["THREADS"] ? ENVIRON["THREADS"] : 2
         n = split("image_b1 image_b64 text_b64", k, " ")
         for (i = 1; i <= n; i++) {
-            c = v["c " k[i]]; tp = v["torch_passive " k[i]]; td = v["torch " k[i]]; b = tp > td ? tp : td
-            printf "%-12s %s/s %9.2f %14.2f %15.2f %12.2f\n", k[i], (k[i] ~ /text/ ? "prompts" : "images "), c, tp, td, b > 0 ? c / b : 0
+            c = v["c " k[i]]; tp = v["torch_passive " k[i]]; td = v["torch " k[i]]
+            b = tp; if (td > b) b = td
+            r = 0; if (b > 0) r = c / b
+            unit = "images/s "; if (index(k[i], "text")) unit = "prompts/s"
+            printf "%-10s %s %8.2f %14.2f %15.2f %12.2f\n", k[i], unit, c, tp, td, r
         }
         g = v["c gflop_per_image"]
         printf "C GFLOP/s: batch 1 %.1f, batch 64 %.1f (%.0f%% of %d peak); torch batch 64 best %.1f\n",
