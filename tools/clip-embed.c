@@ -10,6 +10,7 @@
 #include "clip.h"
 #include "endpoint.h"
 #include "err.h"
+#include "image.h"
 #include "sha256.h"
 #include "tool.h"
 
@@ -267,17 +268,31 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
 static int teacher_for_shard(const clip_model *m, const record *s, const float *text, size_t C, int batch,
                              const char *digest, const char *src, record **out)
 {
-    int64_t shp[4] = {-1, 3, -1, -1};
-    const tensor *im = rec_get(s, "images", DT_U8, 4, shp);
-    if (!im) return ERR_FORMAT;
-    int64_t N = im->shape[0], H = im->shape[2], W = im->shape[3], n1[1] = {N};
+    /* pixels: `images` |u1 [N,3,H,W], or encoded `jpeg` bytes (JPEG/PNG) with `offsets` [N+1] */
+    const tensor *im = rec_find(s, "images"), *enc = rec_find(s, "jpeg"), *off = rec_find(s, "offsets");
+    int64_t N, H = 0, W = 0;
+    if (!im && enc && off) {
+        if (enc->dtype != DT_U8 || enc->ndim != 1 || off->dtype != DT_I64 || off->ndim != 1 || off->shape[0] < 1)
+            return err_set(ERR_FORMAT, "%s record %ld: `jpeg` must be |u1 [bytes] and `offsets` <i8 [N+1]", s->src, s->index);
+        N = off->shape[0] - 1;
+        const int64_t *o = off->data;
+        for (int64_t i = 0; i <= N; i++)
+            if (o[i] < 0 || o[i] > enc->shape[0] || (i && o[i] < o[i - 1]))
+                return err_set(ERR_FORMAT, "%s record %ld: `offsets`[%lld] = %lld is out of order or past the data",
+                               s->src, s->index, (long long)i, (long long)o[i]);
+    } else {
+        int64_t shp[4] = {-1, 3, -1, -1};
+        if (!(im = rec_get(s, "images", DT_U8, 4, shp))) return ERR_FORMAT;
+        N = im->shape[0], H = im->shape[2], W = im->shape[3];
+    }
+    int64_t n1[1] = {N};
     const tensor *idx = rec_get(s, "index", DT_I64, 1, n1);
     if (!idx) return ERR_FORMAT;
     const tensor *lab = rec_find(s, "labels");
     if (lab && (lab->ndim != 1 || lab->shape[0] != N || (lab->dtype != DT_I64 && lab->dtype != DT_I32)))
         return err_set(ERR_FORMAT, "%s record %ld: tensor `labels` must be <i8 or <i4 [%lld]", s->src, s->index,
                        (long long)N);
-    if (N > 0 && (H < 1 || W < 1))
+    if (im && N > 0 && (H < 1 || W < 1))
         return err_set(ERR_FORMAT, "%s record %ld: empty images", s->src, s->index);
     int E = m->embed_dim, S = m->image_size;
     record *t = rec_new("teacher");
@@ -296,9 +311,20 @@ static int teacher_for_shard(const clip_model *m, const record *s, const float *
     double t0 = tool_now();
     for (int64_t b0 = 0; b0 < N; b0 += batch) {
         int nb = (int)(N - b0 < batch ? N - b0 : batch), rc = 0;
-        for (int k = 0; k < nb && !rc; k++)
-            rc = clip_preprocess(px + (size_t)k * 3 * S * S, (const uint8_t *)im->data + (size_t)(b0 + k) * 3 * H * W,
-                                 (int)H, (int)W, S);
+        for (int k = 0; k < nb && !rc; k++) {
+            float *dst = px + (size_t)k * 3 * S * S;
+            if (im) {
+                rc = clip_preprocess(dst, (const uint8_t *)im->data + (size_t)(b0 + k) * 3 * H * W, (int)H, (int)W, S);
+            } else {
+                const int64_t *o = off->data;
+                char name[300];
+                image img = {0};
+                snprintf(name, sizeof name, "%s record %ld image %lld", src, s->index, (long long)(b0 + k));
+                rc = image_decode((const uint8_t *)enc->data + o[b0 + k], (size_t)(o[b0 + k + 1] - o[b0 + k]), name, &img);
+                if (!rc) rc = clip_preprocess(dst, img.chw, img.h, img.w, S);
+                image_free(&img);
+            }
+        }
         if (!rc) rc = clip_encode_image(m, px, nb, emb + b0 * E);
         if (rc) {
             rec_free(t);

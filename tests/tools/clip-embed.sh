@@ -20,7 +20,7 @@ expect_rc 2 "$BIN" --tokenize && expect_one_error_line
 printf '#version: test\nc a\nca t</w>\nd o\ndo g</w>\ns h\nsh i\nshi p</w>\n' | gzip > "$T/merges.txt.gz"
 printf 'cat\ndog\nship\n' > "$T/classes.txt"
 $PY - "$T" <<'PYEOF' || fail "writing shards"
-import sys, msgpack, zstandard, numpy as np
+import io, sys, msgpack, zstandard, numpy as np
 t = sys.argv[1]
 def tensor(a):
     return {"nd": True, "type": a.dtype.str, "kind": "", "shape": list(a.shape), "data": a.tobytes()}
@@ -38,6 +38,23 @@ def shard(path, n, h, w, client, label_dtype):
         f.write(c.compress(msgpack.packb(end, use_bin_type=True)))
 shard(t + "/client-00.mpk.zst", 5, 32, 32, 0, "<i8")
 shard(t + "/client-01.mpk.zst", 3, 40, 48, 1, "<i4")
+# an encoded shard (partition's form for image folders): `jpeg` bytes + `offsets`
+try:
+    from PIL import Image
+    blobs = []
+    for k in range(2):
+        b = io.BytesIO()
+        Image.fromarray(np.random.default_rng(k).integers(0, 256, (30, 36, 3), dtype=np.uint8)).save(b, "PNG" if k else "JPEG")
+        blobs.append(b.getvalue())
+    off = np.cumsum([0] + [len(b) for b in blobs]).astype("<i8")
+    rec = {"fedsm": 1, "kind": "shard", "meta": {"classes": ["cat", "dog", "ship"], "client": 2, "dataset": "test"},
+           "tensors": {"jpeg": tensor(np.frombuffer(b"".join(blobs), dtype=np.uint8)), "offsets": tensor(off),
+                       "labels": tensor(np.array([0, 1], dtype="<i4")), "index": tensor(np.array([7, 9], dtype="<i8"))}}
+    c = zstandard.ZstdCompressor()
+    with open(t + "/enc.mpk.zst", "wb") as f:
+        f.write(c.compress(msgpack.packb(rec, use_bin_type=True)))
+except ImportError:
+    pass
 np.save(t + "/emb.npy", np.random.default_rng(1).standard_normal((3, 24)).astype("<f8"))
 PYEOF
 
@@ -66,6 +83,20 @@ for r, n, client in ((recs[1], 5, 0), (recs[2], 3, 1)):
     assert list(ix) == list(range(100 * client, 100 * client + n))
     assert r["meta"]["client"] == client and r["meta"]["inputs"] == e["meta"]["inputs"]
 PYEOF
+
+# encoded images (JPEG and PNG bytes + offsets)
+if [ -f "$T/enc.mpk.zst" ]; then
+    expect_rc 0 "$BIN" -w "$FIX/tiny.safetensors" --vocab "$T/merges.txt.gz" -s "$T/enc.mpk.zst" -o "$T/enc-out.mpk.zst"
+    $PY - "$T/enc-out.mpk.zst" <<'PYEOF' || fail "encoded shard output"
+import sys, io, msgpack, zstandard, numpy as np
+raw = zstandard.ZstdDecompressor().stream_reader(open(sys.argv[1], "rb"), read_across_frames=True).read()
+recs = list(msgpack.Unpacker(io.BytesIO(raw), raw=False))
+t = recs[1]["tensors"]
+v = np.frombuffer(t["embeddings"]["data"], "<f4").reshape(t["embeddings"]["shape"])
+assert v.shape == (2, 24) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+assert list(np.frombuffer(t["index"]["data"], "<i8")) == [7, 9]
+PYEOF
+else echo "note: PIL missing; encoded-shard check skipped"; fi
 
 # cached: a second run does no work and leaves the file alone
 before=$(stat -c %Y.%s "$T/out.mpk.zst"); sleep 1
