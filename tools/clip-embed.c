@@ -431,6 +431,7 @@ int main(int argc, char **argv)
     char *shards[MAX_SHARDS];
     int n_shards = 0, batch = 32;
     bool tokenize = false, force = false;
+    char *vocab_owned = NULL; /* vocabulary found beside the weights */
     enum { O_VOCAB = 256, O_CONFIG, O_REL, O_IMPORT, O_TOKENIZE, O_THREADS, O_SEED };
     static const struct option opts[] = {
         {"weights", required_argument, 0, 'w'}, {"vocab", required_argument, 0, O_VOCAB},
@@ -473,12 +474,14 @@ int main(int argc, char **argv)
 
     if (!vocab && weights) {
         char *v = beside(weights, VOCAB_NAME);
-        if (file_exists(v)) vocab = v;
+        if (file_exists(v)) vocab = vocab_owned = v;
         else free(v);
     }
     if (tokenize) {
         if (!vocab) tool_usage_error("--tokenize needs --vocab (or --weights with " VOCAB_NAME " beside it)");
-        return tokenize_stdin(vocab);
+        int rc = tokenize_stdin(vocab);
+        free(vocab_owned);
+        return rc;
     }
     if (!out_path) tool_usage_error("no output: give -o FILE (or '-')");
     if (!weights && !import_path) tool_usage_error("give --weights (or --import for class embeddings)");
@@ -536,6 +539,10 @@ int main(int argc, char **argv)
             tool_log(1, "%s is up to date (inputs %.12s); nothing to do (--force recomputes)", out_path, digest);
             rec_free(r);
             rec_reader_close(rd);
+            list_free(&classes);
+            list_free(&prompts);
+            list_free(&rel);
+            free(vocab_owned);
             return 0;
         }
         rec_free(r);
@@ -642,5 +649,6 @@ int main(int argc, char **argv)
     list_free(&classes);
     list_free(&prompts);
     list_free(&rel);
+    free(vocab_owned);
     return 0;
 }
