@@ -35,7 +35,7 @@ BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test check asan fuzz fuzz-build bench demo install format clean deps \
-        deps-test deps-demo deps-bench clip-weights fixtures
+        deps-test deps-demo deps-bench clip-weights clip-fixtures fixtures
 
 all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(HELPER_BIN) $(BENCH_BIN)
 
@@ -122,6 +122,10 @@ fixtures: deps-bench
 
 clip-weights:
 	data/get-clip-weights.sh
+
+# tiny CLIP fixtures of tests/fixtures/clip (committed; needs python3-torch to remake)
+clip-fixtures: deps-bench
+	/usr/bin/python3 tests/make_clip_fixtures.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fedsm \
