@@ -8,10 +8,10 @@ DESTDIR ?=
 FUZZ_SECONDS ?= 60
 
 CC      ?= cc
-PKGS    := libzmq msgpack openblas libzstd libjpeg libpng
+PKGS    := libzmq msgpack openblas libzstd libjpeg libpng zlib
 # Debian packages each target needs (installed when missing; see `deps` below).
 DEB_BUILD := build-essential pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev \
-             libzstd-dev zstd libjpeg62-turbo-dev libpng-dev
+             libzstd-dev zstd libjpeg62-turbo-dev libpng-dev zlib1g-dev
 DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard \
              clang libclang-rt-14-dev
 DEB_DEMO  := $(DEB_BUILD) gnuplot-nox
@@ -35,7 +35,7 @@ BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test check asan fuzz fuzz-build bench demo install format clean deps \
-        deps-test deps-demo deps-bench clip-weights fixtures
+        deps-test deps-demo deps-bench clip-weights clip-fixtures fixtures
 
 all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(HELPER_BIN) $(BENCH_BIN) $(BUILD)/bin/gen-demo
 
@@ -125,6 +125,10 @@ fixtures: deps-bench
 
 clip-weights:
 	data/get-clip-weights.sh
+
+# tiny CLIP fixtures of tests/fixtures/clip (committed; needs python3-torch to remake)
+clip-fixtures: deps-bench
+	/usr/bin/python3 tests/make_clip_fixtures.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fedsm \
