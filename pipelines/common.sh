@@ -63,6 +63,16 @@ write_config() {
     fi
 }
 
+# lock_run RUN: one pipeline per run directory.  The lock is held by this shell and every
+# child (fd 9), so a resumed run waits (LOCK_WAIT seconds, default 0) for stragglers of a
+# killed one instead of racing them.  TERM/INT stop the background jobs too.
+lock_run() {
+    mkdir -p "$1"
+    exec 9>"$1/.lock"
+    flock -w "${LOCK_WAIT:-0}" 9 || die "another pipeline is using $1 (its .lock is held)" 1
+    trap 'trap - TERM INT; kill $(jobs -p) 2>/dev/null; exit 143' TERM INT
+}
+
 # run_partition RUN DATA ARGS...: partitions once into RUN/partition.
 run_partition() {
     local run=$1 data=$2; shift 2

@@ -62,6 +62,7 @@ need_bin partition aggregate local-train evaluate
 DATA=$(dataset_path "$DATA")
 export FEDSM_THREADS=$THREADS QUIET
 
+lock_run "$RUN"
 write_config "$RUN" method=fedavg data="$DATA" if="$IF" alpha="$ALPHA" clients="$CLIENTS" \
     per_round="$PER_ROUND" epochs="$EPOCHS" batch="$BATCH" lr="$LR" arch="$ARCH" \
     width="$WIDTH" proj="$PROJ" seed="$SEED" aug="$AUG"

@@ -95,13 +95,19 @@ P=(--data "$T/data" --if 4 --clients 4 --per-round 2 --rounds 3 --epochs 1 --bat
 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null || fail "fedavg.sh"
 [ "$(wc -l < "$T/run/metrics.csv")" = 4 ] || fail "metrics.csv rows"
 mv "$T/run" "$T/run-a"
-"$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null 2>&1 &
+setsid "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null 2>&1 &
 pid=$!
 for i in $(seq 1 600); do [ -f "$T/run/round-002/model.mpk.zst" ] && break; sleep 0.1; done
-kill -TERM -- -$pid 2>/dev/null || kill -TERM $pid; pkill -TERM -f "local-train.*$T/run" 2>/dev/null; wait $pid 2>/dev/null
+kill -TERM -- -$pid 2>/dev/null; wait $pid 2>/dev/null
 [ -f "$T/run/round-003/metrics.csv" ] && echo "note: the run finished before the kill"
-"$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null || fail "resume"
+# a second pipeline on the same run directory is refused while the first holds it
+setsid "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run-b" >/dev/null 2>&1 &
+pid=$!
+for i in $(seq 1 100); do [ -f "$T/run-b/config.txt" ] && break; sleep 0.05; done
+expect_rc 1 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run-b" && grep -q "another pipeline" "$T/err" || fail "concurrent run not refused"
+kill -TERM -- -$pid 2>/dev/null; wait $pid 2>/dev/null
+LOCK_WAIT=60 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null || fail "resume"
 cmp "$T/run/round-003/model.mpk.zst" "$T/run-a/round-003/model.mpk.zst" || fail "resumed run's final model differs"
-cmp "$T/run/metrics.csv" "$T/run-a/metrics.csv" || fail "resumed run's metrics differ"
+diff "$T/run/metrics.csv" "$T/run-a/metrics.csv" >&2 || fail "resumed run's metrics differ"
 expect_rc 2 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" --lr 0.5
 done_tests
