@@ -25,6 +25,7 @@ of an image folder, unpacked once into ~/.cache/fedsm).
   --threads T        threads per process (default 1)
   --aug MODE         batch | sample | none (default batch)
   --label NAME       label in metrics.csv (default fedavg)
+  --eval-every N     evaluate every Nth round and each of the last 10 (default 1)
   --force            resume even if the options differ from the run's config.txt
   -q, --quiet        only errors and the final summary
   -h, --help
@@ -36,7 +37,7 @@ USAGE
 }
 
 DATA= RUN=runs/fedavg IF=100 ALPHA=0.5 CLIENTS=20 PER_ROUND=8 ROUNDS=200 EPOCHS=10 BATCH=32
-LR=0.1 ARCH=resnet8 WIDTH= PROJ=0 SEED=7 JOBS=1 THREADS=1 AUG=batch LABEL=fedavg FORCE=0 QUIET=0
+LR=0.1 ARCH=resnet8 WIDTH= PROJ=0 SEED=7 JOBS=1 THREADS=1 AUG=batch LABEL=fedavg FORCE=0 QUIET=0 EVAL_EVERY=1
 while [ $# -gt 0 ]; do
     case $1 in
     --data) DATA=$2; shift ;;        --run) RUN=$2; shift ;;
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
     --proj) PROJ=$2; shift ;;        --seed) SEED=$2; shift ;;
     --jobs) JOBS=$2; shift ;;        --threads) THREADS=$2; shift ;;
     --aug) AUG=$2; shift ;;          --label) LABEL=$2; shift ;;
+    --eval-every) EVAL_EVERY=$2; shift ;;
     --force) FORCE=1 ;;              -q|--quiet) QUIET=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "fedavg: error: unknown option '$1'" >&2; echo "hint: try 'fedavg.sh --help'" >&2; exit 2 ;;
@@ -55,7 +57,7 @@ while [ $# -gt 0 ]; do
     [ $# -gt 0 ] && shift
 done
 [ -n "$DATA" ] || die "--data PATH is required (try --help)" 2
-for v in IF ALPHA CLIENTS PER_ROUND ROUNDS EPOCHS BATCH LR SEED JOBS THREADS PROJ; do check_num "--${v,,}" "${!v}"; done
+for v in IF ALPHA CLIENTS PER_ROUND ROUNDS EPOCHS BATCH LR SEED JOBS THREADS PROJ EVAL_EVERY; do check_num "--${v,,}" "${!v}"; done
 [ "$PER_ROUND" -le "$CLIENTS" ] || die "--per-round $PER_ROUND is more than --clients $CLIENTS" 2
 [ "$JOBS" -ge 1 ] || die "--jobs must be >= 1" 2
 need_bin partition aggregate local-train evaluate
@@ -80,7 +82,9 @@ fi
 for ((r = 1; r <= ROUNDS; r++)); do
     R=$(printf '%s/round-%03d' "$RUN" "$r")
     PREV=$(printf '%s/round-%03d' "$RUN" $((r - 1)))
-    if [ -f "$R/model.mpk.zst" ] && [ -f "$R/metrics.csv" ]; then continue; fi
+    eval_this=0
+    if [ $((r % EVAL_EVERY)) = 0 ] || [ "$r" -gt $((ROUNDS - 10)) ]; then eval_this=1; fi
+    if [ -f "$R/model.mpk.zst" ] && { [ -f "$R/metrics.csv" ] || [ $eval_this = 0 ]; }; then continue; fi
     mkdir -p "$R"
     t0=$SECONDS
     sel=$("$BIN/aggregate" --select "$PER_ROUND" --clients "$CLIENTS" --round "$r" --seed "$SEED")
@@ -93,11 +97,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     parallel_run "$JOBS" "$R/jobs.txt" || die "local training failed in round $r" 1
     ups=(); for k in $sel; do ups+=("$R/update-$(printf '%02d' "$k").mpk.zst"); done
     [ -f "$R/model.mpk.zst" ] || "$BIN/aggregate" -m "$PREV/model.mpk.zst" -o "$R/model.mpk.zst" $Q "${ups[@]}"
+    rm -f "$R/jobs.txt"
+    if [ $eval_this = 0 ]; then log "round $r/$ROUNDS done in $((SECONDS - t0)) s (not evaluated)"; continue; fi
     rm -f "$R/metrics.csv.tmp" "$R/metrics.json.tmp"
     "$BIN/evaluate" -m "$R/model.mpk.zst" --test "$P/test.mpk.zst" -p "$P/partition.mpk.zst" \
         --label "$LABEL" --csv "$R/metrics.csv.tmp" --json "$R/metrics.json.tmp" --threads "$((JOBS * THREADS))" $Q
     mv "$R/metrics.json.tmp" "$R/metrics.json"; mv "$R/metrics.csv.tmp" "$R/metrics.csv"
-    rm -f "$R/jobs.txt"
     collect_metrics "$RUN"
     log "round $r/$ROUNDS done in $((SECONDS - t0)) s: $(tail -n 1 "$RUN/metrics.csv")"
 done
