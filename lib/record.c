@@ -434,6 +434,7 @@ typedef struct enc_out {
     ZSTD_CCtx *cctx;
     rec_sink_fn sink;
     void *ctx;
+    bool hash; /* only when the caller wants the digest: SHA-256 costs more than zstd -1 */
     sha256_ctx sha;
     void *obuf;
     size_t ocap;
@@ -441,7 +442,8 @@ typedef struct enc_out {
 
 static int enc_feed(enc_out *e, const void *data, size_t len, ZSTD_EndDirective mode)
 {
-    sha256_update(&e->sha, data, len);
+    if (e->hash)
+        sha256_update(&e->sha, data, len);
     ZSTD_inBuffer in = {data, len, 0};
     for (;;) {
         ZSTD_outBuffer out = {e->obuf, e->ocap, 0};
@@ -498,6 +500,7 @@ int rec_encode(const record *r, int level, rec_sink_fn sink, void *ctx, uint8_t 
     enc_out e = {0};
     e.sink = sink;
     e.ctx = ctx;
+    e.hash = digest != NULL;
     sha256_init(&e.sha);
     if (!rc) {
         e.cctx = ZSTD_createCCtx();
