@@ -49,10 +49,10 @@ $(BUILD)/libfedsm.a: $(LIB_OBJ)
 $(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(wildcard lib/*.h) | $(BUILD)/bin
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/testlib.h $(BUILD)/libfedsm.a | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libfedsm.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
-$(BUILD)/helpers/%: tests/helpers/%.c $(BUILD)/libfedsm.a | $(BUILD)/helpers
+$(BUILD)/helpers/%: tests/helpers/%.c $(wildcard tests/unit/*.h) $(BUILD)/libfedsm.a | $(BUILD)/helpers
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libfedsm.a | $(BUILD)/bench
