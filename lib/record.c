@@ -913,6 +913,10 @@ static int parse_from_head(rec_instream *s, const head *h, mval *v, int depth)
             return rc;
         }
         p[h->n] = 0;
+        if (h->t == H_STR && memchr(p, 0, h->n)) { /* C callers see strings as char * */
+            free(p);
+            return bad(s, ERR_FORMAT, "string contains a NUL byte");
+        }
         v->type = MV_STR;
         v->u.str.s = p;
         v->u.str.len = h->n;
@@ -944,8 +948,13 @@ static int parse_from_head(rec_instream *s, const head *h, mval *v, int depth)
                 rc = bad(s, ERR_FORMAT, "map key is not a string");
                 goto fail;
             }
-            if ((rc = parse_from_head(s, &kh, &k, depth + 1)) ||
-                (rc = parse_value(s, &e, depth + 1)) || (rc = mv_map_put(v, k.u.str.s, &e)))
+            if ((rc = parse_from_head(s, &kh, &k, depth + 1)))
+                goto fail;
+            if (memchr(k.u.str.s, 0, k.u.str.len)) { /* would be cut short as a C string */
+                rc = bad(s, ERR_FORMAT, "map key contains a NUL byte");
+                goto fail;
+            }
+            if ((rc = parse_value(s, &e, depth + 1)) || (rc = mv_map_put(v, k.u.str.s, &e)))
                 goto fail;
             mv_clear(&k);
             continue;
