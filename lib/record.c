@@ -1141,12 +1141,14 @@ static int parse_record(rec_instream *s, record *r)
             head v;
             if ((rc = rd_head(s, &v)))
                 return rc;
+            if (v.t != H_UINT && v.t != H_INT)
+                return bad(s, ERR_FORMAT, "format version is not an integer");
             version = v.t == H_UINT && v.n < 1000 ? (int64_t)v.n : 0;
             if (version != FEDSM_FORMAT_VERSION)
                 return bad(s, ERR_FORMAT,
                            "format version %lld is not supported (this fedsm reads version %d); "
                            "upgrade fedsm or re-create the file",
-                           v.t == H_UINT ? (long long)v.n : -1LL, FEDSM_FORMAT_VERSION);
+                           v.t == H_UINT ? (long long)v.n : (long long)v.i, FEDSM_FORMAT_VERSION);
         } else if (strcmp(key, "kind") == 0) {
             if ((rc = rd_key(s, r->kind, sizeof r->kind, "kind")))
                 return rc;
@@ -1219,7 +1221,13 @@ static int frame_begin(rec_instream *s)
     if (cs == ZSTD_CONTENTSIZE_ERROR) {
         if (avail < 4)
             return bad(s, ERR_FORMAT, "truncated stream (%zu stray bytes at the end)", avail);
-        return bad(s, ERR_FORMAT, "not a zstd frame (bad magic); is this a fedsm .mpk.zst stream?");
+        const uint8_t *m = s->in + s->in_pos;
+        uint32_t magic = (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 |
+                         (uint32_t)m[3] << 24;
+        if (magic != ZSTD_MAGICNUMBER)
+            return bad(s, ERR_FORMAT,
+                       "not a zstd frame (bad magic); is this a fedsm .mpk.zst stream?");
+        return bad(s, ERR_FORMAT, "%s zstd frame header", s->in_eof ? "truncated" : "corrupt");
     }
     if (cs == ZSTD_CONTENTSIZE_UNKNOWN)
         s->frame_left = s->lim.max_record_bytes;
