@@ -862,6 +862,49 @@ static int check_len(rec_instream *s, uint64_t n, uint64_t min_each, const char 
     return 0;
 }
 
+/* Reads a declared length of n bytes into a new 64-byte aligned buffer (+ extra zeroed bytes
+ * after it).  A length is only bounded by the frame's content size, which is hostile input
+ * too (or 64 GiB when the header has none), so the buffer never runs more than
+ * REC_ALLOC_AHEAD bytes ahead of the bytes actually decompressed: a tiny frame that declares
+ * a 4 GiB field fails after a 16 MiB allocation.  Growth is by realloc (mremap for large
+ * blocks, so no copy) with an aligned copy when realloc loses the alignment. */
+#define REC_ALLOC_AHEAD ((size_t)16 << 20)
+static int rd_alloc(rec_instream *s, uint64_t n, size_t extra, uint8_t **out)
+{
+    *out = NULL;
+    size_t cap = n < REC_ALLOC_AHEAD ? (size_t)n : REC_ALLOC_AHEAD, have = 0;
+    uint8_t *p = aligned_alloc64(cap + extra);
+    if (!p)
+        return bad(s, ERR_INTERNAL, "out of memory for %zu bytes", cap + extra);
+    for (;;) {
+        int rc = rd(s, p + have, cap - have);
+        if (rc) {
+            aligned_free(p);
+            return rc;
+        }
+        have = cap;
+        if (have == n)
+            break;
+        size_t ncap = n - cap > cap ? 2 * cap : (size_t)n;
+        uint8_t *q = realloc(p, ncap + extra);
+        if (q && (uintptr_t)q % 64) {
+            uint8_t *a = aligned_alloc64(ncap + extra);
+            if (a)
+                memcpy(a, q, have);
+            free(q);
+            q = a;
+        } else if (!q)
+            aligned_free(p);
+        if (!q)
+            return bad(s, ERR_INTERNAL, "out of memory for %zu bytes", ncap + extra);
+        p = q;
+        cap = ncap;
+    }
+    memset(p + n, 0, extra);
+    *out = p;
+    return 0;
+}
+
 static int skip_n(rec_instream *s, uint64_t n)
 {
     uint8_t buf[4096];
@@ -903,16 +946,10 @@ static int parse_from_head(rec_instream *s, const head *h, mval *v, int depth)
         return 0;
     case H_STR:
     case H_BIN: {
-        if ((rc = check_len(s, h->n, 0, "string")))
+        uint8_t *b;
+        if ((rc = check_len(s, h->n, 0, "string")) || (rc = rd_alloc(s, h->n, 1, &b)))
             return rc;
-        char *p = malloc(h->n + 1);
-        if (!p)
-            return bad(s, ERR_INTERNAL, "out of memory");
-        if ((rc = rd(s, p, h->n))) {
-            free(p);
-            return rc;
-        }
-        p[h->n] = 0;
+        char *p = (char *)b; /* NUL-terminated by rd_alloc */
         if (h->t == H_STR && memchr(p, 0, h->n)) { /* C callers see strings as char * */
             free(p);
             return bad(s, ERR_FORMAT, "string contains a NUL byte");
@@ -1089,16 +1126,12 @@ static int parse_tensor(rec_instream *s, tensor *t)
                 return bad(s, ERR_FORMAT, "\"data\" must be bin");
             if (have_data)
                 return bad(s, ERR_FORMAT, "\"data\" given twice");
-            if ((rc = check_len(s, v.n, 0, "data")))
+            uint8_t *d;
+            if ((rc = check_len(s, v.n, 0, "data")) || (rc = rd_alloc(s, v.n, 0, &d)))
                 return rc;
-            t->data = aligned_alloc64((size_t)v.n);
-            if (!t->data)
-                return bad(s, ERR_INTERNAL, "out of memory for %llu bytes",
-                           (unsigned long long)v.n);
+            t->data = d;
             t->owned = true;
             t->nbytes = (size_t)v.n;
-            if ((rc = rd(s, t->data, (size_t)v.n)))
-                return rc;
             have_data = true;
         } else {
             return bad(s, ERR_FORMAT, "unknown tensor key \"%s\"", key);
