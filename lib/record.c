@@ -323,7 +323,9 @@ int rec_get_int(const record *r, const char *key, int64_t *out)
         *out = v->u.i;
         return 0;
     }
-    if (v->type == MV_FLOAT && v->u.f == (double)(int64_t)v->u.f) {
+    /* range check first: casting NaN, inf or |f| >= 2^63 to int64_t is undefined */
+    if (v->type == MV_FLOAT && v->u.f >= -0x1p63 && v->u.f < 0x1p63 &&
+        v->u.f == (double)(int64_t)v->u.f) {
         *out = (int64_t)v->u.f;
         return 0;
     }
