@@ -1350,6 +1350,7 @@ record *rec_decode_mem(const void *buf, size_t len, const rec_limits *lim, const
         if (m.pos != m.len || s->in_pos != s->in_len) {
             rec_free(r);
             r = NULL;
+            s->count = index; /* name the record just read, not the next one */
             bad(s, ERR_FORMAT, "trailing bytes after the record's frame");
         }
     }
