@@ -1013,6 +1013,7 @@ static int parse_from_head(rec_instream *s, const head *h, mval *v, int depth)
 static int parse_value(rec_instream *s, mval *v, int depth)
 {
     head h;
+    memset(v, 0, sizeof *v); /* callers mv_clear it on error, also when rd_head fails */
     int rc = rd_head(s, &h);
     return rc ? rc : parse_from_head(s, &h, v, depth);
 }

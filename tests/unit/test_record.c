@@ -469,6 +469,7 @@ static void test_raw(void)
         B(HDR "\xc1", "invalid msgpack byte 0xc1"),
         B(HDR "\x80\xa7tensors\x80\xc0", "trailing bytes"),
         B(HDR "\x81\xa1s\xdb\xff\xff\xff\xf0xyz", "more than the record holds"),
+        B(HDR "\x81\xa1" "a\x93\x01\x02\xc1", "0xc1"), /* bad element head (was a bad free) */
 #undef B
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
