@@ -139,7 +139,8 @@ int rec_add(record *r, const char *name, dtype_t dt, int ndim, const int64_t *sh
         return err_last();
     t->dtype = dt;
     t->ndim = ndim;
-    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim) /* scalars may pass shape NULL; memcpy from NULL is undefined even for 0 bytes */
+        memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->nbytes = (size_t)nb;
     t->data = data;
     t->owned = mode == REC_OWN;
