@@ -19,9 +19,10 @@ DEB_BENCH := $(DEB_BUILD) python3-torch python3-numpy
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+SAN     ?=
 CFLAGS  ?= $(OPT) -g $(ARCH)
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS) -pthread
-LDLIBS  += $(PKG_LIBS) -lm -pthread
+CFLAGS  += $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS) -pthread
+LDLIBS  += $(PKG_LIBS) -lm -pthread $(SAN)
 
 LIB_SRC  := $(sort $(wildcard lib/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -51,10 +52,10 @@ $(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(wildcard lib/*.h) | $(BUILD)/bin
 $(BUILD)/bin/gen-demo: data/gen-demo.c | $(BUILD)/bin
 	$(CC) $(CFLAGS) -o $@ $< -lm
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/testlib.h $(BUILD)/libfedsm.a | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libfedsm.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
-$(BUILD)/helpers/%: tests/helpers/%.c $(BUILD)/libfedsm.a | $(BUILD)/helpers
+$(BUILD)/helpers/%: tests/helpers/%.c $(wildcard tests/unit/*.h) $(BUILD)/libfedsm.a | $(BUILD)/helpers
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libfedsm.a | $(BUILD)/bench
@@ -95,12 +96,12 @@ check: test
 
 asan: deps-test
 	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
-	  CFLAGS="-O1 -g $(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	  LDLIBS="$(PKG_LIBS) -lm -pthread -fsanitize=address,undefined" all
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
 	FUZZ_SECONDS=0 BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run.sh
 
-FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS)
-FUZZ_LIB_SRC := lib/record.c lib/err.c lib/sha256.c
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+               -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS)
+FUZZ_LIB_SRC := lib/record.c lib/mval.c lib/err.c lib/sha256.c
 $(BUILD)/fuzz/fuzz_record: tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(wildcard lib/*.h)
 	mkdir -p $(BUILD)/fuzz
 	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(PKG_LIBS) -lm
