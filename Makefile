@@ -134,7 +134,7 @@ clip-fixtures: deps-bench
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fedsm \
 	  $(DESTDIR)$(PREFIX)/share/fedsm/pipelines $(DESTDIR)$(PREFIX)/share/fedsm/data
-	install -m 755 $(TOOL_BIN) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(TOOL_BIN) $(BUILD)/bin/gen-demo $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/libfedsm.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/fedsm/
 	install -m 755 pipelines/*.sh $(DESTDIR)$(PREFIX)/share/fedsm/pipelines/
