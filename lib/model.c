@@ -770,15 +770,26 @@ int model_to_record(const model *m, record *r, int mode)
     return 0;
 }
 
+/* "model record (src, record i)" or "model record" for a record built in memory */
+static const char *where(const record *r, char *buf, size_t cap)
+{
+    if (r->src[0])
+        snprintf(buf, cap, "model record (%s, record %ld)", r->src, r->index);
+    else
+        snprintf(buf, cap, "model record");
+    return buf;
+}
+
 int model_load_record(model *m, const record *r)
 {
+    char wb[320];
     const model_config *c = &m->cfg;
     const char *arch = NULL;
     if (rec_opt_str(r, "arch", &arch) < 0)
         return ERR_FORMAT;
     if (arch && is_cifar(arch) != is_cifar(c->arch))
-        return err_set(ERR_FORMAT, "model record (%s, record %ld): architecture '%s', expected '%s'",
-                       r->src, r->index, arch, c->arch);
+        return err_set(ERR_FORMAT, "%s: architecture '%s', expected '%s'",
+                       where(r, wb, sizeof wb), arch, c->arch);
     /* every tensor of the model must be there with the right dtype and shape */
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
@@ -794,14 +805,14 @@ int model_load_record(model *m, const record *r)
             continue;
         if (ends_with(t->name, ".num_batches_tracked")) {
             if (t->ndim != 0 || (t->dtype != DT_I64 && t->dtype != DT_I32))
-                return err_set(ERR_FORMAT, "model record (%s, record %ld): tensor '%s': expected an "
-                               "<i8 scalar", r->src, r->index, t->name);
+                return err_set(ERR_FORMAT, "%s: tensor '%s': expected an <i8 scalar",
+                               where(r, wb, sizeof wb), t->name);
             if (nbt < 0)
                 nbt = t->dtype == DT_I64 ? *(const int64_t *)t->data : *(const int32_t *)t->data;
             continue;
         }
-        return err_set(ERR_FORMAT, "model record (%s, record %ld): tensor '%s' is not part of a "
-                       "%s model (depth %d, width %d%s)", r->src, r->index, t->name, c->arch,
+        return err_set(ERR_FORMAT, "%s: tensor '%s' is not part of a %s model (depth %d, width "
+                       "%d%s)", where(r, wb, sizeof wb), t->name, c->arch,
                        c->depth, c->width, c->proj_dim ? ", proj" : "");
     }
     for (int i = 0; i < m->n_tensors; i++) {
@@ -816,6 +827,7 @@ int model_load_record(model *m, const record *r)
 
 model *model_from_record(const record *r)
 {
+    char wb[320];
     model_config c;
     const char *arch;
     int64_t depth, width, classes, proj = 0, size = 0, chans = 3;
@@ -831,13 +843,12 @@ model *model_from_record(const record *r)
     if (depth < 0 || depth > 10000 || width < 1 || width > 4096 || classes < 1 ||
         classes > 1000000 || proj < 0 || proj > 1000000 || size < 1 || size > 4096 || chans < 1 ||
         chans > 64)
-        return (void)err_set(ERR_FORMAT, "model record (%s, record %ld): meta out of range",
-                             r->src, r->index), NULL;
+        return (void)err_set(ERR_FORMAT, "%s: meta out of range", where(r, wb, sizeof wb)), NULL;
     c.depth = (int)depth, c.width = (int)width, c.num_classes = (int)classes;
     c.proj_dim = (int)proj, c.input_size = (int)size, c.in_channels = (int)chans;
     model *m = model_new(&c);
     if (!m) {
-        err_wrap(ERR_FORMAT, "model record (%s, record %ld)", r->src, r->index);
+        err_wrap(ERR_FORMAT, "%s", where(r, wb, sizeof wb));
         return NULL;
     }
     if (model_load_record(m, r) < 0) {
