@@ -370,6 +370,76 @@ typedef struct {
     float momentum, eps;
 } bn_task;
 
+/* 16-lane float vectors (GCC/Clang vector extensions: AVX-512 with -march=native on this
+ * machine, pairs or quads of narrower registers elsewhere).  Unaligned loads via memcpy. */
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+static inline v16 vld(const float *p)
+{
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void vst(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+static inline v16 vsplat(float x) { return (v16){0} + x; }
+static inline float vhsum(v16 v)
+{
+    float s = 0;
+    for (int i = 0; i < 16; i++)
+        s += v[i];
+    return s;
+}
+/* v where m, else 0 */
+static inline v16 vsel(v16i m, v16 v) { return (v16)((v16i)v & m); }
+
+/* sum of x[0..n) */
+static float row_sum(const float *x, size_t n)
+{
+    v16 a = vsplat(0);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        a += vld(x + j);
+    float s = vhsum(a);
+    for (; j < n; j++)
+        s += x[j];
+    return s;
+}
+
+/* sum of (x - m)^2 */
+static float row_ssd(const float *x, size_t n, float m)
+{
+    v16 a = vsplat(0), vm = vsplat(m);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v16 e = vld(x + j) - vm;
+        a += e * e;
+    }
+    float s = vhsum(a);
+    for (; j < n; j++)
+        s += (x[j] - m) * (x[j] - m);
+    return s;
+}
+
+/* y = x * scale + shift, then max(0, .) when relu */
+static void row_affine(float *y, const float *x, size_t n, float scale, float shift, int relu)
+{
+    v16 vs = vsplat(scale), vb = vsplat(shift), z = vsplat(0);
+    size_t j = 0;
+    if (relu) {
+        for (; j + 16 <= n; j += 16) {
+            v16 v = vld(x + j) * vs + vb;
+            vst(y + j, vsel(v > z, v));
+        }
+    } else {
+        for (; j + 16 <= n; j += 16)
+            vst(y + j, vld(x + j) * vs + vb);
+    }
+    for (; j < n; j++) {
+        float v = x[j] * scale + shift;
+        y[j] = relu && !(v > 0) ? 0.0f : v;
+    }
+}
+
 static void bn_forward_task(void *ctx, int tid, int nt)
 {
     const bn_task *t = ctx;
@@ -380,23 +450,11 @@ static void bn_forward_task(void *ctx, int tid, int nt)
         float mean, rstd;
         if (t->train) {
             double s = 0;
-            for (int i = 0; i < t->n; i++) {
-                const float *x = t->in + i * cstride + ch * hw;
-                float acc = 0;
-                for (size_t j = 0; j < hw; j++)
-                    acc += x[j];
-                s += acc;
-            }
+            for (int i = 0; i < t->n; i++)
+                s += row_sum(t->in + i * cstride + ch * hw, hw);
             double cnt = (double)t->n * hw, m = s / cnt, v = 0;
-            for (int i = 0; i < t->n; i++) {
-                const float *x = t->in + i * cstride + ch * hw;
-                float acc = 0, mf = (float)m;
-                for (size_t j = 0; j < hw; j++) {
-                    float e = x[j] - mf;
-                    acc += e * e;
-                }
-                v += acc;
-            }
+            for (int i = 0; i < t->n; i++)
+                v += row_ssd(t->in + i * cstride + ch * hw, hw, (float)m);
             double var = v / cnt;
             mean = (float)m;
             rstd = (float)(1.0 / sqrt(var + t->eps));
@@ -410,18 +468,9 @@ static void bn_forward_task(void *ctx, int tid, int nt)
         t->mean[ch] = mean;
         t->rstd[ch] = rstd;
         float scale = t->gamma[ch] * rstd, shift = t->beta[ch] - mean * scale;
-        for (int i = 0; i < t->n; i++) {
-            const float *x = t->in + i * cstride + ch * hw;
-            float *y = t->out + i * cstride + ch * hw;
-            if (t->relu)
-                for (size_t j = 0; j < hw; j++) {
-                    float v = x[j] * scale + shift;
-                    y[j] = v > 0 ? v : 0;
-                }
-            else
-                for (size_t j = 0; j < hw; j++)
-                    y[j] = x[j] * scale + shift;
-        }
+        for (int i = 0; i < t->n; i++)
+            row_affine(t->out + i * cstride + ch * hw, t->in + i * cstride + ch * hw, hw, scale,
+                       shift, t->relu);
     }
 }
 
@@ -436,6 +485,47 @@ void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in,
     nn_run(bn_forward_task, &t);
 }
 
+/* *a += sum g, *b += sum g (x - mean), g = dy (masked by y > 0 when y) */
+static void row_bn_sums(const float *x, const float *dy, const float *y, size_t n, float mean,
+                        double *a, double *b)
+{
+    v16 va = vsplat(0), vb = vsplat(0), vm = vsplat(mean), z = vsplat(0);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v16 g = vld(dy + j);
+        if (y)
+            g = vsel(vld(y + j) > z, g);
+        va += g;
+        vb += g * (vld(x + j) - vm);
+    }
+    float sa = vhsum(va), sb = vhsum(vb);
+    for (; j < n; j++) {
+        float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
+        sa += g;
+        sb += g * (x[j] - mean);
+    }
+    *a += sa;
+    *b += sb;
+}
+
+/* dx = (g - gm - (x - mean) k) gr, g = dy (masked by y > 0 when y) */
+static void row_bn_dx(float *dx, const float *x, const float *dy, const float *y, size_t n,
+                      float mean, float gm, float k, float gr)
+{
+    v16 vm = vsplat(mean), vgm = vsplat(gm), vk = vsplat(k), vgr = vsplat(gr), z = vsplat(0);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v16 g = vld(dy + j);
+        if (y)
+            g = vsel(vld(y + j) > z, g);
+        vst(dx + j, (g - vgm - (vld(x + j) - vm) * vk) * vgr);
+    }
+    for (; j < n; j++) {
+        float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
+        dx[j] = (g - gm - (x[j] - mean) * k) * gr;
+    }
+}
+
 static void bn_backward_task(void *ctx, int tid, int nt)
 {
     const bn_task *t = ctx;
@@ -446,43 +536,22 @@ static void bn_backward_task(void *ctx, int tid, int nt)
         const float mean = t->meanc[ch], rstd = t->rstdc[ch];
         double sdy = 0, sdyx = 0;
         for (int i = 0; i < t->n; i++) {
-            const float *x = t->in + i * cstride + ch * hw;
-            const float *dy = t->dout + i * cstride + ch * hw;
-            const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
-            float a = 0, b = 0;
-            for (size_t j = 0; j < hw; j++) {
-                float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
-                a += g;
-                b += g * (x[j] - mean);
-            }
-            sdy += a;
-            sdyx += b;
+            size_t o = i * cstride + ch * hw;
+            row_bn_sums(t->in + o, t->dout + o, t->relu ? t->outc + o : NULL, hw, mean, &sdy,
+                        &sdyx);
         }
         t->dgamma[ch] += (float)(sdyx * rstd);
         t->dbeta[ch] += (float)sdy;
-        float gr = t->gamma[ch] * rstd;
-        if (t->train) {
+        float gr = t->gamma[ch] * rstd, gm = 0, k = 0;
+        if (t->train) { /* eval mode: the statistics are constants, gm = k = 0 */
             double cnt = (double)t->n * hw;
-            float gm = (float)(sdy / cnt);
-            float k = (float)(sdyx * rstd * rstd / cnt);
-            for (int i = 0; i < t->n; i++) {
-                const float *x = t->in + i * cstride + ch * hw;
-                const float *dy = t->dout + i * cstride + ch * hw;
-                const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
-                float *dx = t->din + i * cstride + ch * hw;
-                for (size_t j = 0; j < hw; j++) {
-                    float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
-                    dx[j] = (g - gm - (x[j] - mean) * k) * gr;
-                }
-            }
-        } else {
-            for (int i = 0; i < t->n; i++) {
-                const float *dy = t->dout + i * cstride + ch * hw;
-                const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
-                float *dx = t->din + i * cstride + ch * hw;
-                for (size_t j = 0; j < hw; j++)
-                    dx[j] = ((!y || y[j] > 0) ? dy[j] : 0.0f) * gr;
-            }
+            gm = (float)(sdy / cnt);
+            k = (float)(sdyx * rstd * rstd / cnt);
+        }
+        for (int i = 0; i < t->n; i++) {
+            size_t o = i * cstride + ch * hw;
+            row_bn_dx(t->din + o, t->in + o, t->dout + o, t->relu ? t->outc + o : NULL, hw, mean,
+                      gm, k, gr);
         }
     }
 }
@@ -504,26 +573,31 @@ void nn_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float 
 
 void nn_relu_forward(float *out, const float *in, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] = in[i] > 0 ? in[i] : 0.0f;
+    row_affine(out, in, n, 1.0f, 0.0f, 1);
 }
 
 void nn_relu_backward(float *din, const float *dout, const float *out, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    v16 z = vsplat(0);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        vst(din + i, vsel(vld(out + i) > z, vld(dout + i)));
+    for (; i < n; i++)
         din[i] = out[i] > 0 ? dout[i] : 0.0f;
 }
 
 void nn_add_forward(float *out, const float *a, const float *b, size_t n, int relu)
 {
-    if (relu)
-        for (size_t i = 0; i < n; i++) {
-            float v = a[i] + b[i];
-            out[i] = v > 0 ? v : 0.0f;
-        }
-    else
-        for (size_t i = 0; i < n; i++)
-            out[i] = a[i] + b[i];
+    v16 z = vsplat(0);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v16 v = vld(a + i) + vld(b + i);
+        vst(out + i, relu ? vsel(v > z, v) : v);
+    }
+    for (; i < n; i++) {
+        float v = a[i] + b[i];
+        out[i] = relu && !(v > 0) ? 0.0f : v;
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */
