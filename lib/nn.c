@@ -139,237 +139,6 @@ static void split(int n, int tid, int nt, int *lo, int *hi)
     *hi = (int)((long)n * (tid + 1) / nt);
 }
 
-/* ------------------------------------------------------------------------------------ */
-/* conv2d                                                                                */
-/* ------------------------------------------------------------------------------------ */
-
-nn_conv2d_dims nn_conv2d_make(int n, int ci, int h, int w, int co, int k, int stride, int pad)
-{
-    nn_conv2d_dims d = {.n = n, .ci = ci, .h = h, .w = w, .co = co, .kh = k, .kw = k,
-                        .stride = stride, .pad = pad};
-    d.ho = (h + 2 * pad - k) / stride + 1;
-    d.wo = (w + 2 * pad - k) / stride + 1;
-    return d;
-}
-
-static int conv_is_pointwise(const nn_conv2d_dims *d)
-{
-    return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
-}
-
-static size_t conv_col_floats(const nn_conv2d_dims *d)
-{
-    return conv_is_pointwise(d) ? 0 : (size_t)d->ci * d->kh * d->kw * d->ho * d->wo;
-}
-
-size_t nn_conv2d_ws_floats(const nn_conv2d_dims *d)
-{
-    size_t nt = (size_t)pool.n;
-    size_t dw = (size_t)d->co * d->ci * d->kh * d->kw + (size_t)d->co; /* weight + bias grads */
-    return nt * (conv_col_floats(d) + 16) + (nt - 1) * dw;
-}
-
-/* col: (Ci*KH*KW, Ho*Wo) from one image x: (Ci, H, W). */
-static void im2col(float *col, const float *x, const nn_conv2d_dims *d)
-{
-    const int hw = d->ho * d->wo;
-    for (int c = 0; c < d->ci; c++)
-        for (int ky = 0; ky < d->kh; ky++)
-            for (int kx = 0; kx < d->kw; kx++) {
-                float *dst = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * hw;
-                const float *src = x + (size_t)c * d->h * d->w;
-                for (int oy = 0; oy < d->ho; oy++) {
-                    int iy = oy * d->stride - d->pad + ky;
-                    float *row = dst + oy * d->wo;
-                    if (iy < 0 || iy >= d->h) {
-                        memset(row, 0, sizeof(float) * d->wo);
-                        continue;
-                    }
-                    const float *srow = src + (size_t)iy * d->w;
-                    if (d->stride == 1) {
-                        int ox0 = d->pad - kx, ox;
-                        for (ox = 0; ox < d->wo && ox < ox0; ox++)
-                            row[ox] = 0;
-                        int ixs = ox - d->pad + kx;
-                        int n = d->w - ixs;
-                        if (n > d->wo - ox)
-                            n = d->wo - ox;
-                        if (n > 0) {
-                            memcpy(row + ox, srow + ixs, sizeof(float) * n);
-                            ox += n;
-                        }
-                        for (; ox < d->wo; ox++)
-                            row[ox] = 0;
-                    } else {
-                        for (int ox = 0; ox < d->wo; ox++) {
-                            int ix = ox * d->stride - d->pad + kx;
-                            row[ox] = (ix >= 0 && ix < d->w) ? srow[ix] : 0.0f;
-                        }
-                    }
-                }
-            }
-}
-
-/* x: (Ci, H, W) = 0, then += col2im(col). */
-static void col2im(float *x, const float *col, const nn_conv2d_dims *d)
-{
-    const int hw = d->ho * d->wo;
-    memset(x, 0, sizeof(float) * d->ci * d->h * d->w);
-    for (int c = 0; c < d->ci; c++)
-        for (int ky = 0; ky < d->kh; ky++)
-            for (int kx = 0; kx < d->kw; kx++) {
-                const float *src = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * hw;
-                float *dst = x + (size_t)c * d->h * d->w;
-                for (int oy = 0; oy < d->ho; oy++) {
-                    int iy = oy * d->stride - d->pad + ky;
-                    if (iy < 0 || iy >= d->h)
-                        continue;
-                    const float *row = src + oy * d->wo;
-                    float *drow = dst + (size_t)iy * d->w;
-                    if (d->stride == 1) {
-                        int lo = d->pad - kx > 0 ? d->pad - kx : 0;
-                        int hi = d->w + d->pad - kx < d->wo ? d->w + d->pad - kx : d->wo;
-                        for (int ox = lo; ox < hi; ox++)
-                            drow[ox - d->pad + kx] += row[ox];
-                    } else {
-                        for (int ox = 0; ox < d->wo; ox++) {
-                            int ix = ox * d->stride - d->pad + kx;
-                            if (ix >= 0 && ix < d->w)
-                                drow[ix] += row[ox];
-                        }
-                    }
-                }
-            }
-}
-
-typedef struct {
-    float *out, *din, *dw, *db;
-    const float *in, *w, *b, *dout;
-    const nn_conv2d_dims *d;
-    float *ws;
-} conv_task;
-
-static float *conv_thread_col(const conv_task *t, int tid)
-{
-    return t->ws + (size_t)tid * (conv_col_floats(t->d) + 16);
-}
-
-static void conv_forward_task(void *ctx, int tid, int nt)
-{
-    const conv_task *t = ctx;
-    const nn_conv2d_dims *d = t->d;
-    int lo, hi;
-    split(d->n, tid, nt, &lo, &hi);
-    const int hw = d->ho * d->wo, kk = d->ci * d->kh * d->kw;
-    float *col = conv_thread_col(t, tid);
-    for (int s = lo; s < hi; s++) {
-        const float *x = t->in + (size_t)s * d->ci * d->h * d->w;
-        float *y = t->out + (size_t)s * d->co * hw;
-        const float *b = x;
-        if (!conv_is_pointwise(d)) {
-            im2col(col, x, d);
-            b = col;
-        }
-        /* y (Co, HW) = w (Co, KK) @ col (KK, HW) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->co, hw, kk, 1.0f, t->w, kk,
-                    b, hw, 0.0f, y, hw);
-        if (t->b)
-            for (int o = 0; o < d->co; o++)
-                for (int i = 0; i < hw; i++)
-                    y[(size_t)o * hw + i] += t->b[o];
-    }
-}
-
-void nn_conv2d_forward(float *out, const float *in, const float *w, const float *b,
-                       const nn_conv2d_dims *d, float *ws)
-{
-    conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
-    nn_run(conv_forward_task, &t);
-}
-
-static void conv_backward_task(void *ctx, int tid, int nt)
-{
-    const conv_task *t = ctx;
-    const nn_conv2d_dims *d = t->d;
-    int lo, hi;
-    split(d->n, tid, nt, &lo, &hi);
-    const int hw = d->ho * d->wo, kk = d->ci * d->kh * d->kw;
-    const size_t nw = (size_t)d->co * kk;
-    float *col = conv_thread_col(t, tid);
-    /* thread 0 accumulates into dw/db; the others into their own slices of ws, zeroed */
-    float *dw = t->dw, *db = t->db;
-    if (tid > 0) {
-        float *base = t->ws + (size_t)nt * (conv_col_floats(d) + 16);
-        dw = base + (size_t)(tid - 1) * (nw + d->co);
-        db = dw + nw;
-        memset(dw, 0, sizeof(float) * (nw + d->co));
-    }
-    for (int s = lo; s < hi; s++) {
-        const float *x = t->in + (size_t)s * d->ci * d->h * d->w;
-        const float *dy = t->dout + (size_t)s * d->co * hw;
-        const float *b = x;
-        if (!conv_is_pointwise(d)) {
-            im2col(col, x, d);
-            b = col;
-        }
-        /* dw (Co, KK) += dy (Co, HW) @ col^T (HW, KK) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->co, kk, hw, 1.0f, dy, hw, b, hw,
-                    1.0f, dw, kk);
-        if (t->db)
-            for (int o = 0; o < d->co; o++) {
-                float acc = 0;
-                for (int i = 0; i < hw; i++)
-                    acc += dy[(size_t)o * hw + i];
-                db[o] += acc;
-            }
-        if (t->din) {
-            float *dx = t->din + (size_t)s * d->ci * d->h * d->w;
-            if (conv_is_pointwise(d)) {
-                /* dx (Ci, HW) = w^T (Ci, Co) @ dy (Co, HW) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw, d->co, 1.0f, t->w,
-                            kk, dy, hw, 0.0f, dx, hw);
-            } else {
-                /* dcol (KK, HW) = w^T (KK, Co) @ dy (Co, HW) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw, d->co, 1.0f, t->w,
-                            kk, dy, hw, 0.0f, col, hw);
-                col2im(dx, col, d);
-            }
-        }
-    }
-}
-
-void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
-                        const float *w, const nn_conv2d_dims *d, float *ws)
-{
-    conv_task t = {.din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d,
-                   .ws = ws};
-    nn_run(conv_backward_task, &t);
-    int nt = pool.n;
-    if (nt > 1) { /* fixed-order reduction of the per-thread partial gradients */
-        size_t nw = (size_t)d->co * d->ci * d->kh * d->kw;
-        float *base = ws + (size_t)nt * (conv_col_floats(d) + 16);
-        for (int k = 1; k < nt; k++) {
-            const float *p = base + (size_t)(k - 1) * (nw + d->co);
-            for (size_t i = 0; i < nw; i++)
-                dw[i] += p[i];
-            if (db)
-                for (int o = 0; o < d->co; o++)
-                    db[o] += p[nw + o];
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* BatchNorm2d                                                                           */
-/* ------------------------------------------------------------------------------------ */
-
-typedef struct {
-    float *out, *din, *dgamma, *dbeta, *mean, *rstd, *rmean, *rvar;
-    const float *in, *outc, *dout, *gamma, *beta, *meanc, *rstdc;
-    int n, c, hw, train, relu;
-    float momentum, eps;
-} bn_task;
-
 /* 16-lane float vectors (GCC/Clang vector extensions: AVX-512 with -march=native on this
  * machine, pairs or quads of narrower registers elsewhere).  Unaligned loads via memcpy. */
 typedef float v16 __attribute__((vector_size(64)));
@@ -392,6 +161,26 @@ static inline float vhsum(v16 v)
 /* v where m, else 0 */
 static inline v16 vsel(v16i m, v16 v) { return (v16)((v16i)v & m); }
 
+/* dst[0..n) = src[0..n), short rows (inline; no libc call per 8..32-float row) */
+static inline void row_copy(float *dst, const float *src, int n)
+{
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        vst(dst + j, vld(src + j));
+    for (; j < n; j++)
+        dst[j] = src[j];
+}
+
+/* dst[0..n) += src[0..n) */
+static inline void row_acc(float *dst, const float *src, int n)
+{
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        vst(dst + j, vld(dst + j) + vld(src + j));
+    for (; j < n; j++)
+        dst[j] += src[j];
+}
+
 /* sum of x[0..n) */
 static float row_sum(const float *x, size_t n)
 {
@@ -404,6 +193,286 @@ static float row_sum(const float *x, size_t n)
         s += x[j];
     return s;
 }
+
+/* ------------------------------------------------------------------------------------ */
+/* conv2d                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+nn_conv2d_dims nn_conv2d_make(int n, int ci, int h, int w, int co, int k, int stride, int pad)
+{
+    nn_conv2d_dims d = {.n = n, .ci = ci, .h = h, .w = w, .co = co, .kh = k, .kw = k,
+                        .stride = stride, .pad = pad};
+    d.ho = (h + 2 * pad - k) / stride + 1;
+    d.wo = (w + 2 * pad - k) / stride + 1;
+    return d;
+}
+
+static int conv_is_pointwise(const nn_conv2d_dims *d)
+{
+    return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
+}
+
+/* Images per GEMM: small feature maps are batched so that one GEMM has about NN_GEMM_COLS
+ * output columns (g images side by side, (K, g*HW)); big ones run one image at a time, which
+ * keeps the im2col panel small. */
+#define NN_GEMM_COLS 512
+static int conv_group(const nn_conv2d_dims *d)
+{
+    int hw = d->ho * d->wo, g = (NN_GEMM_COLS + hw - 1) / hw;
+    int per = (d->n + pool.n - 1) / pool.n;
+    return g < 1 ? 1 : g > per ? (per > 0 ? per : 1) : g;
+}
+
+/* per-thread scratch: col (K, g*HW) and a (Co or Ci, g*HW) staging matrix */
+static size_t conv_thread_floats(const nn_conv2d_dims *d)
+{
+    size_t g = (size_t)conv_group(d), hw = (size_t)d->ho * d->wo;
+    size_t kk = (size_t)d->ci * d->kh * d->kw;
+    size_t col = conv_is_pointwise(d) && g == 1 ? 0 : kk * g * hw;
+    size_t stage = g > 1 ? (size_t)(d->co > d->ci ? d->co : d->ci) * g * hw : 0;
+    return col + stage + 32;
+}
+
+size_t nn_conv2d_ws_floats(const nn_conv2d_dims *d)
+{
+    size_t nt = (size_t)pool.n;
+    size_t dw = (size_t)d->co * d->ci * d->kh * d->kw + (size_t)d->co; /* weight + bias grads */
+    return nt * conv_thread_floats(d) + (nt - 1) * dw;
+}
+
+/* col: (Ci*KH*KW, ld) rows, this image's Ho*Wo columns, from one image x: (Ci, H, W). */
+static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_dims *d)
+{
+    for (int c = 0; c < d->ci; c++)
+        for (int ky = 0; ky < d->kh; ky++)
+            for (int kx = 0; kx < d->kw; kx++) {
+                float *dst = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * ld;
+                const float *src = x + (size_t)c * d->h * d->w;
+                for (int oy = 0; oy < d->ho; oy++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    float *row = dst + oy * d->wo;
+                    if (iy < 0 || iy >= d->h) {
+                        memset(row, 0, sizeof(float) * d->wo);
+                        continue;
+                    }
+                    const float *srow = src + (size_t)iy * d->w;
+                    if (d->stride == 1) {
+                        int ox0 = d->pad - kx, ox;
+                        for (ox = 0; ox < d->wo && ox < ox0; ox++)
+                            row[ox] = 0;
+                        int ixs = ox - d->pad + kx;
+                        int n = d->w - ixs;
+                        if (n > d->wo - ox)
+                            n = d->wo - ox;
+                        if (n > 0) {
+                            row_copy(row + ox, srow + ixs, n);
+                            ox += n;
+                        }
+                        for (; ox < d->wo; ox++)
+                            row[ox] = 0;
+                    } else {
+                        for (int ox = 0; ox < d->wo; ox++) {
+                            int ix = ox * d->stride - d->pad + kx;
+                            row[ox] = (ix >= 0 && ix < d->w) ? srow[ix] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* x: (Ci, H, W) = 0, then += col2im(col) (col rows of stride ld, this image's columns). */
+static void col2im(float *x, const float *col, size_t ld, const nn_conv2d_dims *d)
+{
+    memset(x, 0, sizeof(float) * d->ci * d->h * d->w);
+    for (int c = 0; c < d->ci; c++)
+        for (int ky = 0; ky < d->kh; ky++)
+            for (int kx = 0; kx < d->kw; kx++) {
+                const float *src = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * ld;
+                float *dst = x + (size_t)c * d->h * d->w;
+                for (int oy = 0; oy < d->ho; oy++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    if (iy < 0 || iy >= d->h)
+                        continue;
+                    const float *row = src + oy * d->wo;
+                    float *drow = dst + (size_t)iy * d->w;
+                    if (d->stride == 1) {
+                        int lo = d->pad - kx > 0 ? d->pad - kx : 0;
+                        int hi = d->w + d->pad - kx < d->wo ? d->w + d->pad - kx : d->wo;
+                        if (hi > lo)
+                            row_acc(drow - d->pad + kx + lo, row + lo, hi - lo);
+                    } else {
+                        for (int ox = 0; ox < d->wo; ox++) {
+                            int ix = ox * d->stride - d->pad + kx;
+                            if (ix >= 0 && ix < d->w)
+                                drow[ix] += row[ox];
+                        }
+                    }
+                }
+            }
+}
+
+/* (rows, g*hw) staging <-> g images of (rows, hw) at stride img */
+static void stage_gather(float *dst, const float *src, int g, int rows, size_t hw, size_t img)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < g; j++)
+            memcpy(dst + (size_t)r * g * hw + j * hw, src + j * img + r * hw, sizeof(float) * hw);
+}
+static void stage_scatter(float *dst, const float *src, int g, int rows, size_t hw, size_t img)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < g; j++)
+            memcpy(dst + j * img + r * hw, src + (size_t)r * g * hw + j * hw, sizeof(float) * hw);
+}
+
+typedef struct {
+    float *out, *din, *dw, *db;
+    const float *in, *w, *b, *dout;
+    const nn_conv2d_dims *d;
+    float *ws;
+} conv_task;
+
+static void conv_forward_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    const size_t hw = (size_t)d->ho * d->wo, kk = (size_t)d->ci * d->kh * d->kw;
+    const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
+    const int pw = conv_is_pointwise(d), G = conv_group(d);
+    float *col = t->ws + (size_t)tid * conv_thread_floats(d);
+    for (int s = lo; s < hi; s += G) {
+        int g = hi - s < G ? hi - s : G;
+        size_t ld = (size_t)g * hw;
+        float *stage = col + (pw && G == 1 ? 0 : kk * G * hw);
+        const float *b;
+        if (pw && g == 1) {
+            b = t->in + s * xin;
+        } else if (pw) {
+            stage_gather(col, t->in + s * xin, g, d->ci, hw, xin);
+            b = col;
+        } else {
+            for (int j = 0; j < g; j++)
+                im2col(col + j * hw, ld, t->in + (s + j) * xin, d);
+            b = col;
+        }
+        float *y = g == 1 ? t->out + s * yout : stage;
+        /* y (Co, g*HW) = w (Co, KK) @ col (KK, g*HW) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->co, (int)ld, (int)kk, 1.0f,
+                    t->w, (int)kk, b, (int)ld, 0.0f, y, (int)ld);
+        if (t->b)
+            for (int o = 0; o < d->co; o++)
+                for (size_t i = 0; i < ld; i++)
+                    y[o * ld + i] += t->b[o];
+        if (g > 1)
+            stage_scatter(t->out + s * yout, stage, g, d->co, hw, yout);
+    }
+}
+
+void nn_conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                       const nn_conv2d_dims *d, float *ws)
+{
+    conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
+    nn_run(conv_forward_task, &t);
+}
+
+static void conv_backward_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    const size_t hw = (size_t)d->ho * d->wo, kk = (size_t)d->ci * d->kh * d->kw;
+    const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
+    const size_t nw = (size_t)d->co * kk;
+    const int pw = conv_is_pointwise(d), G = conv_group(d);
+    float *col = t->ws + (size_t)tid * conv_thread_floats(d);
+    float *stage = col + (pw && G == 1 ? 0 : kk * G * hw);
+    /* thread 0 accumulates into dw/db; the others into their own slices of ws, zeroed */
+    float *dw = t->dw, *db = t->db;
+    if (tid > 0) {
+        float *base = t->ws + (size_t)nt * conv_thread_floats(d);
+        dw = base + (size_t)(tid - 1) * (nw + d->co);
+        db = dw + nw;
+        memset(dw, 0, sizeof(float) * (nw + d->co));
+    }
+    for (int s = lo; s < hi; s += G) {
+        int g = hi - s < G ? hi - s : G;
+        size_t ld = (size_t)g * hw;
+        const float *dy = t->dout + s * yout;
+        if (g > 1) {
+            stage_gather(stage, dy, g, d->co, hw, yout);
+            dy = stage;
+        }
+        const float *b;
+        if (pw && g == 1) {
+            b = t->in + s * xin;
+        } else if (pw) {
+            stage_gather(col, t->in + s * xin, g, d->ci, hw, xin);
+            b = col;
+        } else {
+            for (int j = 0; j < g; j++)
+                im2col(col + j * hw, ld, t->in + (s + j) * xin, d);
+            b = col;
+        }
+        /* dw (Co, KK) += dy (Co, g*HW) @ col^T (g*HW, KK) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->co, (int)kk, (int)ld, 1.0f, dy,
+                    (int)ld, b, (int)ld, 1.0f, dw, (int)kk);
+        if (t->db)
+            for (int o = 0; o < d->co; o++)
+                db[o] += row_sum(dy + o * ld, ld);
+        if (!t->din)
+            continue;
+        float *dx = t->din + s * xin;
+        if (pw && g == 1) {
+            /* dx (Ci, HW) = w^T (Ci, Co) @ dy (Co, HW) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)ld, d->co, 1.0f,
+                        t->w, (int)kk, dy, (int)ld, 0.0f, dx, (int)ld);
+        } else {
+            /* dcol (KK, g*HW) = w^T (KK, Co) @ dy (Co, g*HW) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)ld, d->co, 1.0f,
+                        t->w, (int)kk, dy, (int)ld, 0.0f, col, (int)ld);
+            if (pw)
+                stage_scatter(dx, col, g, d->ci, hw, xin);
+            else
+                for (int j = 0; j < g; j++)
+                    col2im(dx + j * xin, col + j * hw, ld, d);
+        }
+    }
+}
+
+void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                        const float *w, const nn_conv2d_dims *d, float *ws)
+{
+    conv_task t = {.din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d,
+                   .ws = ws};
+    nn_run(conv_backward_task, &t);
+    int nt = pool.n;
+    if (nt > 1) { /* fixed-order reduction of the per-thread partial gradients */
+        size_t nw = (size_t)d->co * d->ci * d->kh * d->kw;
+        float *base = ws + (size_t)nt * conv_thread_floats(d);
+        for (int k = 1; k < nt; k++) {
+            const float *p = base + (size_t)(k - 1) * (nw + d->co);
+            for (size_t i = 0; i < nw; i++)
+                dw[i] += p[i];
+            if (db)
+                for (int o = 0; o < d->co; o++)
+                    db[o] += p[nw + o];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* BatchNorm2d                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    float *out, *din, *dgamma, *dbeta, *mean, *rstd, *rmean, *rvar;
+    const float *in, *outc, *dout, *gamma, *beta, *meanc, *rstdc;
+    int n, c, hw, train, relu;
+    float momentum, eps;
+} bn_task;
 
 /* sum of (x - m)^2 */
 static float row_ssd(const float *x, size_t n, float m)
