@@ -747,7 +747,8 @@ int model_to_record(const model *m, record *r, int mode)
         if (ends_with(t->name, ".running_var")) {
             char name[MODEL_NAME_MAX + 32];
             nbt_name(name, sizeof name, t->name);
-            int64_t *v = rec_add_new(r, name, DT_I64, 0, NULL);
+            static const int64_t scalar[1] = {0}; /* ndim 0; non-NULL for rec_add's memcpy */
+            int64_t *v = rec_add_new(r, name, DT_I64, 0, scalar);
             if (!v)
                 return err_last() ? err_last() : err_set(ERR_INTERNAL, "out of memory");
             *v = m->num_batches_tracked;
