@@ -1,0 +1,265 @@
+/* test_split.c - long-tail counts against the published CIFAR-LT totals (ALGORITHMS 1.2),
+ * and the invariants of every split mode (ALGORITHMS 1.3): each sample in exactly one
+ * client, client sizes, determinism, bounded failures. */
+#include "err.h"
+#include "split.h"
+#include "testlib.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t sum(const int64_t *v, int n)
+{
+    int64_t s = 0;
+    for (int i = 0; i < n; i++)
+        s += v[i];
+    return s;
+}
+
+static void test_lt_counts(void)
+{
+    int64_t c10[10], c100[100];
+    static const int64_t want10[10] = {5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50};
+    CHECK(lt_counts(5000, 10, 100, LT_EXP, c10) == 0);
+    CHECK(memcmp(c10, want10, sizeof want10) == 0);
+    CHECK(sum(c10, 10) == 12406);
+    CHECK(lt_counts(5000, 10, 50, LT_EXP, c10) == 0);
+    CHECK(sum(c10, 10) == 13996 && c10[9] == 100);
+    CHECK(lt_counts(5000, 10, 10, LT_EXP, c10) == 0);
+    CHECK(sum(c10, 10) == 20431 && c10[9] == 500);
+    CHECK(lt_counts(5000, 10, 1, LT_EXP, c10) == 0);
+    CHECK(sum(c10, 10) == 50000);
+    CHECK(lt_counts(500, 100, 100, LT_EXP, c100) == 0);
+    CHECK(sum(c100, 100) == 10847 && c100[0] == 500 && c100[99] == 5);
+    CHECK(lt_counts(500, 100, 50, LT_EXP, c100) == 0);
+    CHECK(sum(c100, 100) == 12608);
+    CHECK(lt_counts(500, 100, 10, LT_EXP, c100) == 0);
+    CHECK(sum(c100, 100) == 19573);
+    /* many/medium/few of ALGORITHMS 1.8 at IF=100: class 69 has exactly 20 */
+    CHECK(lt_counts(500, 100, 100, LT_EXP, c100) == 0);
+    CHECK(c100[34] > 100 && c100[35] <= 100 && c100[69] == 20 && c100[70] < 20);
+    /* step: half at n_max, half at n_max/IF */
+    CHECK(lt_counts(5000, 10, 100, LT_STEP, c10) == 0);
+    CHECK(c10[0] == 5000 && c10[4] == 5000 && c10[5] == 50 && c10[9] == 50);
+    CHECK(lt_counts(5000, 10, 0.5, LT_EXP, c10) == ERR_USAGE);
+}
+
+static void test_lt_select(void)
+{
+    enum { C = 10, PER = 500 };
+    int32_t *labels = malloc(C * PER * sizeof *labels);
+    for (int i = 0; i < C * PER; i++)
+        labels[i] = (i * 7) % C; /* interleaved classes */
+    int64_t *pos, n, kept[C], want[C];
+    CHECK(lt_select(labels, C * PER, C, 100, LT_EXP, 7, &pos, &n, kept) == 0);
+    lt_counts(PER, C, 100, LT_EXP, want);
+    CHECK(memcmp(kept, want, sizeof want) == 0);
+    CHECK(n == sum(want, C));
+    int64_t got[C] = {0};
+    int sorted = 1;
+    for (int64_t i = 0; i < n; i++) {
+        got[labels[pos[i]]]++;
+        if (i && pos[i] <= pos[i - 1])
+            sorted = 0;
+    }
+    CHECK(sorted);
+    CHECK(memcmp(got, want, sizeof want) == 0);
+    int64_t *pos2, n2;
+    CHECK(lt_select(labels, C * PER, C, 100, LT_EXP, 7, &pos2, &n2, NULL) == 0);
+    CHECK(n2 == n && memcmp(pos, pos2, n * sizeof *pos) == 0);
+    free(pos2);
+    CHECK(lt_select(labels, C * PER, C, 100, LT_EXP, 8, &pos2, &n2, NULL) == 0);
+    CHECK(n2 == n && memcmp(pos, pos2, n * sizeof *pos) != 0);
+    free(pos2);
+    free(pos);
+    CHECK(lt_select(labels, C * PER, C, 1, LT_EXP, 7, &pos, &n, kept) == 0);
+    CHECK(n == C * PER);
+    free(pos);
+    labels[3] = C;
+    CHECK(lt_select(labels, C * PER, C, 10, LT_EXP, 7, &pos, &n, kept) == ERR_FORMAT);
+    free(labels);
+}
+
+/* Each position exactly once; returns per-client class counts [K][C] (malloc'd). */
+static int64_t *check_partition(const split_result *s, const int32_t *labels, int64_t n, int c)
+{
+    char *seen = calloc(n, 1);
+    int64_t *cnt = calloc((size_t)s->clients * c, sizeof *cnt);
+    int ok = s->offsets[0] == 0 && s->offsets[s->clients] == n;
+    for (int k = 0; k < s->clients; k++)
+        for (int64_t i = s->offsets[k]; i < s->offsets[k + 1]; i++) {
+            int64_t p = s->items[i];
+            if (p < 0 || p >= n || seen[p]) {
+                ok = 0;
+                continue;
+            }
+            if (i > s->offsets[k] && s->items[i - 1] >= p)
+                ok = 0;
+            seen[p] = 1;
+            cnt[(size_t)k * c + labels[p]]++;
+        }
+    CHECK_MSG(ok, "every sample exactly once, ascending in a client");
+    free(seen);
+    return cnt;
+}
+
+static int32_t *lt_labels(int c, int64_t per, double imb, int64_t *n_out)
+{
+    int64_t *cnt = malloc(c * sizeof *cnt), n;
+    lt_counts((double)per, c, imb, LT_EXP, cnt);
+    n = sum(cnt, c);
+    int32_t *l = malloc(n * sizeof *l);
+    int64_t w = 0;
+    for (int k = 0; k < c; k++)
+        for (int64_t i = 0; i < cnt[k]; i++)
+            l[w++] = k;
+    /* interleave deterministically so positions are not class-sorted */
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (i * 2654435761u) % (i + 1);
+        int32_t t = l[i];
+        l[i] = l[j];
+        l[j] = t;
+    }
+    free(cnt);
+    *n_out = n;
+    return l;
+}
+
+static void test_creff(void)
+{
+    int64_t n;
+    int32_t *labels = lt_labels(10, 5000, 100, &n); /* CIFAR-10-LT: 12,406 */
+    split_opts o;
+    split_opts_default(&o);
+    split_result s, s2;
+    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    int64_t *cnt = check_partition(&s, labels, n, 10);
+    for (int k = 0; k < 20; k++) {
+        int64_t sz = s.offsets[k + 1] - s.offsets[k];
+        CHECK(sz == n / 20 + (k < n % 20)); /* 621 x 6, 620 x 14 */
+    }
+    /* non-IID: some client lacks some class, and clients differ */
+    int zeros = 0;
+    for (int i = 0; i < 200; i++)
+        zeros += cnt[i] == 0;
+    CHECK(zeros > 0);
+    free(cnt);
+    CHECK(split_make(labels, n, 10, &o, &s2) == 0);
+    CHECK(memcmp(s.items, s2.items, n * sizeof *s.items) == 0);
+    split_free(&s2);
+    o.seed = 8;
+    CHECK(split_make(labels, n, 10, &o, &s2) == 0);
+    CHECK(memcmp(s.items, s2.items, n * sizeof *s.items) != 0);
+    split_free(&s2);
+    split_free(&s);
+    /* 25 clients: chunks of 10, 10, 5 workers; 7 clients: one chunk of 7 */
+    int ks[] = {25, 7, 1};
+    for (int i = 0; i < 3; i++) {
+        split_opts_default(&o);
+        o.clients = ks[i];
+        CHECK(split_make(labels, n, 10, &o, &s) == 0);
+        free(check_partition(&s, labels, n, 10));
+        for (int k = 0; k < ks[i]; k++)
+            CHECK(s.offsets[k + 1] - s.offsets[k] == n / ks[i] + (k < n % ks[i]));
+        split_free(&s);
+    }
+    /* tiny alpha: gamma draws underflow to 0 and the balance step can zero every
+     * proportion (the NaN case of ALGORITHMS 8.14) - must still work, or fail cleanly */
+    split_opts_default(&o);
+    o.alpha = 1e-3;
+    o.max_tries = 50;
+    int rc = split_make(labels, n, 10, &o, &s);
+    CHECK(rc == 0 || rc == ERR_USAGE);
+    if (rc == 0)
+        free(check_partition(&s, labels, n, 10));
+    split_free(&s);
+    free(labels);
+    /* CIFAR-100-LT */
+    labels = lt_labels(100, 500, 100, &n);
+    split_opts_default(&o);
+    CHECK(split_make(labels, n, 100, &o, &s) == 0);
+    free(check_partition(&s, labels, n, 100));
+    CHECK(s.offsets[1] == n / 20 + (n % 20 > 0));
+    split_free(&s);
+    free(labels);
+}
+
+static void test_dirichlet(void)
+{
+    int64_t n;
+    int32_t *labels = lt_labels(10, 500, 10, &n);
+    split_opts o;
+    split_opts_default(&o);
+    o.mode = SPLIT_DIRICHLET;
+    o.min_size = 20;
+    split_result s;
+    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    free(check_partition(&s, labels, n, 10));
+    for (int k = 0; k < 20; k++)
+        CHECK(s.offsets[k + 1] - s.offsets[k] >= 20);
+    split_free(&s);
+    /* impossible: bounded retries fail with a message */
+    o.alpha = 0.001;
+    o.min_size = n / 20;
+    o.max_tries = 20;
+    CHECK(split_make(labels, n, 10, &o, &s) == ERR_USAGE);
+    CHECK(strstr(err_msg(), "tries") != NULL);
+    o.min_size = n; /* more than possible */
+    CHECK(split_make(labels, n, 10, &o, &s) == ERR_USAGE);
+    free(labels);
+}
+
+static void test_iid_shards(void)
+{
+    int64_t n;
+    int32_t *labels = lt_labels(10, 500, 10, &n);
+    split_opts o;
+    split_opts_default(&o);
+    o.mode = SPLIT_IID;
+    split_result s;
+    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    int64_t *cnt = check_partition(&s, labels, n, 10);
+    for (int k = 0; k < 20; k++)
+        CHECK(s.offsets[k + 1] - s.offsets[k] == n / 20 + (k < n % 20));
+    free(cnt);
+    split_free(&s);
+
+    o.mode = SPLIT_SHARDS;
+    o.classes_per_client = 2;
+    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    cnt = check_partition(&s, labels, n, 10);
+    for (int k = 0; k < 20; k++) {
+        int nz = 0;
+        for (int c = 0; c < 10; c++)
+            nz += cnt[k * 10 + c] > 0;
+        CHECK(nz >= 1 && nz <= 2);
+    }
+    free(cnt);
+    split_free(&s);
+    o.clients = 4; /* 4 x 2 < 10 classes */
+    CHECK(split_make(labels, n, 10, &o, &s) == ERR_USAGE);
+    o.clients = 20;
+    o.classes_per_client = 11;
+    CHECK(split_make(labels, n, 10, &o, &s) == ERR_USAGE);
+    /* more clients than samples */
+    o.mode = SPLIT_IID;
+    o.clients = 100;
+    CHECK(split_make(labels, 50, 10, &o, &s) == ERR_USAGE);
+    o.mode = SPLIT_CREFF;
+    o.clients = 20;
+    o.alpha = 0;
+    CHECK(split_make(labels, n, 10, &o, &s) == ERR_USAGE);
+    CHECK(split_mode_parse("shards") == SPLIT_SHARDS && split_mode_parse("x") == -1);
+    free(labels);
+}
+
+int main(void)
+{
+    test_lt_counts();
+    test_lt_select();
+    test_creff();
+    test_dirichlet();
+    test_iid_shards();
+    TEST_MAIN_END();
+}
