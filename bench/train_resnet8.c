@@ -4,7 +4,7 @@
  * What it is: random normalised inputs, the model's own init, warm-up steps, then timed
  * steps for about --seconds.  FLOPs counted as 3x the forward convolution and linear
  * multiply-adds (2 flops each), the usual training estimate.  Not a data-loading benchmark.
- * Usage: train_resnet8 [threads [batch [seconds]]]  (default 1 32 5) */
+ * Usage: train_resnet8 [threads [batch [seconds [igemm|blas]]]]  (default 1 32 5 igemm) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +50,7 @@ int main(int argc, char **argv)
     int threads = argc > 1 ? atoi(argv[1]) : 1, n = argc > 2 ? atoi(argv[2]) : 32;
     double seconds = argc > 3 ? atof(argv[3]) : 5.0;
     nn_set_threads(threads);
+    int algo = nn_set_conv_algo(argc > 4 && !strcmp(argv[4], "blas") ? NN_CONV_BLAS : NN_CONV_IGEMM);
     model_config c;
     model_config_default(&c, "resnet8");
     model *m = model_new(&c);
@@ -85,9 +86,9 @@ int main(int argc, char **argv)
     /* per CPU-second, times threads: the rate with a whole core per thread (load-robust) */
     double cips = steps * n / cpu * threads;
     double gf = 3.0 * forward_flops(m) * ips / 1e9, cgf = 3.0 * forward_flops(m) * cips / 1e9;
-    printf("c threads=%d batch=%d steps=%d images_per_s=%.1f cpu_images_per_s=%.1f gflops=%.1f "
-           "cpu_gflops=%.1f loss=%.3f\n",
-           threads, n, steps, ips, cips, gf, cgf, loss);
+    printf("c threads=%d batch=%d conv=%s steps=%d images_per_s=%.1f cpu_images_per_s=%.1f "
+           "gflops=%.1f cpu_gflops=%.1f loss=%.3f\n",
+           threads, n, algo == NN_CONV_BLAS ? "blas" : "igemm", steps, ips, cips, gf, cgf, loss);
     model_free(m);
     free(x);
     free(xa);

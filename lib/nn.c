@@ -233,11 +233,15 @@ static size_t conv_thread_floats(const nn_conv2d_dims *d)
     return col + stage + 32;
 }
 
+/* ws layout: [shared packed A][per-thread scratch x nt][weight-grad partials x (nt - 1)] */
+static size_t conv_shared_floats(const nn_conv2d_dims *d);
+static size_t conv_tfl(const nn_conv2d_dims *d);
+
 size_t nn_conv2d_ws_floats(const nn_conv2d_dims *d)
 {
     size_t nt = (size_t)pool.n;
     size_t dw = (size_t)d->co * d->ci * d->kh * d->kw + (size_t)d->co; /* weight + bias grads */
-    return nt * conv_thread_floats(d) + (nt - 1) * dw;
+    return conv_shared_floats(d) + nt * conv_tfl(d) + (nt - 1) * dw;
 }
 
 /* col: (Ci*KH*KW, ld) rows, this image's Ho*Wo columns, from one image x: (Ci, H, W). */
@@ -325,12 +329,370 @@ static void stage_scatter(float *dst, const float *src, int g, int rows, size_t 
             memcpy(dst + j * img + r * hw, src + (size_t)r * g * hw + j * hw, sizeof(float) * hw);
 }
 
+/* ---- implicit-GEMM convolution (AVX-512 builds): im2col fused into the GEMM's packing ----
+ * C (M x N) = A (M x K) . B (K x N) with a register-blocked 8 x 32 micro-kernel.  Forward:
+ * A = W (Co x Ci*KH*KW) packed once per call, B = im2col(x) generated straight into the
+ * packed panels (no im2col matrix, no second copy).  Weight gradient: dW (Co x K) += dy
+ * (Co x N*HW) . im2col(x)^T, both operands packed from the activations.  Input gradient for
+ * stride 1: a forward convolution of dy with the flipped, transposed weights (pad k-1-p), so
+ * no col2im.  Blocking: K in KC = 256 slices, N in NC = 512 (the B panel, 512 KB, stays in
+ * L2; one 32 KB B strip stays in L1 across the M strips).  Other builds use OpenBLAS. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define NN_IGEMM 1
+#define MR 8
+#define NR 32
+#define KC 256
+#define NC 512
+
+static int conv_algo = NN_CONV_IGEMM;
+
+static size_t pad_to(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+/* where C element (m, n) lives: base + (n / hw) * img + m * ldm + n % hw */
+typedef struct {
+    float *base;
+    size_t hw, img, ldm;
+} cmap;
+
+/* t (MR x NR) = a (kc x MR, packed) . b (kc x NR, packed) */
+static void kernel_8x32(float *t, const float *a, const float *b, int kc)
+{
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
+           c61 = c00, c70 = c00, c71 = c00;
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), av;
+#define NN_ROW(r, x0, x1)                                                                     \
+    av = _mm512_set1_ps(a[r]);                                                                \
+    x0 = _mm512_fmadd_ps(av, b0, x0);                                                         \
+    x1 = _mm512_fmadd_ps(av, b1, x1);
+        NN_ROW(0, c00, c01)
+        NN_ROW(1, c10, c11)
+        NN_ROW(2, c20, c21)
+        NN_ROW(3, c30, c31)
+        NN_ROW(4, c40, c41)
+        NN_ROW(5, c50, c51)
+        NN_ROW(6, c60, c61)
+        NN_ROW(7, c70, c71)
+#undef NN_ROW
+        a += MR;
+        b += NR;
+    }
+    _mm512_storeu_ps(t + 0, c00), _mm512_storeu_ps(t + 16, c01);
+    _mm512_storeu_ps(t + 32, c10), _mm512_storeu_ps(t + 48, c11);
+    _mm512_storeu_ps(t + 64, c20), _mm512_storeu_ps(t + 80, c21);
+    _mm512_storeu_ps(t + 96, c30), _mm512_storeu_ps(t + 112, c31);
+    _mm512_storeu_ps(t + 128, c40), _mm512_storeu_ps(t + 144, c41);
+    _mm512_storeu_ps(t + 160, c50), _mm512_storeu_ps(t + 176, c51);
+    _mm512_storeu_ps(t + 192, c60), _mm512_storeu_ps(t + 208, c61);
+    _mm512_storeu_ps(t + 224, c70), _mm512_storeu_ps(t + 240, c71);
+}
+
+/* C[m0 + r][n0 + j] (+)= t[r][j] for r < mr, j < nr */
+static void tile_store(const cmap *c, const float *t, size_t m0, size_t n0, int mr, int nr, int acc)
+{
+    size_t p = n0 % c->hw;
+    if (nr == NR && p + NR <= c->hw) { /* one contiguous 32-run per row */
+        float *base = c->base + (n0 / c->hw) * c->img + p;
+        for (int r = 0; r < mr; r++) {
+            float *dst = base + (m0 + r) * c->ldm;
+            __m512 t0 = _mm512_loadu_ps(t + r * NR), t1 = _mm512_loadu_ps(t + r * NR + 16);
+            if (acc) {
+                t0 = _mm512_add_ps(t0, _mm512_loadu_ps(dst));
+                t1 = _mm512_add_ps(t1, _mm512_loadu_ps(dst + 16));
+            }
+            _mm512_storeu_ps(dst, t0);
+            _mm512_storeu_ps(dst + 16, t1);
+        }
+        return;
+    }
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            size_t n = n0 + j;
+            float *dst = c->base + (n / c->hw) * c->img + (m0 + r) * c->ldm + n % c->hw;
+            *dst = acc ? *dst + t[r * NR + j] : t[r * NR + j];
+        }
+}
+
+/* A stretch of im2col columns inside one output row of one image: dest offset j, length len,
+ * image img (-1: past the last column, zeros), output position (oy, ox) of its first column. */
+typedef struct {
+    int j, len, img, oy, ox;
+} col_run;
+
+/* Splits columns [n0, n0 + len) into runs; returns their number (<= len + 1). */
+static int make_runs(col_run *runs, const nn_conv2d_dims *d, size_t n0, int len, size_t ntot)
+{
+    const size_t hw = (size_t)d->ho * d->wo;
+    int nr = 0, j = 0;
+    size_t n = n0;
+    while (j < len) {
+        col_run *r = &runs[nr++];
+        r->j = j;
+        if (n >= ntot) {
+            r->img = -1, r->len = len - j, r->oy = r->ox = 0;
+            break;
+        }
+        size_t p = n % hw;
+        r->img = (int)(n / hw), r->oy = (int)(p / d->wo), r->ox = (int)(p % d->wo);
+        r->len = d->wo - r->ox < len - j ? d->wo - r->ox : len - j;
+        j += r->len;
+        n += r->len;
+    }
+    return nr;
+}
+
+/* o[0..len) = row (c, ky, kx) of the im2col matrix over the columns described by runs */
+static void gen_row(float *o, const col_run *runs, int nr, const float *x, size_t xin,
+                    const nn_conv2d_dims *d, int c, int ky, int kx)
+{
+    const int s = d->stride;
+    for (int q = 0; q < nr; q++) {
+        const col_run *r = &runs[q];
+        float *dst = o + r->j;
+        int iy = r->oy * s - d->pad + ky;
+        if (r->img < 0 || iy < 0 || iy >= d->h) {
+            memset(dst, 0, sizeof(float) * r->len);
+            continue;
+        }
+        const float *src = x + r->img * xin + ((size_t)c * d->h + iy) * d->w;
+        int off = r->ox * s - d->pad + kx;
+        int jlo = off >= 0 ? 0 : (-off + s - 1) / s;
+        int jhi = d->w - off > 0 ? (d->w - off + s - 1) / s : 0;
+        jlo = jlo > r->len ? r->len : jlo;
+        jhi = jhi > r->len ? r->len : jhi < jlo ? jlo : jhi;
+        for (int j = 0; j < jlo; j++)
+            dst[j] = 0;
+        if (s == 1)
+            row_copy(dst + jlo, src + off + jlo, jhi - jlo);
+        else
+            for (int j = jlo; j < jhi; j++)
+                dst[j] = src[off + j * s];
+        for (int j = jhi; j < r->len; j++)
+            dst[j] = 0;
+    }
+}
+
+/* pb [NR-strips][kc][NR]: rows k0..k0+kc of im2col(x), columns n0..n0+nc (zero past ntot) */
+static void pack_b_im2col(float *pb, const float *x, size_t xin, const nn_conv2d_dims *d, int k0,
+                          int kc, size_t n0, int nc, size_t ntot)
+{
+    col_run runs[NR + 1];
+    const int kk2 = d->kh * d->kw;
+    for (int ns = 0; ns * NR < nc; ns++) {
+        int nr = make_runs(runs, d, n0 + (size_t)ns * NR, NR, ntot);
+        int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
+        for (int k = 0; k < kc; k++) {
+            gen_row(pb + ((size_t)ns * kc + k) * NR, runs, nr, x, xin, d, c, ky, kx);
+            if (++kx == d->kw) {
+                kx = 0;
+                if (++ky == d->kh)
+                    ky = 0, c++;
+            }
+        }
+    }
+}
+
+/* dst rows i < 16 (stride ldd) = column i of the 16 x 16 block at src (stride lds) */
+static void transpose16(float *dst, size_t ldd, const float *src, size_t lds)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    for (int i = 0; i < 16; i++)
+        _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+
+/* pa [M/MR strips][K][MR] from a row-major (M x K) matrix (rows beyond M zero) */
+static void pack_a_rows(float *pa, const float *a, int m, int k)
+{
+    for (int ms = 0; ms * MR < m; ms++)
+        for (int r = 0; r < MR; r++) {
+            int row = ms * MR + r;
+            float *o = pa + (size_t)ms * k * MR + r;
+            if (row < m)
+                for (int j = 0; j < k; j++)
+                    o[(size_t)j * MR] = a[(size_t)row * k + j];
+            else
+                for (int j = 0; j < k; j++)
+                    o[(size_t)j * MR] = 0;
+        }
+}
+
+/* pa as pack_a_rows for the input-gradient weights: A~[ci][(co, ky, kx)] =
+ * w[co][ci][kh-1-ky][kw-1-kx]  (M = Ci, K = Co*KH*KW) */
+static void pack_a_flipped(float *pa, const float *w, const nn_conv2d_dims *d)
+{
+    const int m = d->ci, kk2 = d->kh * d->kw, k = d->co * kk2;
+    for (int ms = 0; ms * MR < m; ms++)
+        for (int r = 0; r < MR; r++) {
+            int ci = ms * MR + r;
+            float *o = pa + (size_t)ms * k * MR + r;
+            for (int co = 0; co < d->co; co++)
+                for (int q = 0; q < kk2; q++)
+                    o[(size_t)(co * kk2 + q) * MR] =
+                        ci < m ? w[((size_t)co * d->ci + ci) * kk2 + (kk2 - 1 - q)] : 0.0f;
+        }
+}
+
+/* out (per image (M, Ho*Wo), mapped by cm) = pa (M x K, packed) . im2col(x) for the images at x
+ * (image stride xin, ntot = images * Ho*Wo columns); pb: KC * NC floats. */
+static void igemm_conv(const cmap *cm, const float *pa, int m, int k, const float *x, size_t xin,
+                       const nn_conv2d_dims *d, size_t ntot, float *pb)
+{
+    float t[MR * NR];
+    for (size_t n0 = 0; n0 < ntot; n0 += NC) {
+        int nc = ntot - n0 < NC ? (int)(ntot - n0) : NC;
+        for (int k0 = 0; k0 < k; k0 += KC) {
+            int kc = k - k0 < KC ? k - k0 : KC;
+            pack_b_im2col(pb, x, xin, d, k0, kc, n0, nc, ntot);
+            for (int ns = 0; ns * NR < nc; ns++)
+                for (int ms = 0; ms * MR < m; ms++) {
+                    kernel_8x32(t, pa + ((size_t)ms * k + k0) * MR, pb + (size_t)ns * kc * NR, kc);
+                    int mr = m - ms * MR < MR ? m - ms * MR : MR;
+                    int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
+                    tile_store(cm, t, (size_t)ms * MR, n0 + (size_t)ns * NR, mr, nr, k0 > 0);
+                }
+        }
+    }
+}
+
+/* dw (Co x K) += dy (Co x R) . im2col(x)^T over the R = images * Ho*Wo columns of the images at
+ * x / dy.  pa: pad(Co) * KC floats; pb: KC * NC floats. */
+static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d_dims *d,
+                     size_t rtot, float *pa, float *pb)
+{
+    const int m = d->co, k = d->ci * d->kh * d->kw;
+    const size_t hw = (size_t)d->ho * d->wo, xin = (size_t)d->ci * d->h * d->w, yout = m * hw;
+    cmap cm = {.base = dw, .hw = (size_t)-1, .img = 0, .ldm = (size_t)k};
+    float t[MR * NR];
+    const int kk2 = d->kh * d->kw;
+    col_run runs[KC + 1];
+    float *tmp = pb + (size_t)KC * NC; /* NR x KC */
+    for (size_t r0 = 0; r0 < rtot; r0 += KC) {
+        int rc = rtot - r0 < KC ? (int)(rtot - r0) : KC;
+        int rcp = (rc + 15) / 16 * 16; /* rows padded to whole 16 x 16 blocks (zeros) */
+        int nruns = make_runs(runs, d, r0, rcp, r0 + rc);
+        /* pa [strip][r][MR] = dy[img(r)][co][hw(r)] */
+        for (int ms = 0; ms * MR < m; ms++)
+            for (int q = 0; q < MR; q++) {
+                int co = ms * MR + q;
+                float *o = pa + (size_t)ms * rc * MR + q;
+                for (int r = 0; r < rc; r++) {
+                    size_t n = r0 + r;
+                    o[(size_t)r * MR] = co < m ? dy[(n / hw) * yout + co * hw + n % hw] : 0.0f;
+                }
+            }
+        for (int k0 = 0; k0 < k; k0 += NC) {
+            int nc = k - k0 < NC ? k - k0 : NC;
+            /* pb [kstrip][r][NR] = im2col(x)[k][r]: 32 rows into tmp, then 16 x 16 transposes */
+            for (int ns = 0; ns * NR < nc; ns++) {
+                for (int j = 0; j < NR; j++) {
+                    int kk = k0 + ns * NR + j;
+                    if (kk < k0 + nc)
+                        gen_row(tmp + (size_t)j * rcp, runs, nruns, x, xin, d, kk / kk2,
+                                (kk % kk2) / d->kw, kk % d->kw);
+                    else
+                        memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
+                }
+                float *o = pb + (size_t)ns * rcp * NR;
+                for (int r = 0; r < rc; r += 16)
+                    for (int h = 0; h < NR; h += 16)
+                        transpose16(o + (size_t)r * NR + h, NR, tmp + (size_t)h * rcp + r, rcp);
+            }
+            for (int ns = 0; ns * NR < nc; ns++)
+                for (int ms = 0; ms * MR < m; ms++) {
+                    kernel_8x32(t, pa + (size_t)ms * rc * MR, pb + (size_t)ns * rcp * NR, rc);
+                    int mr = m - ms * MR < MR ? m - ms * MR : MR;
+                    int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
+                    tile_store(&cm, t, (size_t)ms * MR, (size_t)(k0 + ns * NR), mr, nr, 1);
+                }
+        }
+    }
+}
+
+/* shared packed-A floats and per-thread floats of the implicit-GEMM path */
+static size_t igemm_shared_floats(const nn_conv2d_dims *d)
+{
+    size_t kk = (size_t)d->ci * d->kh * d->kw, kt = (size_t)d->co * d->kh * d->kw;
+    size_t a = pad_to((size_t)d->co, MR) * kk, b = pad_to((size_t)d->ci, MR) * kt;
+    return (a > b ? a : b) + 16;
+}
+static size_t igemm_thread_floats(const nn_conv2d_dims *d)
+{
+    return (size_t)KC * NC + (size_t)NR * KC + pad_to((size_t)d->co, MR) * KC + 64;
+}
+#endif
+
+static size_t conv_shared_floats(const nn_conv2d_dims *d)
+{
+#ifdef NN_IGEMM
+    return igemm_shared_floats(d);
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
+static size_t conv_tfl(const nn_conv2d_dims *d)
+{
+    size_t a = conv_thread_floats(d);
+#ifdef NN_IGEMM
+    size_t b = igemm_thread_floats(d) + (size_t)d->ci * d->kh * d->kw * d->ho * d->wo;
+    a = a > b ? a : b;
+#endif
+    return a;
+}
+
+int nn_set_conv_algo(int algo)
+{
+#ifdef NN_IGEMM
+    conv_algo = algo == NN_CONV_BLAS ? NN_CONV_BLAS : NN_CONV_IGEMM;
+    return conv_algo;
+#else
+    (void)algo;
+    return NN_CONV_BLAS;
+#endif
+}
+
 typedef struct {
     float *out, *din, *dw, *db;
-    const float *in, *w, *b, *dout;
+    const float *in, *w, *b, *dout, *pa;
     const nn_conv2d_dims *d;
     float *ws;
 } conv_task;
+
+/* this thread's scratch and weight-grad partial (tid > 0) inside ws */
+static float *conv_scratch(const conv_task *t, int tid)
+{
+    return t->ws + conv_shared_floats(t->d) + (size_t)tid * conv_tfl(t->d);
+}
+static float *conv_partial(float *ws, const nn_conv2d_dims *d, int tid, int nt)
+{
+    size_t nw = (size_t)d->co * d->ci * d->kh * d->kw;
+    return ws + conv_shared_floats(d) + (size_t)nt * conv_tfl(d) + (size_t)(tid - 1) * (nw + d->co);
+}
 
 static void conv_forward_task(void *ctx, int tid, int nt)
 {
@@ -341,7 +703,7 @@ static void conv_forward_task(void *ctx, int tid, int nt)
     const size_t hw = (size_t)d->ho * d->wo, kk = (size_t)d->ci * d->kh * d->kw;
     const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
     const int pw = conv_is_pointwise(d), G = conv_group(d);
-    float *col = t->ws + (size_t)tid * conv_thread_floats(d);
+    float *col = conv_scratch(t, tid);
     for (int s = lo; s < hi; s += G) {
         int g = hi - s < G ? hi - s : G;
         size_t ld = (size_t)g * hw;
@@ -370,10 +732,42 @@ static void conv_forward_task(void *ctx, int tid, int nt)
     }
 }
 
+#ifdef NN_IGEMM
+static void conv_forward_igemm_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    if (lo >= hi)
+        return;
+    const size_t hw = (size_t)d->ho * d->wo, xin = (size_t)d->ci * d->h * d->w;
+    const size_t yout = (size_t)d->co * hw;
+    cmap cm = {.base = t->out + lo * yout, .hw = hw, .img = yout, .ldm = hw};
+    igemm_conv(&cm, t->pa, d->co, d->ci * d->kh * d->kw, t->in + lo * xin, xin, d,
+               (size_t)(hi - lo) * hw, conv_scratch(t, tid));
+    if (t->b)
+        for (int s = lo; s < hi; s++)
+            for (int o = 0; o < d->co; o++) {
+                float *y = t->out + s * yout + o * hw;
+                for (size_t i = 0; i < hw; i++)
+                    y[i] += t->b[o];
+            }
+}
+#endif
+
 void nn_conv2d_forward(float *out, const float *in, const float *w, const float *b,
                        const nn_conv2d_dims *d, float *ws)
 {
     conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
+#ifdef NN_IGEMM
+    if (conv_algo == NN_CONV_IGEMM) {
+        pack_a_rows(ws, w, d->co, d->ci * d->kh * d->kw);
+        t.pa = ws;
+        nn_run(conv_forward_igemm_task, &t);
+        return;
+    }
+#endif
     nn_run(conv_forward_task, &t);
 }
 
@@ -387,13 +781,12 @@ static void conv_backward_task(void *ctx, int tid, int nt)
     const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
     const size_t nw = (size_t)d->co * kk;
     const int pw = conv_is_pointwise(d), G = conv_group(d);
-    float *col = t->ws + (size_t)tid * conv_thread_floats(d);
+    float *col = conv_scratch(t, tid);
     float *stage = col + (pw && G == 1 ? 0 : kk * G * hw);
     /* thread 0 accumulates into dw/db; the others into their own slices of ws, zeroed */
     float *dw = t->dw, *db = t->db;
     if (tid > 0) {
-        float *base = t->ws + (size_t)nt * conv_thread_floats(d);
-        dw = base + (size_t)(tid - 1) * (nw + d->co);
+        dw = conv_partial(t->ws, d, tid, nt);
         db = dw + nw;
         memset(dw, 0, sizeof(float) * (nw + d->co));
     }
@@ -442,18 +835,75 @@ static void conv_backward_task(void *ctx, int tid, int nt)
     }
 }
 
+#ifdef NN_IGEMM
+/* the input gradient of a stride-1 conv is a conv of dy with flipped weights */
+static int conv_dx_as_conv(const nn_conv2d_dims *d)
+{
+    return d->stride == 1 && d->kh == d->kw && d->pad <= d->kh - 1;
+}
+
+static void conv_backward_igemm_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    const size_t hw = (size_t)d->ho * d->wo, kk = (size_t)d->ci * d->kh * d->kw;
+    const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
+    const size_t nw = (size_t)d->co * kk;
+    float *dw = t->dw, *db = t->db;
+    if (tid > 0) {
+        dw = conv_partial(t->ws, d, tid, nt);
+        db = dw + nw;
+        memset(dw, 0, sizeof(float) * (nw + d->co));
+    }
+    if (lo >= hi)
+        return;
+    float *pb = conv_scratch(t, tid), *pa = pb + (size_t)KC * NC + (size_t)NR * KC;
+    igemm_dw(dw, t->dout + lo * yout, t->in + lo * xin, d, (size_t)(hi - lo) * hw, pa, pb);
+    if (t->db)
+        for (int s = lo; s < hi; s++)
+            for (int o = 0; o < d->co; o++)
+                db[o] += row_sum(t->dout + s * yout + o * hw, hw);
+    if (!t->din)
+        return;
+    if (conv_dx_as_conv(d)) {
+        nn_conv2d_dims d2 = nn_conv2d_make(d->n, d->co, d->ho, d->wo, d->ci, d->kh, 1,
+                                           d->kh - 1 - d->pad);
+        const size_t hwi = (size_t)d->h * d->w;
+        cmap cm = {.base = t->din + lo * xin, .hw = hwi, .img = xin, .ldm = hwi};
+        igemm_conv(&cm, t->pa, d->ci, d->co * d->kh * d->kw, t->dout + lo * yout, yout, &d2,
+                   (size_t)(hi - lo) * hwi, pb);
+    } else { /* dcol (KK, HW) = w^T (KK, Co) @ dy (Co, HW), then col2im, per image */
+        float *col = pa + pad_to((size_t)d->co, MR) * KC + 16;
+        for (int s = lo; s < hi; s++) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)hw, d->co, 1.0f,
+                        t->w, (int)kk, t->dout + s * yout, (int)hw, 0.0f, col, (int)hw);
+            col2im(t->din + s * xin, col, hw, d);
+        }
+    }
+}
+#endif
+
 void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                         const float *w, const nn_conv2d_dims *d, float *ws)
 {
     conv_task t = {.din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d,
                    .ws = ws};
-    nn_run(conv_backward_task, &t);
+#ifdef NN_IGEMM
+    if (conv_algo == NN_CONV_IGEMM) {
+        if (din && conv_dx_as_conv(d))
+            pack_a_flipped(ws, w, d);
+        t.pa = ws;
+        nn_run(conv_backward_igemm_task, &t);
+    } else
+#endif
+        nn_run(conv_backward_task, &t);
     int nt = pool.n;
     if (nt > 1) { /* fixed-order reduction of the per-thread partial gradients */
         size_t nw = (size_t)d->co * d->ci * d->kh * d->kw;
-        float *base = ws + (size_t)nt * conv_thread_floats(d);
         for (int k = 1; k < nt; k++) {
-            const float *p = base + (size_t)(k - 1) * (nw + d->co);
+            const float *p = conv_partial(ws, d, k, nt);
             for (size_t i = 0; i < nw; i++)
                 dw[i] += p[i];
             if (db)

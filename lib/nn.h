@@ -30,6 +30,13 @@ void nn_set_threads(int n);
 int nn_threads(void);
 
 /* ---- conv2d (no groups, no dilation; square or rectangular kernels) ---- */
+/* Algorithm: NN_CONV_IGEMM, our implicit-GEMM kernels (im2col fused into the packing of an
+ * 8x32 AVX-512 micro-kernel; the default in AVX-512 builds), or NN_CONV_BLAS (im2col +
+ * OpenBLAS sgemm per image; the only one elsewhere).  Returns the algorithm in effect.  Not
+ * thread-safe; call outside kernels. */
+enum { NN_CONV_BLAS = 0, NN_CONV_IGEMM = 1 };
+int nn_set_conv_algo(int algo);
+
 typedef struct nn_conv2d_dims {
     int n, ci, h, w;   /* input (N, Ci, H, W) */
     int co, kh, kw;    /* weight (Co, Ci, KH, KW) */
