@@ -443,7 +443,11 @@ static int make_runs(col_run *runs, const nn_conv2d_dims *d, size_t n0, int len,
     return nr;
 }
 
-/* o[0..len) = row (c, ky, kx) of the im2col matrix over the columns described by runs */
+/* lanes [0, m) of a 16-lane mask */
+static inline __mmask16 lanes(int m) { return (__mmask16)(m >= 16 ? 0xFFFF : m <= 0 ? 0 : (1u << m) - 1); }
+
+/* o[0..len) = row (c, ky, kx) of the im2col matrix over the columns described by runs.
+ * Stride 1: masked vector loads (lanes outside the image are never read and come out 0). */
 static void gen_row(float *o, const col_run *runs, int nr, const float *x, size_t xin,
                     const nn_conv2d_dims *d, int c, int ky, int kx)
 {
@@ -453,22 +457,30 @@ static void gen_row(float *o, const col_run *runs, int nr, const float *x, size_
         float *dst = o + r->j;
         int iy = r->oy * s - d->pad + ky;
         if (r->img < 0 || iy < 0 || iy >= d->h) {
-            memset(dst, 0, sizeof(float) * r->len);
+            for (int j = 0; j < r->len; j += 16)
+                _mm512_mask_storeu_ps(dst + j, lanes(r->len - j), _mm512_setzero_ps());
             continue;
         }
-        const float *src = x + r->img * xin + ((size_t)c * d->h + iy) * d->w;
+        const float *row = x + r->img * xin + ((size_t)c * d->h + iy) * d->w;
         int off = r->ox * s - d->pad + kx;
+        if (s == 1) {
+            for (int j = 0; j < r->len; j += 16) {
+                int a = off + j; /* source column of lane 0 */
+                __mmask16 st = lanes(r->len - j);
+                __mmask16 ld = st & lanes(d->w - a) & (__mmask16)~lanes(-a);
+                __m512 v = _mm512_maskz_loadu_ps(ld, (const void *)((uintptr_t)row + (intptr_t)a * 4));
+                _mm512_mask_storeu_ps(dst + j, st, v);
+            }
+            continue;
+        }
         int jlo = off >= 0 ? 0 : (-off + s - 1) / s;
         int jhi = d->w - off > 0 ? (d->w - off + s - 1) / s : 0;
         jlo = jlo > r->len ? r->len : jlo;
         jhi = jhi > r->len ? r->len : jhi < jlo ? jlo : jhi;
         for (int j = 0; j < jlo; j++)
             dst[j] = 0;
-        if (s == 1)
-            row_copy(dst + jlo, src + off + jlo, jhi - jlo);
-        else
-            for (int j = jlo; j < jhi; j++)
-                dst[j] = src[off + j * s];
+        for (int j = jlo; j < jhi; j++)
+            dst[j] = row[off + j * s];
         for (int j = jhi; j < r->len; j++)
             dst[j] = 0;
     }
@@ -594,16 +606,38 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
         int rc = rtot - r0 < KC ? (int)(rtot - r0) : KC;
         int rcp = (rc + 15) / 16 * 16; /* rows padded to whole 16 x 16 blocks (zeros) */
         int nruns = make_runs(runs, d, r0, rcp, r0 + rc);
-        /* pa [strip][r][MR] = dy[img(r)][co][hw(r)] */
-        for (int ms = 0; ms * MR < m; ms++)
-            for (int q = 0; q < MR; q++) {
-                int co = ms * MR + q;
-                float *o = pa + (size_t)ms * rc * MR + q;
-                for (int r = 0; r < rc; r++) {
-                    size_t n = r0 + r;
-                    o[(size_t)r * MR] = co < m ? dy[(n / hw) * yout + co * hw + n % hw] : 0.0f;
+        /* pa [strip][r][MR] = dy[img(r)][co][hw(r)]: 16 rows of dy into tmp, 16 x 16
+         * transposes, the halves to two strips */
+        for (int m0 = 0; m0 < m; m0 += 16) {
+            for (int q = 0; q < 16; q++) {
+                float *row = tmp + (size_t)q * rcp;
+                if (m0 + q >= m) {
+                    memset(row, 0, sizeof(float) * rcp);
+                    continue;
+                }
+                for (int u = 0; u < nruns; u++) {
+                    const col_run *ru = &runs[u];
+                    if (ru->img < 0)
+                        memset(row + ru->j, 0, sizeof(float) * ru->len);
+                    else
+                        row_copy(row + ru->j,
+                                 dy + ru->img * yout + (size_t)(m0 + q) * hw +
+                                     (size_t)ru->oy * d->wo + ru->ox,
+                                 ru->len);
                 }
             }
+            float *s0 = pa + (size_t)(m0 / MR) * rc * MR, *s1 = s0 + (size_t)rc * MR;
+            for (int r = 0; r < rc; r += 16) {
+                float blk[256];
+                transpose16(blk, 16, tmp + r, rcp);
+                int nrow = rc - r < 16 ? rc - r : 16;
+                for (int i = 0; i < nrow; i++) {
+                    memcpy(s0 + (size_t)(r + i) * MR, blk + i * 16, sizeof(float) * MR);
+                    if (m0 + MR < m)
+                        memcpy(s1 + (size_t)(r + i) * MR, blk + i * 16 + 8, sizeof(float) * MR);
+                }
+            }
+        }
         for (int k0 = 0; k0 < k; k0 += NC) {
             int nc = k - k0 < NC ? k - k0 : NC;
             /* pb [kstrip][r][NR] = im2col(x)[k][r]: 32 rows into tmp, then 16 x 16 transposes */
