@@ -355,8 +355,8 @@ typedef struct {
     size_t hw, img, ldm;
 } cmap;
 
-/* t (MR x NR) = a (kc x MR, packed) . b (kc x NR, packed) */
-static void kernel_8x32(float *t, const float *a, const float *b, int kc)
+/* c (MR x NR, row stride ldc) (+ c when acc) = a (kc x MR, packed) . b (kc x NR, packed) */
+static void kernel_8x32(float *c, size_t ldc, int acc, const float *a, const float *b, int kc)
 {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
@@ -379,34 +379,39 @@ static void kernel_8x32(float *t, const float *a, const float *b, int kc)
         a += MR;
         b += NR;
     }
-    _mm512_storeu_ps(t + 0, c00), _mm512_storeu_ps(t + 16, c01);
-    _mm512_storeu_ps(t + 32, c10), _mm512_storeu_ps(t + 48, c11);
-    _mm512_storeu_ps(t + 64, c20), _mm512_storeu_ps(t + 80, c21);
-    _mm512_storeu_ps(t + 96, c30), _mm512_storeu_ps(t + 112, c31);
-    _mm512_storeu_ps(t + 128, c40), _mm512_storeu_ps(t + 144, c41);
-    _mm512_storeu_ps(t + 160, c50), _mm512_storeu_ps(t + 176, c51);
-    _mm512_storeu_ps(t + 192, c60), _mm512_storeu_ps(t + 208, c61);
-    _mm512_storeu_ps(t + 224, c70), _mm512_storeu_ps(t + 240, c71);
+#define NN_ST(r, x0, x1)                                                                      \
+    {                                                                                         \
+        float *p = c + (r) * ldc;                                                             \
+        if (acc) {                                                                            \
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(p));                                       \
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(p + 16));                                  \
+        }                                                                                     \
+        _mm512_storeu_ps(p, x0);                                                              \
+        _mm512_storeu_ps(p + 16, x1);                                                         \
+    }
+    NN_ST(0, c00, c01)
+    NN_ST(1, c10, c11)
+    NN_ST(2, c20, c21)
+    NN_ST(3, c30, c31)
+    NN_ST(4, c40, c41)
+    NN_ST(5, c50, c51)
+    NN_ST(6, c60, c61)
+    NN_ST(7, c70, c71)
+#undef NN_ST
 }
 
-/* C[m0 + r][n0 + j] (+)= t[r][j] for r < mr, j < nr */
-static void tile_store(const cmap *c, const float *t, size_t m0, size_t n0, int mr, int nr, int acc)
+/* C[m0 + r][n0 + j] (+ C when acc) = (a . b)[r][j], r < mr, j < nr: straight into C when the
+ * tile is whole and its rows are contiguous 32-runs, else through a scratch tile. */
+static void tile(const cmap *c, size_t m0, size_t n0, int mr, int nr, int acc, const float *a,
+                 const float *b, int kc)
 {
     size_t p = n0 % c->hw;
-    if (nr == NR && p + NR <= c->hw) { /* one contiguous 32-run per row */
-        float *base = c->base + (n0 / c->hw) * c->img + p;
-        for (int r = 0; r < mr; r++) {
-            float *dst = base + (m0 + r) * c->ldm;
-            __m512 t0 = _mm512_loadu_ps(t + r * NR), t1 = _mm512_loadu_ps(t + r * NR + 16);
-            if (acc) {
-                t0 = _mm512_add_ps(t0, _mm512_loadu_ps(dst));
-                t1 = _mm512_add_ps(t1, _mm512_loadu_ps(dst + 16));
-            }
-            _mm512_storeu_ps(dst, t0);
-            _mm512_storeu_ps(dst + 16, t1);
-        }
+    if (mr == MR && nr == NR && p + NR <= c->hw) {
+        kernel_8x32(c->base + (n0 / c->hw) * c->img + m0 * c->ldm + p, c->ldm, acc, a, b, kc);
         return;
     }
+    float t[MR * NR];
+    kernel_8x32(t, NR, 0, a, b, kc);
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nr; j++) {
             size_t n = n0 + j;
@@ -631,7 +636,6 @@ static void pack_a_flipped(float *pa, const float *w, const nn_conv2d_dims *d)
 static void igemm_conv(const cmap *cm, const float *pa, int m, int k, const float *x, size_t xin,
                        const nn_conv2d_dims *d, size_t ntot, float *pb)
 {
-    float t[MR * NR];
     for (size_t n0 = 0; n0 < ntot; n0 += NC) {
         int nc = ntot - n0 < NC ? (int)(ntot - n0) : NC;
         for (int k0 = 0; k0 < k; k0 += KC) {
@@ -639,10 +643,10 @@ static void igemm_conv(const cmap *cm, const float *pa, int m, int k, const floa
             pack_b_im2col(pb, x, xin, d, k0, kc, n0, nc, ntot);
             for (int ns = 0; ns * NR < nc; ns++)
                 for (int ms = 0; ms * MR < m; ms++) {
-                    kernel_8x32(t, pa + ((size_t)ms * k + k0) * MR, pb + (size_t)ns * kc * NR, kc);
                     int mr = m - ms * MR < MR ? m - ms * MR : MR;
                     int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
-                    tile_store(cm, t, (size_t)ms * MR, n0 + (size_t)ns * NR, mr, nr, k0 > 0);
+                    tile(cm, (size_t)ms * MR, n0 + (size_t)ns * NR, mr, nr, k0 > 0,
+                         pa + ((size_t)ms * k + k0) * MR, pb + (size_t)ns * kc * NR, kc);
                 }
         }
     }
@@ -656,7 +660,6 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
     const int m = d->co, k = d->ci * d->kh * d->kw;
     const size_t hw = (size_t)d->ho * d->wo, xin = (size_t)d->ci * d->h * d->w, yout = m * hw;
     cmap cm = {.base = dw, .hw = (size_t)-1, .img = 0, .ldm = (size_t)k};
-    float t[MR * NR];
     const int kk2 = d->kh * d->kw;
     col_run runs[KC + 1];
     float *tmp = pb + (size_t)KC * NC; /* NR x KC */
@@ -722,10 +725,10 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
             }
             for (int ns = 0; ns * NR < nc; ns++)
                 for (int ms = 0; ms * MR < m; ms++) {
-                    kernel_8x32(t, pa + (size_t)ms * rc * MR, pb + (size_t)ns * rcp * NR, rc);
                     int mr = m - ms * MR < MR ? m - ms * MR : MR;
                     int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
-                    tile_store(&cm, t, (size_t)ms * MR, (size_t)(k0 + ns * NR), mr, nr, 1);
+                    tile(&cm, (size_t)ms * MR, (size_t)(k0 + ns * NR), mr, nr, 1,
+                         pa + (size_t)ms * rc * MR, pb + (size_t)ns * rcp * NR, rc);
                 }
         }
     }
