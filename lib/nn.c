@@ -491,26 +491,35 @@ static void gen_row(float *o, const col_run *runs, int nr, const float *x, size_
     }
 }
 
-/* Stride-1 fast path (kernel width <= 8, runs <= 32 columns): for k in [k0, k0 + kn), the
- * run's columns of im2col row k go to dst + (k - k0) * ds + run.j.  Runs outermost, so the
- * per-k work is a pointer bump and one or two masked load/store pairs (masks per kx
- * precomputed). */
-static int pack_s1_ok(const nn_conv2d_dims *d) { return d->stride == 1 && d->kw <= 8; }
-
-static void pack_rows_s1(float *dst, size_t ds, const col_run *runs, int nr, const float *x,
-                         size_t xin, const nn_conv2d_dims *d, int k0, int kn)
+/* Fast path for strides 1 and 2 (kernel width <= 8, runs <= 32 columns): for k in [k0, k0 +
+ * kn), the run's columns of im2col row k go to dst + (k - k0) * ds + run.j.  Runs outermost,
+ * so the per-k work is a pointer bump and a few masked loads/stores (masks per kx
+ * precomputed; lanes outside the image are never read and come out 0).  Stride 2 loads 32
+ * contiguous floats per 16 outputs and keeps the even ones. */
+static int pack_fast_ok(const nn_conv2d_dims *d)
 {
-    const int kk2 = d->kh * d->kw;
+    return (d->stride == 1 || d->stride == 2) && d->kw <= 8;
+}
+
+static void pack_rows_fast(float *dst, size_t ds, const col_run *runs, int nr, const float *x,
+                           size_t xin, const nn_conv2d_dims *d, int k0, int kn)
+{
+    const int kk2 = d->kh * d->kw, s = d->stride;
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
     for (int q = 0; q < nr; q++) {
         const col_run *r = &runs[q];
         const int nch = (r->len + 15) / 16;
-        __mmask16 st[2], ld[8][2];
+        __mmask16 st[2], ld[8][2][2];
         for (int ch = 0; ch < nch; ch++) {
             st[ch] = lanes(r->len - ch * 16);
-            for (int kx = 0; kx < d->kw; kx++) {
-                int a = r->ox - d->pad + kx + ch * 16;
-                ld[kx][ch] = st[ch] & lanes(d->w - a) & (__mmask16)~lanes(-a);
-            }
+            for (int kx = 0; kx < d->kw; kx++)
+                for (int h = 0; h < s; h++) {
+                    int a = r->ox * s - d->pad + kx + ch * 16 * s + h * 16;
+                    ld[kx][ch][h] = lanes(d->w - a) & (__mmask16)~lanes(-a);
+                    if (s == 1)
+                        ld[kx][ch][h] &= st[ch];
+                }
         }
         float *o = dst + r->j;
         if (r->img < 0) {
@@ -522,18 +531,24 @@ static void pack_rows_s1(float *dst, size_t ds, const col_run *runs, int nr, con
         const uintptr_t base = (uintptr_t)(x + r->img * xin);
         int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
         for (int k = 0; k < kn; k++, o += ds) {
-            int iy = r->oy - d->pad + ky;
+            int iy = r->oy * s - d->pad + ky;
             if (iy < 0 || iy >= d->h) {
                 for (int ch = 0; ch < nch; ch++)
                     _mm512_mask_storeu_ps(o + ch * 16, st[ch], _mm512_setzero_ps());
             } else {
-                intptr_t col = ((intptr_t)c * d->h + iy) * d->w + r->ox - d->pad + kx;
-                const void *src = (const void *)(base + col * 4);
-                __m512 v0 = _mm512_maskz_loadu_ps(ld[kx][0], src);
-                _mm512_mask_storeu_ps(o, st[0], v0);
-                if (nch > 1) {
-                    __m512 v1 = _mm512_maskz_loadu_ps(ld[kx][1], (const void *)((uintptr_t)src + 64));
-                    _mm512_mask_storeu_ps(o + 16, st[1], v1);
+                intptr_t col = ((intptr_t)c * d->h + iy) * d->w + r->ox * s - d->pad + kx;
+                uintptr_t src = base + col * 4;
+                for (int ch = 0; ch < nch; ch++) {
+                    __m512 v;
+                    if (s == 1) {
+                        v = _mm512_maskz_loadu_ps(ld[kx][ch][0], (const void *)(src + ch * 64));
+                    } else {
+                        uintptr_t p = src + ch * 128;
+                        __m512 v0 = _mm512_maskz_loadu_ps(ld[kx][ch][0], (const void *)p);
+                        __m512 v1 = _mm512_maskz_loadu_ps(ld[kx][ch][1], (const void *)(p + 64));
+                        v = _mm512_permutex2var_ps(v0, even, v1);
+                    }
+                    _mm512_mask_storeu_ps(o + ch * 16, st[ch], v);
                 }
             }
             if (++kx == d->kw) {
@@ -553,8 +568,8 @@ static void pack_b_im2col(float *pb, const float *x, size_t xin, const nn_conv2d
     const int kk2 = d->kh * d->kw;
     for (int ns = 0; ns * NR < nc; ns++) {
         int nr = make_runs(runs, d, n0 + (size_t)ns * NR, NR, ntot);
-        if (pack_s1_ok(d)) {
-            pack_rows_s1(pb + (size_t)ns * kc * NR, NR, runs, nr, x, xin, d, k0, kc);
+        if (pack_fast_ok(d)) {
+            pack_rows_fast(pb + (size_t)ns * kc * NR, NR, runs, nr, x, xin, d, k0, kc);
             continue;
         }
         int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
@@ -705,8 +720,8 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
             for (int ns = 0; ns * NR < nc; ns++) {
                 int kv = k0 + nc - (k0 + ns * NR); /* valid rows in this strip */
                 kv = kv > NR ? NR : kv;
-                if (pack_s1_ok(d) && rcp <= KC) {
-                    pack_rows_s1(tmp, (size_t)rcp, runs, nruns, x, xin, d, k0 + ns * NR, kv);
+                if (pack_fast_ok(d) && rcp <= KC) {
+                    pack_rows_fast(tmp, (size_t)rcp, runs, nruns, x, xin, d, k0 + ns * NR, kv);
                     for (int j = kv; j < NR; j++)
                         memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
                 } else
