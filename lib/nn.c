@@ -501,61 +501,62 @@ static int pack_fast_ok(const nn_conv2d_dims *d)
     return (d->stride == 1 || d->stride == 2) && d->kw <= 8;
 }
 
+#define MAX_RUNS 160
+
 static void pack_rows_fast(float *dst, size_t ds, const col_run *runs, int nr, const float *x,
                            size_t xin, const nn_conv2d_dims *d, int k0, int kn)
 {
     const int kk2 = d->kh * d->kw, s = d->stride;
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
+    /* masks per run and kx: store (by run length), load (inside the image row) */
+    __mmask16 st[MAX_RUNS][2], ld[MAX_RUNS][8][2][2];
     for (int q = 0; q < nr; q++) {
         const col_run *r = &runs[q];
-        const int nch = (r->len + 15) / 16;
-        __mmask16 st[2], ld[8][2][2];
-        for (int ch = 0; ch < nch; ch++) {
-            st[ch] = lanes(r->len - ch * 16);
+        for (int ch = 0; ch < 2; ch++) {
+            st[q][ch] = lanes(r->len - ch * 16);
             for (int kx = 0; kx < d->kw; kx++)
-                for (int h = 0; h < s; h++) {
+                for (int h = 0; h < 2; h++) {
                     int a = r->ox * s - d->pad + kx + ch * 16 * s + h * 16;
-                    ld[kx][ch][h] = lanes(d->w - a) & (__mmask16)~lanes(-a);
+                    ld[q][kx][ch][h] = lanes(d->w - a) & (__mmask16)~lanes(-a);
                     if (s == 1)
-                        ld[kx][ch][h] &= st[ch];
+                        ld[q][kx][ch][h] &= st[q][ch];
                 }
         }
-        float *o = dst + r->j;
-        if (r->img < 0) {
-            for (int k = 0; k < kn; k++, o += ds)
-                for (int ch = 0; ch < nch; ch++)
-                    _mm512_mask_storeu_ps(o + ch * 16, st[ch], _mm512_setzero_ps());
-            continue;
-        }
-        const uintptr_t base = (uintptr_t)(x + r->img * xin);
-        int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
-        for (int k = 0; k < kn; k++, o += ds) {
+    }
+    /* k outermost: successive runs read successive rows of one channel plane */
+    int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
+    for (int k = 0; k < kn; k++, dst += ds) {
+        for (int q = 0; q < nr; q++) {
+            const col_run *r = &runs[q];
+            float *o = dst + r->j;
             int iy = r->oy * s - d->pad + ky;
-            if (iy < 0 || iy >= d->h) {
-                for (int ch = 0; ch < nch; ch++)
-                    _mm512_mask_storeu_ps(o + ch * 16, st[ch], _mm512_setzero_ps());
-            } else {
-                intptr_t col = ((intptr_t)c * d->h + iy) * d->w + r->ox * s - d->pad + kx;
-                uintptr_t src = base + col * 4;
-                for (int ch = 0; ch < nch; ch++) {
-                    __m512 v;
-                    if (s == 1) {
-                        v = _mm512_maskz_loadu_ps(ld[kx][ch][0], (const void *)(src + ch * 64));
-                    } else {
-                        uintptr_t p = src + ch * 128;
-                        __m512 v0 = _mm512_maskz_loadu_ps(ld[kx][ch][0], (const void *)p);
-                        __m512 v1 = _mm512_maskz_loadu_ps(ld[kx][ch][1], (const void *)(p + 64));
-                        v = _mm512_permutex2var_ps(v0, even, v1);
-                    }
-                    _mm512_mask_storeu_ps(o + ch * 16, st[ch], v);
+            if (r->img < 0 || iy < 0 || iy >= d->h) {
+                _mm512_mask_storeu_ps(o, st[q][0], _mm512_setzero_ps());
+                if (r->len > 16)
+                    _mm512_mask_storeu_ps(o + 16, st[q][1], _mm512_setzero_ps());
+                continue;
+            }
+            intptr_t col = ((intptr_t)c * d->h + iy) * d->w + r->ox * s - d->pad + kx;
+            uintptr_t src = (uintptr_t)(x + r->img * xin) + col * 4;
+            int nch = r->len > 16 ? 2 : 1;
+            for (int ch = 0; ch < nch; ch++) {
+                __m512 v;
+                if (s == 1) {
+                    v = _mm512_maskz_loadu_ps(ld[q][kx][ch][0], (const void *)(src + ch * 64));
+                } else {
+                    uintptr_t p = src + ch * 128;
+                    __m512 v0 = _mm512_maskz_loadu_ps(ld[q][kx][ch][0], (const void *)p);
+                    __m512 v1 = _mm512_maskz_loadu_ps(ld[q][kx][ch][1], (const void *)(p + 64));
+                    v = _mm512_permutex2var_ps(v0, even, v1);
                 }
+                _mm512_mask_storeu_ps(o + ch * 16, st[q][ch], v);
             }
-            if (++kx == d->kw) {
-                kx = 0;
-                if (++ky == d->kh)
-                    ky = 0, c++;
-            }
+        }
+        if (++kx == d->kw) {
+            kx = 0;
+            if (++ky == d->kh)
+                ky = 0, c++;
         }
     }
 }
@@ -564,14 +565,22 @@ static void pack_rows_fast(float *dst, size_t ds, const col_run *runs, int nr, c
 static void pack_b_im2col(float *pb, const float *x, size_t xin, const nn_conv2d_dims *d, int k0,
                           int kc, size_t n0, int nc, size_t ntot)
 {
-    col_run runs[NR + 1];
+    col_run runs[MAX_RUNS];
     const int kk2 = d->kh * d->kw;
+    if (pack_fast_ok(d) && (nc / NR + 1) * (NR / d->wo + 2) <= MAX_RUNS) {
+        /* one run list over every strip (dest offsets include the strip), then k outermost */
+        int nr = 0;
+        for (int ns = 0; ns * NR < nc; ns++) {
+            int m = make_runs(runs + nr, d, n0 + (size_t)ns * NR, NR, ntot);
+            for (int q = nr; q < nr + m; q++)
+                runs[q].j += ns * kc * NR;
+            nr += m;
+        }
+        pack_rows_fast(pb, NR, runs, nr, x, xin, d, k0, kc);
+        return;
+    }
     for (int ns = 0; ns * NR < nc; ns++) {
         int nr = make_runs(runs, d, n0 + (size_t)ns * NR, NR, ntot);
-        if (pack_fast_ok(d)) {
-            pack_rows_fast(pb + (size_t)ns * kc * NR, NR, runs, nr, x, xin, d, k0, kc);
-            continue;
-        }
         int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
         for (int k = 0; k < kc; k++) {
             gen_row(pb + ((size_t)ns * kc + k) * NR, runs, nr, x, xin, d, c, ky, kx);
@@ -678,6 +687,7 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
     const int kk2 = d->kh * d->kw;
     col_run runs[KC + 1];
     float *tmp = pb + (size_t)KC * NC; /* NR x KC */
+    const int fast = pack_fast_ok(d) && KC / d->wo + 2 <= MAX_RUNS;
     for (size_t r0 = 0; r0 < rtot; r0 += KC) {
         int rc = rtot - r0 < KC ? (int)(rtot - r0) : KC;
         int rcp = (rc + 15) / 16 * 16; /* rows padded to whole 16 x 16 blocks (zeros) */
@@ -720,7 +730,7 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
             for (int ns = 0; ns * NR < nc; ns++) {
                 int kv = k0 + nc - (k0 + ns * NR); /* valid rows in this strip */
                 kv = kv > NR ? NR : kv;
-                if (pack_fast_ok(d) && rcp <= KC) {
+                if (fast) {
                     pack_rows_fast(tmp, (size_t)rcp, runs, nruns, x, xin, d, k0 + ns * NR, kv);
                     for (int j = kv; j < NR; j++)
                         memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
