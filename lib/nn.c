@@ -344,6 +344,7 @@ static void stage_scatter(float *dst, const float *src, int g, int rows, size_t 
 #define NR 32
 #define KC 256
 #define NC 512
+#define SPAD 64 /* floats between packed strips: their starts do not alias mod 4 KB */
 
 static int conv_algo = NN_CONV_IGEMM;
 
@@ -573,7 +574,7 @@ static void pack_b_im2col(float *pb, const float *x, size_t xin, const nn_conv2d
         for (int ns = 0; ns * NR < nc; ns++) {
             int m = make_runs(runs + nr, d, n0 + (size_t)ns * NR, NR, ntot);
             for (int q = nr; q < nr + m; q++)
-                runs[q].j += ns * kc * NR;
+                runs[q].j += ns * (kc * NR + SPAD);
             nr += m;
         }
         pack_rows_fast(pb, NR, runs, nr, x, xin, d, k0, kc);
@@ -583,7 +584,8 @@ static void pack_b_im2col(float *pb, const float *x, size_t xin, const nn_conv2d
         int nr = make_runs(runs, d, n0 + (size_t)ns * NR, NR, ntot);
         int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
         for (int k = 0; k < kc; k++) {
-            gen_row(pb + ((size_t)ns * kc + k) * NR, runs, nr, x, xin, d, c, ky, kx);
+            gen_row(pb + (size_t)ns * (kc * NR + SPAD) + (size_t)k * NR, runs, nr, x, xin, d, c, ky,
+                    kx);
             if (++kx == d->kw) {
                 kx = 0;
                 if (++ky == d->kh)
@@ -670,7 +672,7 @@ static void igemm_conv(const cmap *cm, const float *pa, int m, int k, const floa
                     int mr = m - ms * MR < MR ? m - ms * MR : MR;
                     int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
                     tile(cm, (size_t)ms * MR, n0 + (size_t)ns * NR, mr, nr, k0 > 0,
-                         pa + ((size_t)ms * k + k0) * MR, pb + (size_t)ns * kc * NR, kc);
+                         pa + ((size_t)ms * k + k0) * MR, pb + (size_t)ns * (kc * NR + SPAD), kc);
                 }
         }
     }
@@ -686,7 +688,7 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
     cmap cm = {.base = dw, .hw = (size_t)-1, .img = 0, .ldm = (size_t)k};
     const int kk2 = d->kh * d->kw;
     col_run runs[KC + 1];
-    float *tmp = pb + (size_t)KC * NC; /* NR x KC */
+    float *tmp = pb + (size_t)KC * NC + (size_t)(NC / NR) * SPAD; /* NR x KC */
     const int fast = pack_fast_ok(d) && KC / d->wo + 2 <= MAX_RUNS;
     for (size_t r0 = 0; r0 < rtot; r0 += KC) {
         int rc = rtot - r0 < KC ? (int)(rtot - r0) : KC;
@@ -768,7 +770,8 @@ static size_t igemm_shared_floats(const nn_conv2d_dims *d)
 }
 static size_t igemm_thread_floats(const nn_conv2d_dims *d)
 {
-    return (size_t)KC * NC + (size_t)NR * KC + pad_to((size_t)d->co, MR) * KC + 64;
+    return (size_t)KC * NC + (size_t)(NC / NR) * SPAD + (size_t)NR * KC +
+           pad_to((size_t)d->co, MR) * KC + 64;
 }
 #endif
 
@@ -986,7 +989,8 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
     }
     if (lo >= hi)
         return;
-    float *pb = conv_scratch(t, tid), *pa = pb + (size_t)KC * NC + (size_t)NR * KC;
+    float *pb = conv_scratch(t, tid);
+    float *pa = pb + (size_t)KC * NC + (size_t)(NC / NR) * SPAD + (size_t)NR * KC;
     igemm_dw(dw, t->dout + lo * yout, t->in + lo * xin, d, (size_t)(hi - lo) * hw, pa, pb);
     if (t->db)
         for (int s = lo; s < hi; s++)
