@@ -139,6 +139,11 @@ static void split(int n, int tid, int nt, int *lo, int *hi)
     *hi = (int)((long)n * (tid + 1) / nt);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+/* the 64-byte vectors below only live in static inline helpers: no ABI is crossed */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 /* 16-lane float vectors (GCC/Clang vector extensions: AVX-512 with -march=native on this
  * machine, pairs or quads of narrower registers elsewhere).  Unaligned loads via memcpy. */
 typedef float v16 __attribute__((vector_size(64)));
@@ -149,7 +154,11 @@ static inline v16 vld(const float *p)
     memcpy(&v, p, sizeof v);
     return v;
 }
-static inline void vst(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+#define vst(p, v)                                                                             \
+    do {                                                                                      \
+        v16 vst_v_ = (v);                                                                     \
+        memcpy((p), &vst_v_, sizeof vst_v_);                                                  \
+    } while (0)
 static inline v16 vsplat(float x) { return (v16){0} + x; }
 static inline float vhsum(v16 v)
 {
