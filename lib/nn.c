@@ -160,15 +160,17 @@ static inline v16 vld(const float *p)
         memcpy((p), &vst_v_, sizeof vst_v_);                                                  \
     } while (0)
 static inline v16 vsplat(float x) { return (v16){0} + x; }
-static inline float vhsum(v16 v)
+/* sum of the 16 lanes (a macro: no 64-byte vector crosses a call, whatever the ISA) */
+#define vhsum(v) vhsum_(&(v))
+static inline float vhsum_(const v16 *v)
 {
     float s = 0;
     for (int i = 0; i < 16; i++)
-        s += v[i];
+        s += (*v)[i];
     return s;
 }
 /* v where m, else 0 */
-static inline v16 vsel(v16i m, v16 v) { return (v16)((v16i)v & m); }
+#define vsel(m, v) ((v16)((v16i)(v) & (m)))
 
 /* dst[0..n) = src[0..n), short rows (inline; no libc call per 8..32-float row) */
 static inline void row_copy(float *dst, const float *src, int n)
