@@ -49,7 +49,8 @@ int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 1, n = argc > 2 ? atoi(argv[2]) : 32;
     double seconds = argc > 3 ? atof(argv[3]) : 5.0;
-    nn_set_threads(threads);
+    tool_set_threads(threads); /* what every tool does: OpenBLAS ... */
+    nn_set_threads(threads);   /* ... and nn's pool */
     int algo = nn_set_conv_algo(argc > 4 && !strcmp(argv[4], "blas") ? NN_CONV_BLAS : NN_CONV_IGEMM);
     model_config c;
     model_config_default(&c, "resnet8");

@@ -37,6 +37,8 @@ static struct {
 } pool = {.n = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER,
           .done = PTHREAD_COND_INITIALIZER};
 
+static int blas_hold(void);
+
 static void *pool_worker(void *arg)
 {
     int me = (int)(intptr_t)arg;
@@ -85,18 +87,29 @@ void nn_set_threads(int n)
         n = NN_MAX_THREADS;
     pool_stop();
     pool.n = n;
+    blas_hold();
 }
 
 int nn_threads(void) { return pool.n; }
+
+/* nn calls OpenBLAS only single-threaded (inside its own pool, or for tiny linear layers), and
+ * leaves it at one thread: toggling it back and forth per call wakes OpenBLAS's workers,
+ * which then spin (sched_yield) on the cores our pool uses.  Code that wants a threaded
+ * OpenBLAS afterwards sets it again (nn.h says so). */
+static int blas_hold(void)
+{
+    if (openblas_get_num_threads() != 1)
+        openblas_set_num_threads(1);
+    return 1;
+}
+static void blas_release(int blas) { (void)blas; }
 
 /* Runs fn(ctx, tid, nt) for tid = 0..nt-1 (tid 0 on the calling thread) and waits.
  * OpenBLAS is held at one thread meanwhile. */
 static void nn_run(nn_task_fn fn, void *ctx)
 {
     int nt = pool.n;
-    int blas = openblas_get_num_threads();
-    if (blas != 1)
-        openblas_set_num_threads(1);
+    int blas = blas_hold();
     if (nt == 1) {
         fn(ctx, 0, 1);
     } else {
@@ -128,8 +141,7 @@ static void nn_run(nn_task_fn fn, void *ctx)
             pthread_mutex_unlock(&pool.mu);
         }
     }
-    if (blas != 1)
-        openblas_set_num_threads(blas);
+    blas_release(blas);
 }
 
 /* [*lo, *hi) = thread tid's share of 0..n (static, contiguous). */
@@ -1342,14 +1354,17 @@ void nn_linear_forward(float *out, const float *in, const float *w, const float 
     if (b)
         for (int i = 0; i < n; i++)
             memcpy(out + (size_t)i * out_dim, b, sizeof(float) * out_dim);
+    int blas = blas_hold();
     /* out (N, O) = in (N, I) @ w^T (I, O) (+ out) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out_dim, in_dim, 1.0f, in, in_dim, w,
                 in_dim, b ? 1.0f : 0.0f, out, out_dim);
+    blas_release(blas);
 }
 
 void nn_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int in_dim, int out_dim)
 {
+    int blas = blas_hold();
     /* dw (O, I) += dout^T (O, N) @ in (N, I) */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout,
                 out_dim, in, in_dim, 1.0f, dw, in_dim);
@@ -1363,6 +1378,7 @@ void nn_linear_backward(float *din, float *dw, float *db, const float *dout, con
     if (din) /* din (N, I) = dout (N, O) @ w (O, I) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout,
                     out_dim, w, in_dim, 0.0f, din, in_dim);
+    blas_release(blas);
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -13,8 +13,10 @@
  *
  * Threads: the kernels run on nn's own pool of nn_threads() threads, parallel over
  * samples or channels with a static split, calling OpenBLAS single-threaded from each
- * worker; results are identical run to run at a fixed thread count.  While a kernel runs,
- * OpenBLAS is held at 1 thread (no oversubscription) and restored afterwards. */
+ * worker; results are identical run to run at a fixed thread count.  nn_set_threads() and
+ * every nn kernel set OpenBLAS to 1 thread and leave it there (no oversubscription; a
+ * threaded OpenBLAS toggled per call wakes workers that spin on our cores).  Code that
+ * wants a threaded OpenBLAS after using nn sets openblas_set_num_threads() again. */
 #ifndef FEDSM_NN_H
 #define FEDSM_NN_H
 
@@ -24,8 +26,9 @@
 #include "rng.h"
 
 /* ---- threads ---- */
-/* Sets nn's pool size (n <= 0: all online cores).  Not thread-safe: call from the main
- * thread, outside any kernel.  Default 1. */
+/* Sets nn's pool size (n <= 0: all online cores) and OpenBLAS to 1 thread.  Not
+ * thread-safe: call from the main thread, outside any kernel.  Default 1.  Tools: call it
+ * with the --threads value (after tool_set_threads, which sets OpenBLAS to n). */
 void nn_set_threads(int n);
 int nn_threads(void);
 
