@@ -2,8 +2,8 @@
  *
  * What it is: a register-only loop of independent fused multiply-adds (16 accumulators, the
  * widest vectors the build allows: AVX-512, AVX2+FMA, or scalar), timed with the monotonic
- * clock; prints GFLOP/s (2 flops per lane per FMA) by wall clock and per CPU-second.  Not a model of memory-bound code.
- * Usage: peak_fma [threads...]  (default: 1 2) */
+ * clock; prints GFLOP/s (2 flops per lane per FMA) by wall clock and per CPU-second.  Not a model
+ * of memory-bound code. Usage: peak_fma [threads...]  (default: 1 2) */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -73,9 +73,9 @@ static void *run(void *arg)
         c15 = VFMA(c15, a, b);
         __asm__ volatile("" : "+v"(a)); /* keep the loop from being folded */
     }
-    *out = VSUM(c0) + VSUM(c1) + VSUM(c2) + VSUM(c3) + VSUM(c4) + VSUM(c5) + VSUM(c6) +
-           VSUM(c7) + VSUM(c8) + VSUM(c9) + VSUM(c10) + VSUM(c11) + VSUM(c12) + VSUM(c13) +
-           VSUM(c14) + VSUM(c15);
+    *out = VSUM(c0) + VSUM(c1) + VSUM(c2) + VSUM(c3) + VSUM(c4) + VSUM(c5) + VSUM(c6) + VSUM(c7) +
+           VSUM(c8) + VSUM(c9) + VSUM(c10) + VSUM(c11) + VSUM(c12) + VSUM(c13) + VSUM(c14) +
+           VSUM(c15);
     double c = thread_cpu() - cpu0;
     pthread_mutex_lock(&mu);
     cpu_sum += c;

@@ -51,7 +51,8 @@ int main(int argc, char **argv)
     double seconds = argc > 3 ? atof(argv[3]) : 5.0;
     tool_set_threads(threads); /* what every tool does: OpenBLAS ... */
     nn_set_threads(threads);   /* ... and nn's pool */
-    int algo = nn_set_conv_algo(argc > 4 && !strcmp(argv[4], "blas") ? NN_CONV_BLAS : NN_CONV_IGEMM);
+    int algo =
+        nn_set_conv_algo(argc > 4 && !strcmp(argv[4], "blas") ? NN_CONV_BLAS : NN_CONV_IGEMM);
     model_config c;
     model_config_default(&c, "resnet8");
     model *m = model_new(&c);
@@ -60,7 +61,8 @@ int main(int argc, char **argv)
     model_init(m, 1);
     rng r;
     rng_init(&r, 1, "bench", 0, 0);
-    float *x = malloc(sizeof(float) * n * 3 * 32 * 32), *xa = malloc(sizeof(float) * n * 3 * 32 * 32);
+    float *x = malloc(sizeof(float) * n * 3 * 32 * 32),
+          *xa = malloc(sizeof(float) * n * 3 * 32 * 32);
     int32_t *lab = malloc(sizeof(int32_t) * n);
     for (int i = 0; i < n * 3 * 32 * 32; i++)
         x[i] = (float)rng_normal(&r);

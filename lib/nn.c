@@ -24,17 +24,19 @@ typedef void (*nn_task_fn)(void *ctx, int tid, int nt);
 #define NN_MAX_THREADS 256
 
 static struct {
-    int n;                 /* pool size including the calling thread */
-    int started;           /* worker threads running */
+    int n;       /* pool size including the calling thread */
+    int started; /* worker threads running */
     pthread_t tid[NN_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    unsigned long gen;     /* incremented per task */
-    int pending;           /* workers still running the current task */
+    unsigned long gen; /* incremented per task */
+    int pending;       /* workers still running the current task */
     int quit;
     nn_task_fn fn;
     void *ctx;
-} pool = {.n = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER,
+} pool = {.n = 1,
+          .mu = PTHREAD_MUTEX_INITIALIZER,
+          .go = PTHREAD_COND_INITIALIZER,
           .done = PTHREAD_COND_INITIALIZER};
 
 static int blas_hold(void);
@@ -90,7 +92,10 @@ void nn_set_threads(int n)
     blas_hold();
 }
 
-int nn_threads(void) { return pool.n; }
+int nn_threads(void)
+{
+    return pool.n;
+}
 
 /* nn calls OpenBLAS only single-threaded (inside its own pool, or for tiny linear layers), and
  * leaves it at one thread: toggling it back and forth per call wakes OpenBLAS's workers,
@@ -102,7 +107,10 @@ static int blas_hold(void)
         openblas_set_num_threads(1);
     return 1;
 }
-static void blas_release(int blas) { (void)blas; }
+static void blas_release(int blas)
+{
+    (void)blas;
+}
 
 /* Runs fn(ctx, tid, nt) for tid = 0..nt-1 (tid 0 on the calling thread) and waits.
  * OpenBLAS is held at one thread meanwhile. */
@@ -166,12 +174,15 @@ static inline v16 vld(const float *p)
     memcpy(&v, p, sizeof v);
     return v;
 }
-#define vst(p, v)                                                                             \
-    do {                                                                                      \
-        v16 vst_v_ = (v);                                                                     \
-        memcpy((p), &vst_v_, sizeof vst_v_);                                                  \
+#define vst(p, v)                                                                                  \
+    do {                                                                                           \
+        v16 vst_v_ = (v);                                                                          \
+        memcpy((p), &vst_v_, sizeof vst_v_);                                                       \
     } while (0)
-static inline v16 vsplat(float x) { return (v16){0} + x; }
+static inline v16 vsplat(float x)
+{
+    return (v16){0} + x;
+}
 /* sum of the 16 lanes (a macro: no 64-byte vector crosses a call, whatever the ISA) */
 #define vhsum(v) vhsum_(&(v))
 static inline float vhsum_(const v16 *v)
@@ -223,8 +234,8 @@ static float row_sum(const float *x, size_t n)
 
 nn_conv2d_dims nn_conv2d_make(int n, int ci, int h, int w, int co, int k, int stride, int pad)
 {
-    nn_conv2d_dims d = {.n = n, .ci = ci, .h = h, .w = w, .co = co, .kh = k, .kw = k,
-                        .stride = stride, .pad = pad};
+    nn_conv2d_dims d = {
+        .n = n, .ci = ci, .h = h, .w = w, .co = co, .kh = k, .kw = k, .stride = stride, .pad = pad};
     d.ho = (h + 2 * pad - k) / stride + 1;
     d.wo = (w + 2 * pad - k) / stride + 1;
     return d;
@@ -371,7 +382,10 @@ static void stage_scatter(float *dst, const float *src, int g, int rows, size_t 
 
 static int conv_algo = NN_CONV_IGEMM;
 
-static size_t pad_to(size_t x, size_t m) { return (x + m - 1) / m * m; }
+static size_t pad_to(size_t x, size_t m)
+{
+    return (x + m - 1) / m * m;
+}
 
 /* where C element (m, n) lives: base + (n / hw) * img + m * ldm + n % hw */
 typedef struct {
@@ -383,13 +397,13 @@ typedef struct {
 static void kernel_8x32(float *c, size_t ldc, int acc, const float *a, const float *b, int kc)
 {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
-           c61 = c00, c70 = c00, c71 = c00;
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
+           c70 = c00, c71 = c00;
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), av;
-#define NN_ROW(r, x0, x1)                                                                     \
-    av = _mm512_set1_ps(a[r]);                                                                \
-    x0 = _mm512_fmadd_ps(av, b0, x0);                                                         \
+#define NN_ROW(r, x0, x1)                                                                          \
+    av = _mm512_set1_ps(a[r]);                                                                     \
+    x0 = _mm512_fmadd_ps(av, b0, x0);                                                              \
     x1 = _mm512_fmadd_ps(av, b1, x1);
         NN_ROW(0, c00, c01)
         NN_ROW(1, c10, c11)
@@ -403,15 +417,15 @@ static void kernel_8x32(float *c, size_t ldc, int acc, const float *a, const flo
         a += MR;
         b += NR;
     }
-#define NN_ST(r, x0, x1)                                                                      \
-    {                                                                                         \
-        float *p = c + (r) * ldc;                                                             \
-        if (acc) {                                                                            \
-            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(p));                                       \
-            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(p + 16));                                  \
-        }                                                                                     \
-        _mm512_storeu_ps(p, x0);                                                              \
-        _mm512_storeu_ps(p + 16, x1);                                                         \
+#define NN_ST(r, x0, x1)                                                                           \
+    {                                                                                              \
+        float *p = c + (r)*ldc;                                                                    \
+        if (acc) {                                                                                 \
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(p));                                            \
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(p + 16));                                       \
+        }                                                                                          \
+        _mm512_storeu_ps(p, x0);                                                                   \
+        _mm512_storeu_ps(p + 16, x1);                                                              \
     }
     NN_ST(0, c00, c01)
     NN_ST(1, c10, c11)
@@ -473,7 +487,10 @@ static int make_runs(col_run *runs, const nn_conv2d_dims *d, size_t n0, int len,
 }
 
 /* lanes [0, m) of a 16-lane mask */
-static inline __mmask16 lanes(int m) { return (__mmask16)(m >= 16 ? 0xFFFF : m <= 0 ? 0 : (1u << m) - 1); }
+static inline __mmask16 lanes(int m)
+{
+    return (__mmask16)(m >= 16 ? 0xFFFF : m <= 0 ? 0 : (1u << m) - 1);
+}
 
 /* o[0..len) = row (c, ky, kx) of the im2col matrix over the columns described by runs.
  * Stride 1: masked vector loads (lanes outside the image are never read and come out 0). */
@@ -497,7 +514,8 @@ static void gen_row(float *o, const col_run *runs, int nr, const float *x, size_
                 int a = off + j; /* source column of lane 0 */
                 __mmask16 st = lanes(r->len - j);
                 __mmask16 ld = st & lanes(d->w - a) & (__mmask16)~lanes(-a);
-                __m512 v = _mm512_maskz_loadu_ps(ld, (const void *)((uintptr_t)row + (intptr_t)a * 4));
+                __m512 v =
+                    _mm512_maskz_loadu_ps(ld, (const void *)((uintptr_t)row + (intptr_t)a * 4));
                 _mm512_mask_storeu_ps(dst + j, st, v);
             }
             continue;
@@ -531,8 +549,8 @@ static void pack_rows_fast(float *dst, size_t ds, const col_run *runs, int nr, c
                            size_t xin, const nn_conv2d_dims *d, int k0, int kn)
 {
     const int kk2 = d->kh * d->kw, s = d->stride;
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     /* masks per run and kx: store (by run length), load (inside the image row) */
     __mmask16 st[MAX_RUNS][2], ld[MAX_RUNS][8][2][2];
     for (int q = 0; q < nr; q++) {
@@ -760,14 +778,14 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
                     for (int j = kv; j < NR; j++)
                         memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
                 } else
-                for (int j = 0; j < NR; j++) {
-                    int kk = k0 + ns * NR + j;
-                    if (kk < k0 + nc)
-                        gen_row(tmp + (size_t)j * rcp, runs, nruns, x, xin, d, kk / kk2,
-                                (kk % kk2) / d->kw, kk % d->kw);
-                    else
-                        memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
-                }
+                    for (int j = 0; j < NR; j++) {
+                        int kk = k0 + ns * NR + j;
+                        if (kk < k0 + nc)
+                            gen_row(tmp + (size_t)j * rcp, runs, nruns, x, xin, d, kk / kk2,
+                                    (kk % kk2) / d->kw, kk % d->kw);
+                        else
+                            memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
+                    }
                 float *o = pb + (size_t)ns * rcp * NR;
                 for (int r = 0; r < rc; r += 16)
                     for (int h = 0; h < NR; h += 16)
@@ -874,8 +892,8 @@ static void conv_forward_task(void *ctx, int tid, int nt)
         }
         float *y = g == 1 ? t->out + s * yout : stage;
         /* y (Co, g*HW) = w (Co, KK) @ col (KK, g*HW) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->co, (int)ld, (int)kk, 1.0f,
-                    t->w, (int)kk, b, (int)ld, 0.0f, y, (int)ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->co, (int)ld, (int)kk, 1.0f, t->w,
+                    (int)kk, b, (int)ld, 0.0f, y, (int)ld);
         if (t->b)
             for (int o = 0; o < d->co; o++)
                 for (size_t i = 0; i < ld; i++)
@@ -1022,8 +1040,8 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
     if (!t->din)
         return;
     if (conv_dx_as_conv(d)) {
-        nn_conv2d_dims d2 = nn_conv2d_make(d->n, d->co, d->ho, d->wo, d->ci, d->kh, 1,
-                                           d->kh - 1 - d->pad);
+        nn_conv2d_dims d2 =
+            nn_conv2d_make(d->n, d->co, d->ho, d->wo, d->ci, d->kh, 1, d->kh - 1 - d->pad);
         const size_t hwi = (size_t)d->h * d->w;
         cmap cm = {.base = t->din + lo * xin, .hw = hwi, .img = xin, .ldm = hwi};
         igemm_conv(&cm, t->pa, d->ci, d->co * d->kh * d->kw, t->dout + lo * yout, yout, &d2,
@@ -1042,8 +1060,8 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
 void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                         const float *w, const nn_conv2d_dims *d, float *ws)
 {
-    conv_task t = {.din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d,
-                   .ws = ws};
+    conv_task t = {
+        .din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d, .ws = ws};
 #ifdef NN_IGEMM
     if (conv_algo == NN_CONV_IGEMM) {
         if (din && conv_dx_as_conv(d))
@@ -1147,14 +1165,25 @@ static void bn_forward_task(void *ctx, int tid, int nt)
     }
 }
 
-void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in,
-                          const float *gamma, const float *beta, float *running_mean,
-                          float *running_var, int n, int c, int hw, int train, float momentum,
-                          float eps, int relu)
+void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c,
+                          int hw, int train, float momentum, float eps, int relu)
 {
-    bn_task t = {.out = out, .mean = mean, .rstd = rstd, .in = in, .gamma = gamma,
-                 .beta = beta, .rmean = running_mean, .rvar = running_var, .n = n, .c = c,
-                 .hw = hw, .train = train, .momentum = momentum, .eps = eps, .relu = relu};
+    bn_task t = {.out = out,
+                 .mean = mean,
+                 .rstd = rstd,
+                 .in = in,
+                 .gamma = gamma,
+                 .beta = beta,
+                 .rmean = running_mean,
+                 .rvar = running_var,
+                 .n = n,
+                 .c = c,
+                 .hw = hw,
+                 .train = train,
+                 .momentum = momentum,
+                 .eps = eps,
+                 .relu = relu};
     nn_run(bn_forward_task, &t);
 }
 
@@ -1230,13 +1259,23 @@ static void bn_backward_task(void *ctx, int tid, int nt)
 }
 
 void nn_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
-                           const float *in, const float *out, const float *mean,
-                           const float *rstd, const float *gamma, int n, int c, int hw,
-                           int train, int relu)
+                           const float *in, const float *out, const float *mean, const float *rstd,
+                           const float *gamma, int n, int c, int hw, int train, int relu)
 {
-    bn_task t = {.din = din, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .in = in,
-                 .outc = out, .meanc = mean, .rstdc = rstd, .gamma = gamma, .n = n, .c = c,
-                 .hw = hw, .train = train, .relu = relu && out};
+    bn_task t = {.din = din,
+                 .dgamma = dgamma,
+                 .dbeta = dbeta,
+                 .dout = dout,
+                 .in = in,
+                 .outc = out,
+                 .meanc = mean,
+                 .rstdc = rstd,
+                 .gamma = gamma,
+                 .n = n,
+                 .c = c,
+                 .hw = hw,
+                 .train = train,
+                 .relu = relu && out};
     nn_run(bn_backward_task, &t);
 }
 
@@ -1298,8 +1337,8 @@ void nn_avgpool_backward(float *din, const float *dout, int n, int c, int hw)
     }
 }
 
-void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h,
-                        int w, int k, int stride, int pad, int ho, int wo)
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h, int w,
+                        int k, int stride, int pad, int ho, int wo)
 {
     for (size_t p = 0; p < (size_t)n * c; p++) {
         const float *x = in + p * h * w;
@@ -1330,8 +1369,8 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int
     }
 }
 
-void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c,
-                         int h, int w, int ho, int wo)
+void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c, int h,
+                         int w, int ho, int wo)
 {
     memset(din, 0, sizeof(float) * n * c * h * w);
     for (size_t p = 0; p < (size_t)n * c; p++) {
@@ -1366,8 +1405,8 @@ void nn_linear_backward(float *din, float *dw, float *db, const float *dout, con
 {
     int blas = blas_hold();
     /* dw (O, I) += dout^T (O, N) @ in (N, I) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout,
-                out_dim, in, in_dim, 1.0f, dw, in_dim);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim,
+                in, in_dim, 1.0f, dw, in_dim);
     if (db)
         for (int o = 0; o < out_dim; o++) {
             float acc = 0;
@@ -1405,8 +1444,8 @@ static double softmax_row(float *p, const float *x, int c, float t)
     return log(s) + (double)mx / t;
 }
 
-float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels,
-                               int n, int c)
+float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels, int n,
+                               int c)
 {
     double loss = 0;
     for (int i = 0; i < n; i++) {
@@ -1417,8 +1456,8 @@ float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t 
     return n > 0 ? (float)(loss / n) : 0.0f;
 }
 
-void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels,
-                               int n, int c, float scale)
+void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels, int n,
+                               int c, float scale)
 {
     float k = scale / (float)n;
     for (int i = 0; i < n; i++) {
@@ -1429,8 +1468,7 @@ void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t
     }
 }
 
-float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t,
-                    float alpha)
+float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t, float alpha)
 {
     double total = 0;
     for (int i = 0; i < n; i++) {
@@ -1467,8 +1505,7 @@ void nn_kd_backward(float *dlogits, const float *student, const float *teacher, 
 /* optimizer                                                                             */
 /* ------------------------------------------------------------------------------------ */
 
-void nn_sgd_step(float *p, float *buf, const float *g, size_t n, float lr, float momentum,
-                 float wd)
+void nn_sgd_step(float *p, float *buf, const float *g, size_t n, float lr, float momentum, float wd)
 {
     if (momentum != 0.0f && buf) {
         for (size_t i = 0; i < n; i++) {

@@ -1,8 +1,8 @@
 /* test_model_torch.c - ResNet-8 (with and without proj, CE and CE+KD) and ResNet-50 (64x64,
  * 2 images) against PyTorch 1.13: forward logits and features, loss, every parameter
  * gradient, BN running stats after the step, and one SGD step (lr 0.1, momentum 0.9, wd 5e-4),
- * in train and eval mode.  Fixtures: the .bin files in tests/fixtures/nn, from tests/fixtures_nn.py,
- * whose deterministic weight pattern fx_value() is mirrored here.
+ * in train and eval mode.  Fixtures: the .bin files in tests/fixtures/nn, from
+ * tests/fixtures_nn.py, whose deterministic weight pattern fx_value() is mirrored here.
  *
  * Error measure per tensor: max |c - torch| / max |torch| (over the stored values: the whole
  * tensor, or 1024 samples plus the L2 norm for big tensors).  Tolerance 1e-4. */

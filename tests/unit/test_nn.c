@@ -29,7 +29,10 @@ static float *randv(size_t n, float scale)
         v[i] = (float)(scale * rng_normal(&R));
     return v;
 }
-static float *zerov(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+static float *zerov(size_t n)
+{
+    return calloc(n ? n : 1, sizeof(float));
+}
 
 typedef double (*loss_fn)(void *ctx);
 
@@ -110,8 +113,8 @@ static double bn_loss(void *p)
     bn_ctx *c = p;
     memcpy(c->rm, c->rm0, sizeof(float) * c->c); /* keep running stats fixed across calls */
     memcpy(c->rv, c->rv0, sizeof(float) * c->c);
-    nn_batchnorm_forward(c->y, c->mean, c->rstd, c->x, c->g, c->b, c->rm, c->rv, c->n, c->c,
-                         c->hw, c->train, 0.1f, 1e-5f, c->relu);
+    nn_batchnorm_forward(c->y, c->mean, c->rstd, c->x, c->g, c->b, c->rm, c->rv, c->n, c->c, c->hw,
+                         c->train, 0.1f, 1e-5f, c->relu);
     return dot(c->y, c->r, (size_t)c->n * c->c * c->hw);
 }
 static void test_bn(int train, int relu)
@@ -347,7 +350,8 @@ static void test_determinism(void)
     nn_set_threads(2);
     nn_conv2d_dims d = nn_conv2d_make(6, 16, 12, 12, 24, 3, 1, 1);
     size_t nx = 6 * 16 * 144, nw = 24 * 16 * 9, ny = 6 * 24 * 144;
-    float *x = randv(nx, 1), *w = randv(nw, 0.3f), *dy = randv(ny, 1), *ws = zerov(nn_conv2d_ws_floats(&d));
+    float *x = randv(nx, 1), *w = randv(nw, 0.3f), *dy = randv(ny, 1),
+          *ws = zerov(nn_conv2d_ws_floats(&d));
     float *y[2], *dx[2], *dw[2];
     for (int k = 0; k < 2; k++) {
         y[k] = zerov(ny), dx[k] = zerov(nx), dw[k] = zerov(nw);
