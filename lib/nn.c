@@ -1,11 +1,15 @@
-/* nn.c - the kernels of nn.h: conv2d (im2col + OpenBLAS sgemm per image), BatchNorm2d,
- * ReLU, pooling, linear, softmax cross-entropy, distillation loss, SGD, crop/flip.
+/* nn.c - the kernels of nn.h: conv2d, BatchNorm2d, ReLU, pooling, linear, softmax
+ * cross-entropy, distillation loss, SGD, crop/flip.
  *
- * What it is not: a tuned library of every layout; conv is im2col + GEMM per image, split
- * over a pool of our own threads (static split, fixed reduction order, so results are
- * identical run to run at a fixed thread count).  Follows PyTorch's CPU semantics for
- * BatchNorm (batch stats, unbiased running_var, momentum 0.1, eps 1e-5), CrossEntropyLoss
- * (mean), kl_div(batchmean) and SGD (dampening 0). */
+ * Sections: thread pool; 16-lane vector helpers; conv2d (two algorithms: our implicit GEMM
+ * on AVX-512 builds, the default, and im2col + OpenBLAS sgemm, grouped per ~512 output
+ * columns, everywhere); BatchNorm2d; elementwise; pooling; linear; losses; SGD; augmentation.
+ * Work is split over our own pool with a static split and a fixed reduction order, so results
+ * are identical run to run at a fixed thread count.
+ * What it is not: a library of every layout (NCHW only) or dtype (fp32 only).
+ * Follows PyTorch's CPU semantics for BatchNorm (batch stats, unbiased running_var, momentum
+ * 0.1, eps 1e-5), CrossEntropyLoss (mean), kl_div(batchmean) and SGD (dampening 0); the GEMM
+ * blocking follows the Goto/BLIS scheme (packed panels, register-blocked micro-kernel). */
 #include "nn.h"
 
 #include <cblas.h>
