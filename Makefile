@@ -8,10 +8,10 @@ DESTDIR ?=
 FUZZ_SECONDS ?= 60
 
 CC      ?= cc
-PKGS    := libzmq msgpack openblas libzstd libjpeg libpng
+PKGS    := libzmq msgpack openblas libzstd libjpeg libpng zlib
 # Debian packages each target needs (installed when missing; see `deps` below).
 DEB_BUILD := build-essential pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev \
-             libzstd-dev zstd libjpeg62-turbo-dev libpng-dev
+             libzstd-dev zstd libjpeg62-turbo-dev libpng-dev zlib1g-dev
 DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard \
              clang libclang-rt-14-dev
 DEB_DEMO  := $(DEB_BUILD) gnuplot-nox
@@ -19,9 +19,10 @@ DEB_BENCH := $(DEB_BUILD) python3-torch python3-numpy
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+SAN     ?=
 CFLAGS  ?= $(OPT) -g $(ARCH)
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS) -pthread
-LDLIBS  += $(PKG_LIBS) -lm -pthread
+CFLAGS  += $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS) -pthread
+LDLIBS  += $(PKG_LIBS) -lm -pthread $(SAN)
 
 LIB_SRC  := $(sort $(wildcard lib/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -35,7 +36,7 @@ BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test check asan fuzz fuzz-build bench demo install format clean deps \
-        deps-test deps-demo deps-bench clip-weights fixtures
+        deps-test deps-demo deps-bench clip-weights clip-fixtures fixtures
 
 all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(HELPER_BIN) $(BENCH_BIN)
 
@@ -48,10 +49,10 @@ $(BUILD)/libfedsm.a: $(LIB_OBJ)
 $(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(wildcard lib/*.h) | $(BUILD)/bin
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/testlib.h $(BUILD)/libfedsm.a | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libfedsm.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
-$(BUILD)/helpers/%: tests/helpers/%.c $(BUILD)/libfedsm.a | $(BUILD)/helpers
+$(BUILD)/helpers/%: tests/helpers/%.c $(wildcard tests/unit/*.h) $(BUILD)/libfedsm.a | $(BUILD)/helpers
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libfedsm.a | $(BUILD)/bench
@@ -92,12 +93,12 @@ check: test
 
 asan: deps-test
 	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
-	  CFLAGS="-O1 -g $(ARCH) -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	  LDLIBS="$(PKG_LIBS) -lm -pthread -fsanitize=address,undefined" all
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
 	FUZZ_SECONDS=0 BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run.sh
 
-FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS)
-FUZZ_LIB_SRC := lib/record.c lib/err.c lib/sha256.c
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+               -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS)
+FUZZ_LIB_SRC := lib/record.c lib/mval.c lib/err.c lib/sha256.c
 $(BUILD)/fuzz/fuzz_record: tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(wildcard lib/*.h)
 	mkdir -p $(BUILD)/fuzz
 	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(PKG_LIBS) -lm
@@ -122,6 +123,10 @@ fixtures: deps-bench
 
 clip-weights:
 	data/get-clip-weights.sh
+
+# tiny CLIP fixtures of tests/fixtures/clip (committed; needs python3-torch to remake)
+clip-fixtures: deps-bench
+	/usr/bin/python3 tests/make_clip_fixtures.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fedsm \

@@ -37,13 +37,27 @@ bool ep_is_zmq(const char *spec)
            strncmp(spec, "inproc://", 9) == 0;
 }
 
-/* ---- ZeroMQ context (one per process) ---- */
+/* ---- ZeroMQ context (one per process, terminated with its last socket) ---- */
 static void *zctx;
+static int zsockets;
 static void *zmq_context(void)
 {
     if (!zctx)
         zctx = zmq_ctx_new();
     return zctx;
+}
+
+/* Closes a socket; with the last one the context is terminated, which waits (up to each
+ * socket's linger) until queued messages are delivered.  Without it a producer that exits
+ * right after rec_writer_close() loses what is still queued, the end record included. */
+static void zsock_close(void *s)
+{
+    zmq_close(s);
+    if (--zsockets == 0) {
+        while (zmq_ctx_term(zctx) != 0 && errno == EINTR)
+            ;
+        zctx = NULL;
+    }
 }
 
 /* Opens a socket of type on spec (with @ / > prefixes). */
@@ -57,6 +71,7 @@ static void *zsock_open(const char *spec, int type, const ep_opts *o)
         err_set(ERR_IO, "cannot create ZeroMQ socket for %s: %s", spec, zmq_strerror(errno));
         return NULL;
     }
+    zsockets++;
     int to = o->timeout_ms;
     int linger = o->timeout_ms < 0 ? -1 : o->timeout_ms;
     int one = 1;
@@ -72,7 +87,7 @@ static void *zsock_open(const char *spec, int type, const ep_opts *o)
     if (rc) {
         err_set(ERR_IO, "cannot %s %s: %s", bind ? "bind" : "connect to", addr,
                 zmq_strerror(errno));
-        zmq_close(s);
+        zsock_close(s);
         return NULL;
     }
     return s;
@@ -210,7 +225,7 @@ void rec_reader_close(rec_reader *r)
     if (r->close_f && r->f)
         fclose(r->f);
     if (r->zs)
-        zmq_close(r->zs);
+        zsock_close(r->zs);
     free(r);
 }
 
@@ -461,8 +476,13 @@ int rec_writer_close(rec_writer *w, bool commit)
             unlink(w->tmp_path);
         tmp_forget(w->tmp_path);
     }
-    if (w->zs)
-        zmq_close(w->zs); /* lingers up to the timeout to deliver what is queued */
+    if (w->zs) {
+        if (!commit || rc) { /* an aborted stream is not worth waiting for */
+            int zero = 0;
+            zmq_setsockopt(w->zs, ZMQ_LINGER, &zero, sizeof zero);
+        }
+        zsock_close(w->zs); /* lingers up to the timeout to deliver what is queued */
+    }
     free(w->tmp_path);
     free(w->final_path);
     free(w);

@@ -8,12 +8,22 @@
 static _Thread_local char err_buf[1024];
 static _Thread_local int err_code;
 
+/* Messages quote names and keys taken from hostile input: control characters (a newline
+ * above all) would break the one-line rule of DESIGN section 7, so they become '?'. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
 int err_set(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err_buf, sizeof err_buf, fmt, ap);
     va_end(ap);
+    one_line(err_buf);
     err_code = code;
     return code;
 }
@@ -36,6 +46,7 @@ int err_wrap(int code, const char *fmt, ...)
         m = sizeof err_buf - n - 3;
     memcpy(err_buf + n + 2, old, m);
     err_buf[n + 2 + m] = 0;
+    one_line(err_buf);
     err_code = code;
     return code;
 }

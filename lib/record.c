@@ -139,7 +139,8 @@ int rec_add(record *r, const char *name, dtype_t dt, int ndim, const int64_t *sh
         return err_last();
     t->dtype = dt;
     t->ndim = ndim;
-    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim) /* scalars may pass shape NULL; memcpy from NULL is undefined even for 0 bytes */
+        memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->nbytes = (size_t)nb;
     t->data = data;
     t->owned = mode == REC_OWN;
@@ -323,7 +324,9 @@ int rec_get_int(const record *r, const char *key, int64_t *out)
         *out = v->u.i;
         return 0;
     }
-    if (v->type == MV_FLOAT && v->u.f == (double)(int64_t)v->u.f) {
+    /* range check first: casting NaN, inf or |f| >= 2^63 to int64_t is undefined */
+    if (v->type == MV_FLOAT && v->u.f >= -0x1p63 && v->u.f < 0x1p63 &&
+        v->u.f == (double)(int64_t)v->u.f) {
         *out = (int64_t)v->u.f;
         return 0;
     }
@@ -434,6 +437,7 @@ typedef struct enc_out {
     ZSTD_CCtx *cctx;
     rec_sink_fn sink;
     void *ctx;
+    bool hash; /* only when the caller wants the digest: SHA-256 costs more than zstd -1 */
     sha256_ctx sha;
     void *obuf;
     size_t ocap;
@@ -441,7 +445,8 @@ typedef struct enc_out {
 
 static int enc_feed(enc_out *e, const void *data, size_t len, ZSTD_EndDirective mode)
 {
-    sha256_update(&e->sha, data, len);
+    if (e->hash)
+        sha256_update(&e->sha, data, len);
     ZSTD_inBuffer in = {data, len, 0};
     for (;;) {
         ZSTD_outBuffer out = {e->obuf, e->ocap, 0};
@@ -498,6 +503,7 @@ int rec_encode(const record *r, int level, rec_sink_fn sink, void *ctx, uint8_t 
     enc_out e = {0};
     e.sink = sink;
     e.ctx = ctx;
+    e.hash = digest != NULL;
     sha256_init(&e.sha);
     if (!rc) {
         e.cctx = ZSTD_createCCtx();
@@ -859,6 +865,49 @@ static int check_len(rec_instream *s, uint64_t n, uint64_t min_each, const char 
     return 0;
 }
 
+/* Reads a declared length of n bytes into a new 64-byte aligned buffer (+ extra zeroed bytes
+ * after it).  A length is only bounded by the frame's content size, which is hostile input
+ * too (or 64 GiB when the header has none), so the buffer never runs more than
+ * REC_ALLOC_AHEAD bytes ahead of the bytes actually decompressed: a tiny frame that declares
+ * a 4 GiB field fails after a 16 MiB allocation.  Growth is by realloc (mremap for large
+ * blocks, so no copy) with an aligned copy when realloc loses the alignment. */
+#define REC_ALLOC_AHEAD ((size_t)16 << 20)
+static int rd_alloc(rec_instream *s, uint64_t n, size_t extra, uint8_t **out)
+{
+    *out = NULL;
+    size_t cap = n < REC_ALLOC_AHEAD ? (size_t)n : REC_ALLOC_AHEAD, have = 0;
+    uint8_t *p = aligned_alloc64(cap + extra);
+    if (!p)
+        return bad(s, ERR_INTERNAL, "out of memory for %zu bytes", cap + extra);
+    for (;;) {
+        int rc = rd(s, p + have, cap - have);
+        if (rc) {
+            aligned_free(p);
+            return rc;
+        }
+        have = cap;
+        if (have == n)
+            break;
+        size_t ncap = n - cap > cap ? 2 * cap : (size_t)n;
+        uint8_t *q = realloc(p, ncap + extra);
+        if (q && (uintptr_t)q % 64) {
+            uint8_t *a = aligned_alloc64(ncap + extra);
+            if (a)
+                memcpy(a, q, have);
+            free(q);
+            q = a;
+        } else if (!q)
+            aligned_free(p);
+        if (!q)
+            return bad(s, ERR_INTERNAL, "out of memory for %zu bytes", ncap + extra);
+        p = q;
+        cap = ncap;
+    }
+    memset(p + n, 0, extra);
+    *out = p;
+    return 0;
+}
+
 static int skip_n(rec_instream *s, uint64_t n)
 {
     uint8_t buf[4096];
@@ -900,16 +949,14 @@ static int parse_from_head(rec_instream *s, const head *h, mval *v, int depth)
         return 0;
     case H_STR:
     case H_BIN: {
-        if ((rc = check_len(s, h->n, 0, "string")))
+        uint8_t *b;
+        if ((rc = check_len(s, h->n, 0, "string")) || (rc = rd_alloc(s, h->n, 1, &b)))
             return rc;
-        char *p = malloc(h->n + 1);
-        if (!p)
-            return bad(s, ERR_INTERNAL, "out of memory");
-        if ((rc = rd(s, p, h->n))) {
+        char *p = (char *)b; /* NUL-terminated by rd_alloc */
+        if (h->t == H_STR && memchr(p, 0, h->n)) { /* C callers see strings as char * */
             free(p);
-            return rc;
+            return bad(s, ERR_FORMAT, "string contains a NUL byte");
         }
-        p[h->n] = 0;
         v->type = MV_STR;
         v->u.str.s = p;
         v->u.str.len = h->n;
@@ -941,8 +988,13 @@ static int parse_from_head(rec_instream *s, const head *h, mval *v, int depth)
                 rc = bad(s, ERR_FORMAT, "map key is not a string");
                 goto fail;
             }
-            if ((rc = parse_from_head(s, &kh, &k, depth + 1)) ||
-                (rc = parse_value(s, &e, depth + 1)) || (rc = mv_map_put(v, k.u.str.s, &e)))
+            if ((rc = parse_from_head(s, &kh, &k, depth + 1)))
+                goto fail;
+            if (memchr(k.u.str.s, 0, k.u.str.len)) { /* would be cut short as a C string */
+                rc = bad(s, ERR_FORMAT, "map key contains a NUL byte");
+                goto fail;
+            }
+            if ((rc = parse_value(s, &e, depth + 1)) || (rc = mv_map_put(v, k.u.str.s, &e)))
                 goto fail;
             mv_clear(&k);
             continue;
@@ -962,6 +1014,7 @@ static int parse_from_head(rec_instream *s, const head *h, mval *v, int depth)
 static int parse_value(rec_instream *s, mval *v, int depth)
 {
     head h;
+    memset(v, 0, sizeof *v); /* callers mv_clear it on error, also when rd_head fails */
     int rc = rd_head(s, &h);
     return rc ? rc : parse_from_head(s, &h, v, depth);
 }
@@ -1077,16 +1130,12 @@ static int parse_tensor(rec_instream *s, tensor *t)
                 return bad(s, ERR_FORMAT, "\"data\" must be bin");
             if (have_data)
                 return bad(s, ERR_FORMAT, "\"data\" given twice");
-            if ((rc = check_len(s, v.n, 0, "data")))
+            uint8_t *d;
+            if ((rc = check_len(s, v.n, 0, "data")) || (rc = rd_alloc(s, v.n, 0, &d)))
                 return rc;
-            t->data = aligned_alloc64((size_t)v.n);
-            if (!t->data)
-                return bad(s, ERR_INTERNAL, "out of memory for %llu bytes",
-                           (unsigned long long)v.n);
+            t->data = d;
             t->owned = true;
             t->nbytes = (size_t)v.n;
-            if ((rc = rd(s, t->data, (size_t)v.n)))
-                return rc;
             have_data = true;
         } else {
             return bad(s, ERR_FORMAT, "unknown tensor key \"%s\"", key);
@@ -1129,12 +1178,14 @@ static int parse_record(rec_instream *s, record *r)
             head v;
             if ((rc = rd_head(s, &v)))
                 return rc;
+            if (v.t != H_UINT && v.t != H_INT)
+                return bad(s, ERR_FORMAT, "format version is not an integer");
             version = v.t == H_UINT && v.n < 1000 ? (int64_t)v.n : 0;
             if (version != FEDSM_FORMAT_VERSION)
                 return bad(s, ERR_FORMAT,
                            "format version %lld is not supported (this fedsm reads version %d); "
                            "upgrade fedsm or re-create the file",
-                           v.t == H_UINT ? (long long)v.n : -1LL, FEDSM_FORMAT_VERSION);
+                           v.t == H_UINT ? (long long)v.n : (long long)v.i, FEDSM_FORMAT_VERSION);
         } else if (strcmp(key, "kind") == 0) {
             if ((rc = rd_key(s, r->kind, sizeof r->kind, "kind")))
                 return rc;
@@ -1207,7 +1258,13 @@ static int frame_begin(rec_instream *s)
     if (cs == ZSTD_CONTENTSIZE_ERROR) {
         if (avail < 4)
             return bad(s, ERR_FORMAT, "truncated stream (%zu stray bytes at the end)", avail);
-        return bad(s, ERR_FORMAT, "not a zstd frame (bad magic); is this a fedsm .mpk.zst stream?");
+        const uint8_t *m = s->in + s->in_pos;
+        uint32_t magic = (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 |
+                         (uint32_t)m[3] << 24;
+        if (magic != ZSTD_MAGICNUMBER)
+            return bad(s, ERR_FORMAT,
+                       "not a zstd frame (bad magic); is this a fedsm .mpk.zst stream?");
+        return bad(s, ERR_FORMAT, "%s zstd frame header", s->in_eof ? "truncated" : "corrupt");
     }
     if (cs == ZSTD_CONTENTSIZE_UNKNOWN)
         s->frame_left = s->lim.max_record_bytes;
@@ -1295,6 +1352,7 @@ record *rec_decode_mem(const void *buf, size_t len, const rec_limits *lim, const
         if (m.pos != m.len || s->in_pos != s->in_len) {
             rec_free(r);
             r = NULL;
+            s->count = index; /* name the record just read, not the next one */
             bad(s, ERR_FORMAT, "trailing bytes after the record's frame");
         }
     }

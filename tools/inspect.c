@@ -6,6 +6,7 @@
 #include "err.h"
 #include "tool.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -120,7 +121,7 @@ static int write_npy(const tensor *t, const char *path)
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f)
-        return err_set(ERR_IO, "cannot create %s", tmp);
+        return err_set(ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
     unsigned char magic[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 255),
                                (unsigned char)(hlen >> 8)};
     bool ok = fwrite(magic, 1, 10, f) == 10 && fwrite(hdr, 1, hlen, f) == hlen &&
@@ -230,7 +231,7 @@ int main(int argc, char **argv)
         tool_usage_error("--tensor needs -o FILE.npy");
     if (out && !tname)
         tool_usage_error("-o is only for --tensor");
-    bool exported = false;
+    record *keep = NULL; /* the record whose tensor is exported once all input read well */
     for (int a = optind; a < argc; a++) {
         rec_reader *rd = ep_open_reader(argv[a], &o);
         if (!rd)
@@ -241,11 +242,9 @@ int main(int argc, char **argv)
         while ((rc = rec_read(rd, &r)) == 1) {
             n++;
             if (tname) {
-                const tensor *t = rec_find(r, tname);
-                if (t && !exported && (want_rec < 0 || want_rec == r->index)) {
-                    if (write_npy(t, out))
-                        tool_fail(err_last());
-                    exported = true;
+                if (!keep && rec_find(r, tname) && (want_rec < 0 || want_rec == r->index)) {
+                    keep = r;
+                    continue;
                 }
             } else if (json)
                 print_json_record(r, with_stats);
@@ -260,7 +259,10 @@ int main(int argc, char **argv)
             tool_die(ERR_FORMAT, "no records in %s (empty stream)", rec_reader_name(rd));
         rec_reader_close(rd);
     }
-    if (tname && !exported)
+    if (tname && !keep)
         tool_die(ERR_USAGE, "no tensor '%s'%s in the input", tname, want_rec >= 0 ? " in that record" : "");
+    if (keep && write_npy(rec_find(keep, tname), out))
+        tool_fail(err_last());
+    rec_free(keep);
     return 0;
 }

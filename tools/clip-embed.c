@@ -1,0 +1,654 @@
+/* clip-embed - CLIP text and image embeddings for fedsm (ALGORITHMS 4.2 and 5.2, DESIGN 5):
+ * class text embeddings from prompt templates (averaged, normalised), the class relevance
+ * matrix S (cosine of the bare-name embeddings), and for each shard a `teacher` record
+ * (normalised image embeddings, teacher logits exp(logit_scale) * v.t, keyed by `index`).
+ * Also: --tokenize (ids of stdin lines) and --import (class embeddings made elsewhere).
+ * Cached: the output's meta.inputs digests weights, vocabulary, classes, templates, shards
+ * and import file; a rerun with the same digest does no work.
+ * Not here: the model (lib/clip.c), the tokenizer (lib/bpe.c), training on the logits. */
+#include "bpe.h"
+#include "clip.h"
+#include "endpoint.h"
+#include "err.h"
+#include "image.h"
+#include "sha256.h"
+#include "tool.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_SHARDS 1024
+#define VOCAB_NAME "bpe_simple_vocab_16e6.txt.gz"
+
+static const char *const default_prompts[] = {"a photo of a {}"};
+static const char *const default_rel_prompts[] = {"{}"};
+
+typedef struct {
+    char **v;
+    size_t n;
+} strlist;
+
+/* ---- failure path: no partial output ---- */
+
+static rec_writer *g_out;
+
+_Noreturn static void fail_code(int code)
+{
+    if (g_out) rec_writer_close(g_out, false);
+    g_out = NULL;
+    tool_fail(code);
+}
+
+_Noreturn static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+_Noreturn static void die(int code, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    err_set(code, "%s", buf);
+    fail_code(code);
+}
+
+_Noreturn static void usage(void)
+{
+    printf("usage: clip-embed --weights model.safetensors [--classes names.txt] [--prompts T.txt]\n"
+           "                  [--shard client-NN.mpk.zst ...] -o out.mpk.zst\n"
+           "       clip-embed --tokenize --vocab bpe_simple_vocab_16e6.txt.gz < lines.txt\n"
+           "CLIP (Hugging Face CLIPModel safetensors: ViT-B/32, B/16, L/14, ...) in C: writes one\n"
+           "`embeddings` record (tensors text [C,E] from --prompts, relevance_text [C,E] from\n"
+           "--relevance-prompts, relevance [C,C] = their cosine; FedSM replaces the diagonal\n"
+           "itself), then one `teacher` record per shard record (embeddings [N,E] normalised,\n"
+           "logits [N,C] = exp(logit_scale) * v.t, index [N] from the shard).\n\n"
+           "  -w, --weights FILE        model.safetensors (config.json beside it sets head counts)\n"
+           "      --config FILE         config.json elsewhere\n"
+           "      --vocab FILE          CLIP BPE merges (default: " VOCAB_NAME " beside the weights)\n"
+           "  -c, --classes FILE        class names, one per line (default: the shards' meta classes)\n"
+           "  -p, --prompts FILE        templates, one per line, {} = class name, # comments\n"
+           "                            (default: \"a photo of a {}\", as data/prompts/default.txt)\n"
+           "      --relevance-prompts F templates for S (default: \"{}\", data/prompts/bare.txt)\n"
+           "  -s, --shard STREAM        a shard stream (repeatable); one teacher record per shard\n"
+           "      --import FILE         class embeddings [C,E] made elsewhere (.npy f4/f8, or a record:\n"
+           "                            tensor `text`, or its only 2-D <f4 tensor); used for text and S\n"
+           "      --tokenize            print the token ids (sot..eot) of each stdin line, then exit\n"
+           "  -b, --batch N             images per forward pass (default 32)\n"
+           "  -f, --force               recompute even when the output is up to date\n"
+           "  -o, --out STREAM          output (file, '-', or ZeroMQ endpoint)\n"
+           "      --threads N           compute threads (default: FEDSM_THREADS or 1)\n"
+           "      --seed N              accepted for uniformity; clip-embed uses no randomness\n"
+           "  -q, --quiet / -v, --verbose / -h, --help / -V, --version\n\n"
+           "example: clip-embed -w data/clip/model.safetensors -s client-00.mpk.zst -o teach.mpk.zst\n"
+           "exit: 0 ok, 1 runtime, 2 usage, 3 bad input format, 4 I/O, 5 internal\n");
+    exit(0);
+}
+
+/* ---- small helpers ---- */
+
+static void list_push(strlist *l, const char *s)
+{
+    char **nv = realloc(l->v, (l->n + 1) * sizeof *nv);
+    if (!nv || !(nv[l->n] = strdup(s))) die(ERR_INTERNAL, "out of memory");
+    l->v = nv;
+    l->n++;
+}
+
+static void list_free(strlist *l)
+{
+    for (size_t k = 0; k < l->n; k++) free(l->v[k]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+/* Non-empty lines, trimmed; '#' lines are comments when comments is set. */
+static void read_lines(const char *path, strlist *out, bool comments)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) die(ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+            line[--n] = 0;
+        char *s = line;
+        while (*s == ' ' || *s == '\t') s++;
+        if (!*s || (comments && *s == '#')) continue;
+        list_push(out, s);
+    }
+    free(line);
+    fclose(f);
+    if (!out->n) die(ERR_FORMAT, "%s: no entries", path);
+}
+
+static void digest_str(sha256_ctx *c, const char *tag, const char *s)
+{
+    sha256_update(c, tag, strlen(tag));
+    sha256_update(c, "=", 1);
+    sha256_update(c, s, strlen(s) + 1);
+}
+
+static void digest_file(sha256_ctx *c, const char *tag, const char *path)
+{
+    char hex[65];
+    int rc = sha256_file(path, hex);
+    if (rc) fail_code(rc);
+    digest_str(c, tag, hex);
+}
+
+static bool file_exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static char *beside(const char *path, const char *name)
+{
+    const char *sl = strrchr(path, '/');
+    size_t dl = sl ? (size_t)(sl - path + 1) : 0;
+    char *o = malloc(dl + strlen(name) + 1);
+    if (!o) die(ERR_INTERNAL, "out of memory");
+    memcpy(o, path, dl);
+    strcpy(o + dl, name);
+    return o;
+}
+
+/* ---- text side ---- */
+
+/* Class embeddings for each class: mean over templates of normalised features, normalised. */
+static float *embed_classes(const clip_model *m, const bpe *tok, const strlist *classes, const strlist *tmpl)
+{
+    size_t C = classes->n, T = tmpl->n, E = (size_t)m->embed_dim, B = C * T;
+    int32_t *ids = malloc(B * BPE_CONTEXT * sizeof *ids);
+    float *feat = malloc(B * E * sizeof *feat), *out = calloc(C * E, sizeof *out);
+    if (!ids || !feat || !out) die(ERR_INTERNAL, "out of memory");
+    for (size_t c = 0; c < C; c++)
+        for (size_t t = 0; t < T; t++) {
+            const char *tp = tmpl->v[t], *ph = strstr(tp, "{}");
+            char buf[2048];
+            if (ph) snprintf(buf, sizeof buf, "%.*s%s%s", (int)(ph - tp), tp, classes->v[c], ph + 2);
+            else snprintf(buf, sizeof buf, "%s", tp);
+            int rc = bpe_tokenize(tok, buf, ids + (c * T + t) * BPE_CONTEXT, BPE_CONTEXT);
+            if (rc < 0) fail_code(rc);
+        }
+    for (size_t b0 = 0; b0 < B; b0 += 64) {
+        int nb = (int)(B - b0 < 64 ? B - b0 : 64);
+        int rc = clip_encode_text(m, ids + b0 * BPE_CONTEXT, nb, BPE_CONTEXT, feat + b0 * E);
+        if (rc) {
+            err_wrap(rc, "text encoder");
+            fail_code(rc);
+        }
+    }
+    clip_l2_normalize(feat, (int)B, (int)E);
+    for (size_t c = 0; c < C; c++)
+        for (size_t t = 0; t < T; t++)
+            for (size_t k = 0; k < E; k++) out[c * E + k] += feat[(c * T + t) * E + k] / (float)T;
+    clip_l2_normalize(out, (int)C, (int)E);
+    free(ids);
+    free(feat);
+    return out;
+}
+
+/* .npy (f4/f8, 2-D, C order) or a record stream: returns owned [C, E] floats. */
+static float *import_embeddings(const char *path, size_t C, int *E_out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) die(ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    unsigned char magic[10];
+    size_t got = fread(magic, 1, 10, f);
+    float *out = NULL;
+    int64_t rows = 0, cols = 0;
+    if (got == 10 && !memcmp(magic, "\x93NUMPY", 6)) {
+        size_t hl = magic[6] == 1 ? (size_t)(magic[8] | magic[9] << 8) : 0;
+        if (magic[6] != 1) {
+            unsigned char b[2];
+            if (fread(b, 1, 2, f) != 2) die(ERR_FORMAT, "%s: truncated .npy header", path);
+            hl = (size_t)(magic[8] | magic[9] << 8 | b[0] << 16 | b[1] << 24);
+        }
+        if (hl > 65536) die(ERR_FORMAT, "%s: .npy header too long", path);
+        char *h = calloc(1, hl + 1);
+        if (!h || fread(h, 1, hl, f) != hl) die(ERR_FORMAT, "%s: truncated .npy header", path);
+        bool f8 = strstr(h, "'<f8'") != NULL, f4 = strstr(h, "'<f4'") != NULL;
+        const char *sh = strstr(h, "'shape': (");
+        if ((!f4 && !f8) || strstr(h, "'fortran_order': True") || !sh ||
+            sscanf(sh, "'shape': (%ld, %ld)", &rows, &cols) != 2)
+            die(ERR_FORMAT, "%s: expected a 2-D C-order <f4 or <f8 array (header %s)", path, h);
+        free(h);
+        if (rows < 1 || cols < 1 || rows > (1 << 20) || cols > (1 << 16))
+            die(ERR_FORMAT, "%s: implausible shape (%ld, %ld)", path, (long)rows, (long)cols);
+        size_t n = (size_t)(rows * cols);
+        out = malloc(n * sizeof *out);
+        if (!out) die(ERR_INTERNAL, "out of memory");
+        for (size_t k = 0; k < n; k++) {
+            if (f8) {
+                double d;
+                if (fread(&d, 8, 1, f) != 1) die(ERR_FORMAT, "%s: truncated .npy data", path);
+                out[k] = (float)d;
+            } else if (fread(&out[k], 4, 1, f) != 1) die(ERR_FORMAT, "%s: truncated .npy data", path);
+        }
+        fclose(f);
+    } else {
+        fclose(f);
+        record *r = NULL;
+        rec_reader *rd = ep_open_reader(path, NULL);
+        if (!rd) fail_code(err_last());
+        int rc = rec_read(rd, &r);
+        if (rc < 0) fail_code(rc);
+        if (rc == 0) die(ERR_FORMAT, "%s: no records", path);
+        rec_reader_close(rd);
+        const tensor *t = rec_find(r, "text");
+        for (int k = 0; !t && k < r->n_tensors; k++)
+            if (r->tensors[k].ndim == 2 && r->tensors[k].dtype == DT_F32) t = &r->tensors[k];
+        if (!t || t->dtype != DT_F32 || t->ndim != 2)
+            die(ERR_FORMAT, "%s: record 0: no tensor `text` (or other 2-D <f4 tensor) of class embeddings", path);
+        rows = t->shape[0];
+        cols = t->shape[1];
+        out = malloc(t->nbytes ? t->nbytes : 1);
+        if (!out) die(ERR_INTERNAL, "out of memory");
+        memcpy(out, t->data, t->nbytes);
+        rec_free(r);
+    }
+    if ((size_t)rows != C)
+        die(ERR_FORMAT, "%s: %ld rows of class embeddings for %zu classes", path, (long)rows, C);
+    clip_l2_normalize(out, (int)rows, (int)cols);
+    *E_out = (int)cols;
+    return out;
+}
+
+/* ---- image side ---- */
+
+static int teacher_for_shard(const clip_model *m, const record *s, const float *text, size_t C, int batch,
+                             const char *digest, const char *src, record **out)
+{
+    /* pixels: `images` |u1 [N,3,H,W], or encoded `jpeg` bytes (JPEG/PNG) with `offsets` [N+1] */
+    const tensor *im = rec_find(s, "images"), *enc = rec_find(s, "jpeg"), *off = rec_find(s, "offsets");
+    int64_t N, H = 0, W = 0;
+    if (!im && enc && off) {
+        if (enc->dtype != DT_U8 || enc->ndim != 1 || off->dtype != DT_I64 || off->ndim != 1 || off->shape[0] < 1)
+            return err_set(ERR_FORMAT, "%s record %ld: `jpeg` must be |u1 [bytes] and `offsets` <i8 [N+1]", s->src, s->index);
+        N = off->shape[0] - 1;
+        const int64_t *o = off->data;
+        for (int64_t i = 0; i <= N; i++)
+            if (o[i] < 0 || o[i] > enc->shape[0] || (i && o[i] < o[i - 1]))
+                return err_set(ERR_FORMAT, "%s record %ld: `offsets`[%lld] = %lld is out of order or past the data",
+                               s->src, s->index, (long long)i, (long long)o[i]);
+    } else {
+        int64_t shp[4] = {-1, 3, -1, -1};
+        if (!(im = rec_get(s, "images", DT_U8, 4, shp))) return ERR_FORMAT;
+        N = im->shape[0], H = im->shape[2], W = im->shape[3];
+    }
+    int64_t n1[1] = {N};
+    const tensor *idx = rec_get(s, "index", DT_I64, 1, n1);
+    if (!idx) return ERR_FORMAT;
+    const tensor *lab = rec_find(s, "labels");
+    if (lab && (lab->ndim != 1 || lab->shape[0] != N || (lab->dtype != DT_I64 && lab->dtype != DT_I32)))
+        return err_set(ERR_FORMAT, "%s record %ld: tensor `labels` must be <i8 or <i4 [%lld]", s->src, s->index,
+                       (long long)N);
+    if (im && N > 0 && (H < 1 || W < 1))
+        return err_set(ERR_FORMAT, "%s record %ld: empty images", s->src, s->index);
+    int E = m->embed_dim, S = m->image_size;
+    record *t = rec_new("teacher");
+    int64_t se[2] = {N, E}, sl[2] = {N, (int64_t)C};
+    float *emb = t ? rec_add_new(t, "embeddings", DT_F32, 2, se) : NULL;
+    float *lg = t ? rec_add_new(t, "logits", DT_F32, 2, sl) : NULL;
+    int64_t *ix = t ? rec_add_new(t, "index", DT_I64, 1, n1) : NULL;
+    float *px = malloc((size_t)batch * 3 * S * S * sizeof *px);
+    if (!t || (N && (!emb || !lg || !ix)) || !px) {
+        rec_free(t);
+        free(px);
+        return err_set(ERR_INTERNAL, "out of memory");
+    }
+    if (N) memcpy(ix, idx->data, (size_t)N * 8);
+    float scale = expf(m->logit_scale);
+    double t0 = tool_now();
+    for (int64_t b0 = 0; b0 < N; b0 += batch) {
+        int nb = (int)(N - b0 < batch ? N - b0 : batch), rc = 0;
+        for (int k = 0; k < nb && !rc; k++) {
+            float *dst = px + (size_t)k * 3 * S * S;
+            if (im) {
+                rc = clip_preprocess(dst, (const uint8_t *)im->data + (size_t)(b0 + k) * 3 * H * W, (int)H, (int)W, S);
+            } else {
+                const int64_t *o = off->data;
+                char name[300];
+                image img = {0};
+                snprintf(name, sizeof name, "%s record %ld image %lld", src, s->index, (long long)(b0 + k));
+                rc = image_decode((const uint8_t *)enc->data + o[b0 + k], (size_t)(o[b0 + k + 1] - o[b0 + k]), name, &img);
+                if (!rc) rc = clip_preprocess(dst, img.chw, img.h, img.w, S);
+                image_free(&img);
+            }
+        }
+        if (!rc) rc = clip_encode_image(m, px, nb, emb + b0 * E);
+        if (rc) {
+            rec_free(t);
+            free(px);
+            return rc;
+        }
+        clip_l2_normalize(emb + b0 * E, nb, E);
+        double dt = tool_now() - t0, rate = (double)(b0 + nb) / (dt > 0 ? dt : 1e-9);
+        tool_progress("%s: %lld/%lld images, %.1f images/s, %.0f s left", src, (long long)(b0 + nb), (long long)N,
+                      rate, (double)(N - b0 - nb) / rate);
+    }
+    tool_progress_done();
+    if (N) {
+        for (int64_t i = 0; i < N; i++)
+            for (size_t c = 0; c < C; c++) {
+                float d = 0;
+                for (int k = 0; k < E; k++) d += emb[i * E + k] * text[c * E + k];
+                lg[i * (int64_t)C + (int64_t)c] = scale * d;
+            }
+    }
+    double dt = tool_now() - t0;
+    tool_log(1, "%s: %lld images in %.1f s (%.1f images/s)", src, (long long)N, dt, dt > 0 ? N / dt : 0.0);
+    free(px);
+    int64_t client = -1;
+    const char *dataset = NULL;
+    const char **cls = NULL;
+    size_t ncls = 0;
+    rec_opt_int(s, "client", &client);
+    rec_opt_str(s, "dataset", &dataset);
+    int rc = rec_set_int(t, "client", client);
+    if (!rc && dataset) rc = rec_set_str(t, "dataset", dataset);
+    if (!rc && mv_map_get(s->meta, "classes") && rec_get_strs(s, "classes", &cls, &ncls) == 0) {
+        rc = rec_set_strs(t, "classes", cls, ncls);
+        free(cls);
+    }
+    if (!rc) rc = rec_set_float(t, "logit_scale", scale);
+    if (!rc) rc = rec_set_str(t, "shard", src);
+    if (!rc) rc = rec_set_str(t, "producer", "clip-embed " FEDSM_VERSION);
+    if (!rc) rc = rec_set_str(t, "inputs", digest);
+    if (rc) {
+        rec_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+/* ---- main ---- */
+
+static int tokenize_stdin(const char *vocab)
+{
+    bpe *b = bpe_load(vocab);
+    if (!b) fail_code(err_last());
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, stdin)) >= 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        int32_t ids[BPE_CONTEXT];
+        int eot = bpe_tokenize(b, line, ids, BPE_CONTEXT);
+        if (eot < 0) fail_code(eot);
+        for (int k = 0; k <= eot; k++) printf(k ? " %d" : "%d", ids[k]);
+        putchar('\n');
+    }
+    free(line);
+    bpe_free(b);
+    return 0;
+}
+
+/* The shards' meta classes (all shards must agree); NULL list when none has them. */
+static void shard_classes(char **shards, int n_shards, strlist *out)
+{
+    for (int k = 0; k < n_shards; k++) {
+        rec_reader *rd = ep_open_reader(shards[k], NULL);
+        if (!rd) fail_code(err_last());
+        record *r = NULL;
+        int rc;
+        while ((rc = rec_read(rd, &r)) == 1) {
+            const char **cls = NULL;
+            size_t n = 0;
+            if (mv_map_get(r->meta, "classes")) {
+                if ((rc = rec_get_strs(r, "classes", &cls, &n))) fail_code(rc);
+                if (!out->n)
+                    for (size_t c = 0; c < n; c++) list_push(out, cls[c]);
+                else {
+                    bool same = n == out->n;
+                    for (size_t c = 0; same && c < n; c++) same = !strcmp(cls[c], out->v[c]);
+                    if (!same) die(ERR_FORMAT, "%s record %ld: meta classes differ from the other shards'", shards[k], r->index);
+                }
+                free(cls);
+            }
+            rec_free(r);
+        }
+        if (rc < 0) fail_code(rc);
+        rec_reader_close(rd);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("clip-embed");
+    const char *weights = NULL, *vocab = NULL, *config = NULL, *classes_path = NULL, *prompts_path = NULL,
+               *rel_path = NULL, *import_path = NULL, *out_path = NULL;
+    char *shards[MAX_SHARDS];
+    int n_shards = 0, batch = 32;
+    bool tokenize = false, force = false;
+    char *vocab_owned = NULL; /* vocabulary found beside the weights */
+    enum { O_VOCAB = 256, O_CONFIG, O_REL, O_IMPORT, O_TOKENIZE, O_THREADS, O_SEED };
+    static const struct option opts[] = {
+        {"weights", required_argument, 0, 'w'}, {"vocab", required_argument, 0, O_VOCAB},
+        {"config", required_argument, 0, O_CONFIG}, {"classes", required_argument, 0, 'c'},
+        {"prompts", required_argument, 0, 'p'}, {"relevance-prompts", required_argument, 0, O_REL},
+        {"shard", required_argument, 0, 's'}, {"import", required_argument, 0, O_IMPORT},
+        {"tokenize", no_argument, 0, O_TOKENIZE}, {"batch", required_argument, 0, 'b'},
+        {"force", no_argument, 0, 'f'}, {"out", required_argument, 0, 'o'},
+        {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
+        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "w:c:p:s:b:fo:qvhV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'w': weights = optarg; break;
+        case O_VOCAB: vocab = optarg; break;
+        case O_CONFIG: config = optarg; break;
+        case 'c': classes_path = optarg; break;
+        case 'p': prompts_path = optarg; break;
+        case O_REL: rel_path = optarg; break;
+        case 's':
+            if (n_shards == MAX_SHARDS) tool_usage_error("at most %d --shard options", MAX_SHARDS);
+            shards[n_shards++] = optarg;
+            break;
+        case O_IMPORT: import_path = optarg; break;
+        case O_TOKENIZE: tokenize = true; break;
+        case 'b': batch = (int)tool_parse_int("--batch", optarg, 1, 4096); break;
+        case 'f': force = true; break;
+        case 'o': out_path = optarg; break;
+        case O_THREADS: tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
+        case O_SEED: tool_parse_seed("--seed", optarg); break;
+        case 'q': tool_verbosity = 0; break;
+        case 'v': tool_verbosity++; break;
+        case 'h': usage();
+        case 'V': tool_version();
+        default: tool_usage_error("unknown option");
+        }
+    }
+    if (optind < argc) tool_usage_error("unexpected argument '%s'", argv[optind]);
+
+    if (!vocab && weights) {
+        char *v = beside(weights, VOCAB_NAME);
+        if (file_exists(v)) vocab = vocab_owned = v;
+        else free(v);
+    }
+    if (tokenize) {
+        if (!vocab) tool_usage_error("--tokenize needs --vocab (or --weights with " VOCAB_NAME " beside it)");
+        int rc = tokenize_stdin(vocab);
+        free(vocab_owned);
+        return rc;
+    }
+    if (!out_path) tool_usage_error("no output: give -o FILE (or '-')");
+    if (!weights && !import_path) tool_usage_error("give --weights (or --import for class embeddings)");
+    if (!weights && n_shards) tool_usage_error("--shard needs --weights (the image encoder)");
+    if (!import_path && !vocab)
+        tool_usage_error("no vocabulary: give --vocab (" VOCAB_NAME "), or put it beside the weights");
+    if (!classes_path && !n_shards) tool_usage_error("give --classes (or shards whose meta names the classes)");
+
+    /* classes and templates */
+    strlist classes = {0}, prompts = {0}, rel = {0}, from_shards = {0};
+    if (classes_path) read_lines(classes_path, &classes, false);
+    if (n_shards) shard_classes(shards, n_shards, &from_shards);
+    if (!classes.n) {
+        if (!from_shards.n) die(ERR_FORMAT, "%s: no meta classes; give --classes", shards[0]);
+        for (size_t k = 0; k < from_shards.n; k++) list_push(&classes, from_shards.v[k]);
+    } else if (from_shards.n) {
+        bool same = classes.n == from_shards.n;
+        for (size_t k = 0; same && k < classes.n; k++) same = !strcmp(classes.v[k], from_shards.v[k]);
+        if (!same)
+            die(ERR_FORMAT, "%s: classes differ from the shards' meta classes (%zu vs %zu); teacher logits must follow "
+                "the shards' label order", classes_path, classes.n, from_shards.n);
+    }
+    list_free(&from_shards);
+    if (prompts_path) read_lines(prompts_path, &prompts, true);
+    else for (size_t k = 0; k < sizeof default_prompts / sizeof *default_prompts; k++) list_push(&prompts, default_prompts[k]);
+    if (rel_path) read_lines(rel_path, &rel, true);
+    else for (size_t k = 0; k < sizeof default_rel_prompts / sizeof *default_rel_prompts; k++) list_push(&rel, default_rel_prompts[k]);
+
+    /* cache key */
+    sha256_ctx dc;
+    sha256_init(&dc);
+    digest_str(&dc, "tool", "clip-embed/1");
+    if (weights) {
+        digest_file(&dc, "weights", weights);
+        char *cfg = config ? strdup(config) : beside(weights, "config.json");
+        if (file_exists(cfg)) digest_file(&dc, "config", cfg);
+        free(cfg);
+    }
+    if (vocab && !import_path) digest_file(&dc, "vocab", vocab);
+    if (import_path) digest_file(&dc, "import", import_path);
+    for (size_t k = 0; k < classes.n; k++) digest_str(&dc, "class", classes.v[k]);
+    for (size_t k = 0; k < prompts.n; k++) digest_str(&dc, "prompt", prompts.v[k]);
+    for (size_t k = 0; k < rel.n; k++) digest_str(&dc, "relevance_prompt", rel.v[k]);
+    for (int k = 0; k < n_shards; k++) digest_file(&dc, "shard", shards[k]);
+    uint8_t d[32];
+    char digest[65];
+    sha256_final(&dc, d);
+    sha256_hex(d, digest);
+    if (!force && strcmp(out_path, "-") && !ep_is_zmq(out_path) && file_exists(out_path)) {
+        rec_reader *rd = ep_open_reader(out_path, NULL);
+        record *r = NULL;
+        const char *prev = NULL;
+        if (rd && rec_read(rd, &r) == 1 && !strcmp(r->kind, "embeddings") && rec_opt_str(r, "inputs", &prev) == 0 &&
+            prev && !strcmp(prev, digest)) {
+            tool_log(1, "%s is up to date (inputs %.12s); nothing to do (--force recomputes)", out_path, digest);
+            rec_free(r);
+            rec_reader_close(rd);
+            list_free(&classes);
+            list_free(&prompts);
+            list_free(&rel);
+            free(vocab_owned);
+            return 0;
+        }
+        rec_free(r);
+        rec_reader_close(rd);
+        err_clear();
+    }
+
+    /* model and text side */
+    clip_model *m = NULL;
+    if (weights) {
+        double t0 = tool_now();
+        m = clip_load(weights, config);
+        if (!m) fail_code(err_last());
+        tool_log(1, "%s: vision %d layers x %d (patch %d, %d px), text %d layers x %d, embed %d, logit scale %.2f (%.1f s)",
+                 weights, m->vision.layers, m->vision.width, m->patch, m->image_size, m->text.layers, m->text.width,
+                 m->embed_dim, expf(m->logit_scale), tool_now() - t0);
+    }
+    size_t C = classes.n;
+    int E;
+    float *text, *rtext;
+    if (import_path) {
+        text = import_embeddings(import_path, C, &E);
+        if (m && E != m->embed_dim)
+            die(ERR_FORMAT, "%s: embeddings have %d dimensions, the model's image embeddings %d", import_path, E, m->embed_dim);
+        rtext = malloc(C * (size_t)E * sizeof *rtext);
+        if (!rtext) die(ERR_INTERNAL, "out of memory");
+        memcpy(rtext, text, C * (size_t)E * sizeof *rtext);
+    } else {
+        bpe *tok = bpe_load(vocab);
+        if (!tok) fail_code(err_last());
+        E = m->embed_dim;
+        text = embed_classes(m, tok, &classes, &prompts);
+        rtext = embed_classes(m, tok, &classes, &rel);
+        bpe_free(tok);
+    }
+
+    record *er = rec_new("embeddings");
+    if (!er) die(ERR_INTERNAL, "out of memory");
+    int64_t sce[2] = {(int64_t)C, E}, scc[2] = {(int64_t)C, (int64_t)C};
+    int rc = rec_add(er, "text", DT_F32, 2, sce, text, REC_COPY);
+    if (!rc) rc = rec_add(er, "relevance_text", DT_F32, 2, sce, rtext, REC_COPY);
+    float *S = rc ? NULL : rec_add_new(er, "relevance", DT_F32, 2, scc);
+    if (!rc && !S) rc = err_set(ERR_INTERNAL, "out of memory");
+    if (rc) fail_code(rc);
+    for (size_t i = 0; i < C; i++)
+        for (size_t j = 0; j < C; j++) {
+            float s = 0;
+            for (int k = 0; k < E; k++) s += rtext[i * E + k] * rtext[j * E + k];
+            S[i * C + j] = s;
+        }
+    rc = rec_set_strs(er, "classes", (const char *const *)classes.v, classes.n);
+    if (!rc) rc = rec_set_strs(er, "prompts", (const char *const *)prompts.v, prompts.n);
+    if (!rc) rc = rec_set_strs(er, "relevance_prompts", (const char *const *)rel.v, rel.n);
+    if (!rc) rc = rec_set_str(er, "relevance_diag", "cosine (1); FedSM sets it to the row mean itself");
+    if (!rc) rc = rec_set_int(er, "embed_dim", E);
+    if (!rc) rc = rec_set_str(er, "source", import_path ? "import" : "clip");
+    if (!rc && import_path) rc = rec_set_str(er, "import", import_path);
+    if (!rc && m) {
+        rc = rec_set_str(er, "model", weights);
+        if (!rc) rc = rec_set_float(er, "logit_scale", expf(m->logit_scale));
+        int64_t dims[] = {m->vision.width, m->vision.layers, m->vision.heads, m->patch, m->image_size,
+                          m->text.width,   m->text.layers,   m->text.heads,   m->vocab, m->context};
+        if (!rc) rc = rec_set_ints(er, "model_dims", dims, sizeof dims / sizeof *dims);
+        if (!rc) rc = rec_set_str(er, "model_dims_order", "vision width,layers,heads,patch,image_size; text width,layers,heads,vocab,context");
+        if (!rc) rc = rec_set_str(er, "arch", "clip-vit");
+    }
+    if (!rc) rc = rec_set_str(er, "producer", "clip-embed " FEDSM_VERSION);
+    if (!rc) rc = rec_set_str(er, "inputs", digest);
+    if (rc) fail_code(rc);
+
+    g_out = ep_open_writer(out_path, NULL);
+    if (!g_out) fail_code(err_last());
+    if ((rc = rec_write(g_out, er))) fail_code(rc);
+    rec_free(er);
+    tool_log(1, "embeddings: %zu classes x %d, %zu prompt(s), %zu relevance prompt(s)", C, E, prompts.n, rel.n);
+
+    for (int k = 0; k < n_shards; k++) {
+        rec_reader *rd = ep_open_reader(shards[k], NULL);
+        if (!rd) fail_code(err_last());
+        record *s = NULL;
+        while ((rc = rec_read(rd, &s)) == 1) {
+            if (strcmp(s->kind, "shard")) {
+                tool_log(2, "%s record %ld: kind %s skipped", shards[k], s->index, s->kind);
+                rec_free(s);
+                continue;
+            }
+            record *t = NULL;
+            rc = teacher_for_shard(m, s, text, C, batch, digest, shards[k], &t);
+            rec_free(s);
+            if (rc) fail_code(rc);
+            rc = rec_write(g_out, t);
+            rec_free(t);
+            if (rc) fail_code(rc);
+        }
+        if (rc < 0) fail_code(rc);
+        rec_reader_close(rd);
+    }
+    rc = rec_writer_close(g_out, true);
+    g_out = NULL;
+    if (rc) tool_fail(rc);
+    free(text);
+    free(rtext);
+    clip_free(m);
+    list_free(&classes);
+    list_free(&prompts);
+    list_free(&rel);
+    free(vocab_owned);
+    return 0;
+}
