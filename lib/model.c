@@ -25,13 +25,13 @@ typedef struct unit {
     int ci, co, k, stride, pad;
     int hin, win, hout, wout;
     int relu;
-    float *z, *a;        /* conv out, bn out: (N, co, hout, wout) */
-    float *mean, *rstd;  /* (co) */
-    const float *x;      /* input of the last forward (N, ci, hin, win) */
+    float *z, *a;       /* conv out, bn out: (N, co, hout, wout) */
+    float *mean, *rstd; /* (co) */
+    const float *x;     /* input of the last forward (N, ci, hin, win) */
 } unit;
 
 typedef struct block {
-    int nu;        /* 2 (basic) or 3 (bottleneck) */
+    int nu; /* 2 (basic) or 3 (bottleneck) */
     unit u[3];
     int has_ds;
     unit ds;
@@ -278,7 +278,8 @@ model *model_new(const model_config *cfg)
     if (is_cifar(c.arch)) {
         if (c.depth < 8 || (c.depth - 2) % 6 != 0)
             return (void)err_set(ERR_USAGE, "%s: depth %d is not 6n+2 (8, 14, 20, ...)", c.arch,
-                                 c.depth), NULL;
+                                 c.depth),
+                   NULL;
         if (c.input_size < 4)
             return (void)err_set(ERR_USAGE, "%s: input size %d < 4", c.arch, c.input_size), NULL;
     } else if (strcmp(c.arch, "resnet50") == 0) {
@@ -287,8 +288,9 @@ model *model_new(const model_config *cfg)
         if (c.input_size < 32)
             return (void)err_set(ERR_USAGE, "resnet50: input size %d < 32", c.input_size), NULL;
     } else {
-        return (void)err_set(ERR_USAGE, "unknown architecture '%s' (resnet8, cifar-resnet, resnet50)",
-                             c.arch), NULL;
+        return (void)err_set(ERR_USAGE,
+                             "unknown architecture '%s' (resnet8, cifar-resnet, resnet50)", c.arch),
+               NULL;
     }
     if (c.width < 1 || c.width > 4096 || c.num_classes < 1 || c.num_classes > 1000000 ||
         c.proj_dim < 0 || c.proj_dim > 1000000 || c.in_channels < 1 || c.in_channels > 64 ||
@@ -296,7 +298,8 @@ model *model_new(const model_config *cfg)
         return (void)err_set(ERR_USAGE,
                              "%s: bad config (width %d, classes %d, proj %d, channels %d, size %d)",
                              c.arch, c.width, c.num_classes, c.proj_dim, c.in_channels,
-                             c.input_size), NULL;
+                             c.input_size),
+               NULL;
     model *m = calloc(1, sizeof *m);
     if (!m || !(m->impl = calloc(1, sizeof *m->impl))) {
         free(m);
@@ -392,8 +395,14 @@ float *model_grad(const model *m, const char *name)
     return t && !t->buffer ? m->grads + t->offset : NULL;
 }
 
-static float *P(const model *m, int ti) { return m->params + m->tensors[ti].offset; }
-static float *G(const model *m, int ti) { return m->grads + m->tensors[ti].offset; }
+static float *P(const model *m, int ti)
+{
+    return m->params + m->tensors[ti].offset;
+}
+static float *G(const model *m, int ti)
+{
+    return m->grads + m->tensors[ti].offset;
+}
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -447,7 +456,10 @@ static int unit_alloc(unit *u, int n)
     return u->z && u->a && u->mean && u->rstd ? 0 : -1;
 }
 
-static size_t unit_in_size(const unit *u, int n) { return (size_t)n * u->ci * u->hin * u->win; }
+static size_t unit_in_size(const unit *u, int n)
+{
+    return (size_t)n * u->ci * u->hin * u->win;
+}
 static size_t unit_out_size(const unit *u, int n)
 {
     return (size_t)n * u->co * u->hout * u->wout;
@@ -551,8 +563,8 @@ static const float *forward_body(model *m, const float *x, int n, int train)
         return NULL;
     const float *h = im->stem.a;
     if (im->has_maxpool) {
-        nn_maxpool_forward(im->mp_out, im->mp_arg, h, n, im->stem.co, im->stem.hout,
-                           im->stem.wout, 3, 2, 1, im->mp_h, im->mp_w);
+        nn_maxpool_forward(im->mp_out, im->mp_arg, h, n, im->stem.co, im->stem.hout, im->stem.wout,
+                           3, 2, 1, im->mp_h, im->mp_w);
         h = im->mp_out;
     }
     for (int i = 0; i < im->nb; i++) {
@@ -577,8 +589,8 @@ static const float *forward_body(model *m, const float *x, int n, int train)
     }
     nn_avgpool_forward(im->pooled, h, n, im->last_c, im->last_h * im->last_w);
     if (im->proj_w >= 0)
-        nn_linear_forward(im->feat, im->pooled, P(m, im->proj_w), P(m, im->proj_b), n,
-                          m->pool_dim, m->feat_dim);
+        nn_linear_forward(im->feat, im->pooled, P(m, im->proj_w), P(m, im->proj_b), n, m->pool_dim,
+                          m->feat_dim);
     else
         memcpy(im->feat, im->pooled, sizeof(float) * n * m->pool_dim);
     if (train)
@@ -605,8 +617,14 @@ const float *model_forward(model *m, const float *x, int n, int train)
     return im->logits;
 }
 
-const float *model_features(const model *m) { return m->impl->feat; }
-const float *model_pooled(const model *m) { return m->impl->pooled; }
+const float *model_features(const model *m)
+{
+    return m->impl->feat;
+}
+const float *model_pooled(const model *m)
+{
+    return m->impl->pooled;
+}
 
 /* ------------------------------------------------------------------------------------ */
 /* backward                                                                              */
@@ -617,9 +635,8 @@ const float *model_pooled(const model *m) { return m->impl->pooled; }
 static int unit_backward(model *m, unit *u, float *dx, const float *dout, float *tmp, int n)
 {
     model_impl *im = m->impl;
-    nn_batchnorm_backward(tmp, G(m, u->gi), G(m, u->bi), dout, u->z, u->relu ? u->a : NULL,
-                          u->mean, u->rstd, P(m, u->gi), n, u->co, u->hout * u->wout, im->train,
-                          u->relu);
+    nn_batchnorm_backward(tmp, G(m, u->gi), G(m, u->bi), dout, u->z, u->relu ? u->a : NULL, u->mean,
+                          u->rstd, P(m, u->gi), n, u->co, u->hout * u->wout, im->train, u->relu);
     nn_conv2d_dims d = unit_dims(u, n);
     if (ensure_ws(m, &d) < 0)
         return -1;
@@ -679,8 +696,8 @@ int model_backward(model *m, const float *dlogits)
     model_impl *im = m->impl;
     if (im->fwd != 2)
         return err_set(ERR_USAGE, "model_backward: no model_forward before it");
-    nn_linear_backward(im->dfeat, G(m, im->fc_w), G(m, im->fc_b), dlogits, im->feat,
-                       P(m, im->fc_w), im->n, m->feat_dim, m->cfg.num_classes);
+    nn_linear_backward(im->dfeat, G(m, im->fc_w), G(m, im->fc_b), dlogits, im->feat, P(m, im->fc_w),
+                       im->n, m->feat_dim, m->cfg.num_classes);
     return backward_body(m, im->dfeat);
 }
 
@@ -691,7 +708,10 @@ int model_backward_features(model *m, const float *dfeat)
     return backward_body(m, dfeat);
 }
 
-void model_zero_grad(model *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
+void model_zero_grad(model *m)
+{
+    memset(m->grads, 0, sizeof(float) * m->n_params);
+}
 
 void model_sgd_step(model *m, float lr, float momentum, float wd)
 {
@@ -699,9 +719,8 @@ void model_sgd_step(model *m, float lr, float momentum, float wd)
                 momentum, wd);
 }
 
-int model_train_step_grads(model *m, const float *x, const int32_t *labels,
-                           const float *teacher, int n, float kd_t, float kd_alpha,
-                           float *loss)
+int model_train_step_grads(model *m, const float *x, const int32_t *labels, const float *teacher,
+                           int n, float kd_t, float kd_alpha, float *loss)
 {
     const float *logits = model_forward(m, x, n, 1);
     if (!logits)
@@ -747,7 +766,8 @@ int model_to_record(const model *m, record *r, int mode)
         if (ends_with(t->name, ".running_var")) {
             char name[MODEL_NAME_MAX + 32];
             nbt_name(name, sizeof name, t->name);
-            int64_t *v = rec_add_new(r, name, DT_I64, 0, NULL);
+            static const int64_t scalar[1] = {0}; /* ndim 0; non-NULL for rec_add's memcpy */
+            int64_t *v = rec_add_new(r, name, DT_I64, 0, scalar);
             if (!v)
                 return err_last() ? err_last() : err_set(ERR_INTERNAL, "out of memory");
             *v = m->num_batches_tracked;
@@ -756,7 +776,8 @@ int model_to_record(const model *m, record *r, int mode)
     const model_config *c = &m->cfg;
     const double *mean = is_cifar(c->arch) ? cifar_mean : imagenet_mean;
     const double *sd = is_cifar(c->arch) ? cifar_std : imagenet_std;
-    if ((rc = rec_set_str(r, "arch", c->arch)) < 0 || (rc = rec_set_int(r, "depth", c->depth)) < 0 ||
+    if ((rc = rec_set_str(r, "arch", c->arch)) < 0 ||
+        (rc = rec_set_int(r, "depth", c->depth)) < 0 ||
         (rc = rec_set_int(r, "width", c->width)) < 0 ||
         (rc = rec_set_int(r, "num_classes", c->num_classes)) < 0 ||
         (rc = rec_set_int(r, "proj_dim", c->proj_dim)) < 0 ||
@@ -764,27 +785,38 @@ int model_to_record(const model *m, record *r, int mode)
         (rc = rec_set_int(r, "input_size", c->input_size)) < 0 ||
         (rc = rec_set_int(r, "in_channels", c->in_channels)) < 0)
         return rc;
-    if (c->in_channels == 3 &&
-        ((rc = rec_set_floats(r, "mean", mean, 3)) < 0 || (rc = rec_set_floats(r, "std", sd, 3)) < 0))
+    if (c->in_channels == 3 && ((rc = rec_set_floats(r, "mean", mean, 3)) < 0 ||
+                                (rc = rec_set_floats(r, "std", sd, 3)) < 0))
         return rc;
     return 0;
 }
 
+/* "model record (src, record i)" or "model record" for a record built in memory */
+static const char *where(const record *r, char *buf, size_t cap)
+{
+    if (r->src[0])
+        snprintf(buf, cap, "model record (%s, record %ld)", r->src, r->index);
+    else
+        snprintf(buf, cap, "model record");
+    return buf;
+}
+
 int model_load_record(model *m, const record *r)
 {
+    char wb[320];
     const model_config *c = &m->cfg;
     const char *arch = NULL;
     if (rec_opt_str(r, "arch", &arch) < 0)
         return ERR_FORMAT;
     if (arch && is_cifar(arch) != is_cifar(c->arch))
-        return err_set(ERR_FORMAT, "model record (%s, record %ld): architecture '%s', expected '%s'",
-                       r->src, r->index, arch, c->arch);
+        return err_set(ERR_FORMAT, "%s: architecture '%s', expected '%s'", where(r, wb, sizeof wb),
+                       arch, c->arch);
     /* every tensor of the model must be there with the right dtype and shape */
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
         if (!rec_get(r, t->name, DT_F32, t->ndim, t->shape))
-            return err_wrap(ERR_FORMAT, "not a %s model with %d classes%s", c->arch,
-                            c->num_classes, c->proj_dim ? " and a proj layer" : "");
+            return err_wrap(ERR_FORMAT, "not a %s model with %d classes%s", c->arch, c->num_classes,
+                            c->proj_dim ? " and a proj layer" : "");
     }
     /* and nothing else */
     int64_t nbt = -1;
@@ -794,15 +826,17 @@ int model_load_record(model *m, const record *r)
             continue;
         if (ends_with(t->name, ".num_batches_tracked")) {
             if (t->ndim != 0 || (t->dtype != DT_I64 && t->dtype != DT_I32))
-                return err_set(ERR_FORMAT, "model record (%s, record %ld): tensor '%s': expected an "
-                               "<i8 scalar", r->src, r->index, t->name);
+                return err_set(ERR_FORMAT, "%s: tensor '%s': expected an <i8 scalar",
+                               where(r, wb, sizeof wb), t->name);
             if (nbt < 0)
                 nbt = t->dtype == DT_I64 ? *(const int64_t *)t->data : *(const int32_t *)t->data;
             continue;
         }
-        return err_set(ERR_FORMAT, "model record (%s, record %ld): tensor '%s' is not part of a "
-                       "%s model (depth %d, width %d%s)", r->src, r->index, t->name, c->arch,
-                       c->depth, c->width, c->proj_dim ? ", proj" : "");
+        return err_set(ERR_FORMAT,
+                       "%s: tensor '%s' is not part of a %s model (depth %d, width "
+                       "%d%s)",
+                       where(r, wb, sizeof wb), t->name, c->arch, c->depth, c->width,
+                       c->proj_dim ? ", proj" : "");
     }
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
@@ -816,6 +850,7 @@ int model_load_record(model *m, const record *r)
 
 model *model_from_record(const record *r)
 {
+    char wb[320];
     model_config c;
     const char *arch;
     int64_t depth, width, classes, proj = 0, size = 0, chans = 3;
@@ -831,13 +866,12 @@ model *model_from_record(const record *r)
     if (depth < 0 || depth > 10000 || width < 1 || width > 4096 || classes < 1 ||
         classes > 1000000 || proj < 0 || proj > 1000000 || size < 1 || size > 4096 || chans < 1 ||
         chans > 64)
-        return (void)err_set(ERR_FORMAT, "model record (%s, record %ld): meta out of range",
-                             r->src, r->index), NULL;
+        return (void)err_set(ERR_FORMAT, "%s: meta out of range", where(r, wb, sizeof wb)), NULL;
     c.depth = (int)depth, c.width = (int)width, c.num_classes = (int)classes;
     c.proj_dim = (int)proj, c.input_size = (int)size, c.in_channels = (int)chans;
     model *m = model_new(&c);
     if (!m) {
-        err_wrap(ERR_FORMAT, "model record (%s, record %ld)", r->src, r->index);
+        err_wrap(ERR_FORMAT, "%s", where(r, wb, sizeof wb));
         return NULL;
     }
     if (model_load_record(m, r) < 0) {

@@ -121,9 +121,8 @@ void model_sgd_step(model *m, float lr, float momentum, float wd);
  * here).  labels: (n).  teacher: (n, num_classes) CLIP logits or NULL; with a teacher the
  * loss is CE + kd_alpha T^2 KL (ALGORITHMS 4.2).  *loss receives the total loss.
  * Returns 0 or a negative error. */
-int model_train_step_grads(model *m, const float *x, const int32_t *labels,
-                           const float *teacher, int n, float kd_t, float kd_alpha,
-                           float *loss);
+int model_train_step_grads(model *m, const float *x, const int32_t *labels, const float *teacher,
+                           int n, float kd_t, float kd_alpha, float *loss);
 
 /* ---- records (DESIGN section 2) ---- */
 /* Adds every param and buffer as an <f4 tensor by PyTorch name (plus

@@ -1,11 +1,15 @@
-/* nn.c - the kernels of nn.h: conv2d (im2col + OpenBLAS sgemm per image), BatchNorm2d,
- * ReLU, pooling, linear, softmax cross-entropy, distillation loss, SGD, crop/flip.
+/* nn.c - the kernels of nn.h: conv2d, BatchNorm2d, ReLU, pooling, linear, softmax
+ * cross-entropy, distillation loss, SGD, crop/flip.
  *
- * What it is not: a tuned library of every layout; conv is im2col + GEMM per image, split
- * over a pool of our own threads (static split, fixed reduction order, so results are
- * identical run to run at a fixed thread count).  Follows PyTorch's CPU semantics for
- * BatchNorm (batch stats, unbiased running_var, momentum 0.1, eps 1e-5), CrossEntropyLoss
- * (mean), kl_div(batchmean) and SGD (dampening 0). */
+ * Sections: thread pool; 16-lane vector helpers; conv2d (two algorithms: our implicit GEMM
+ * on AVX-512 builds, the default, and im2col + OpenBLAS sgemm, grouped per ~512 output
+ * columns, everywhere); BatchNorm2d; elementwise; pooling; linear; losses; SGD; augmentation.
+ * Work is split over our own pool with a static split and a fixed reduction order, so results
+ * are identical run to run at a fixed thread count.
+ * What it is not: a library of every layout (NCHW only) or dtype (fp32 only).
+ * Follows PyTorch's CPU semantics for BatchNorm (batch stats, unbiased running_var, momentum
+ * 0.1, eps 1e-5), CrossEntropyLoss (mean), kl_div(batchmean) and SGD (dampening 0); the GEMM
+ * blocking follows the Goto/BLIS scheme (packed panels, register-blocked micro-kernel). */
 #include "nn.h"
 
 #include <cblas.h>
@@ -24,18 +28,22 @@ typedef void (*nn_task_fn)(void *ctx, int tid, int nt);
 #define NN_MAX_THREADS 256
 
 static struct {
-    int n;                 /* pool size including the calling thread */
-    int started;           /* worker threads running */
+    int n;       /* pool size including the calling thread */
+    int started; /* worker threads running */
     pthread_t tid[NN_MAX_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    unsigned long gen;     /* incremented per task */
-    int pending;           /* workers still running the current task */
+    unsigned long gen; /* incremented per task */
+    int pending;       /* workers still running the current task */
     int quit;
     nn_task_fn fn;
     void *ctx;
-} pool = {.n = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER,
+} pool = {.n = 1,
+          .mu = PTHREAD_MUTEX_INITIALIZER,
+          .go = PTHREAD_COND_INITIALIZER,
           .done = PTHREAD_COND_INITIALIZER};
+
+static int blas_hold(void);
 
 static void *pool_worker(void *arg)
 {
@@ -85,18 +93,35 @@ void nn_set_threads(int n)
         n = NN_MAX_THREADS;
     pool_stop();
     pool.n = n;
+    blas_hold();
 }
 
-int nn_threads(void) { return pool.n; }
+int nn_threads(void)
+{
+    return pool.n;
+}
+
+/* nn calls OpenBLAS only single-threaded (inside its own pool, or for tiny linear layers), and
+ * leaves it at one thread: toggling it back and forth per call wakes OpenBLAS's workers,
+ * which then spin (sched_yield) on the cores our pool uses.  Code that wants a threaded
+ * OpenBLAS afterwards sets it again (nn.h says so). */
+static int blas_hold(void)
+{
+    if (openblas_get_num_threads() != 1)
+        openblas_set_num_threads(1);
+    return 1;
+}
+static void blas_release(int blas)
+{
+    (void)blas;
+}
 
 /* Runs fn(ctx, tid, nt) for tid = 0..nt-1 (tid 0 on the calling thread) and waits.
  * OpenBLAS is held at one thread meanwhile. */
 static void nn_run(nn_task_fn fn, void *ctx)
 {
     int nt = pool.n;
-    int blas = openblas_get_num_threads();
-    if (blas != 1)
-        openblas_set_num_threads(1);
+    int blas = blas_hold();
     if (nt == 1) {
         fn(ctx, 0, 1);
     } else {
@@ -128,8 +153,7 @@ static void nn_run(nn_task_fn fn, void *ctx)
             pthread_mutex_unlock(&pool.mu);
         }
     }
-    if (blas != 1)
-        openblas_set_num_threads(blas);
+    blas_release(blas);
 }
 
 /* [*lo, *hi) = thread tid's share of 0..n (static, contiguous). */
@@ -139,14 +163,83 @@ static void split(int n, int tid, int nt, int *lo, int *hi)
     *hi = (int)((long)n * (tid + 1) / nt);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+/* the 64-byte vectors below only live in static inline helpers: no ABI is crossed */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+/* 16-lane float vectors (GCC/Clang vector extensions: AVX-512 with -march=native on this
+ * machine, pairs or quads of narrower registers elsewhere).  Unaligned loads via memcpy. */
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+static inline v16 vld(const float *p)
+{
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+#define vst(p, v)                                                                                  \
+    do {                                                                                           \
+        v16 vst_v_ = (v);                                                                          \
+        memcpy((p), &vst_v_, sizeof vst_v_);                                                       \
+    } while (0)
+static inline v16 vsplat(float x)
+{
+    return (v16){0} + x;
+}
+/* sum of the 16 lanes (a macro: no 64-byte vector crosses a call, whatever the ISA) */
+#define vhsum(v) vhsum_(&(v))
+static inline float vhsum_(const v16 *v)
+{
+    float s = 0;
+    for (int i = 0; i < 16; i++)
+        s += (*v)[i];
+    return s;
+}
+/* v where m, else 0 */
+#define vsel(m, v) ((v16)((v16i)(v) & (m)))
+
+/* dst[0..n) = src[0..n), short rows (inline; no libc call per 8..32-float row) */
+static inline void row_copy(float *dst, const float *src, int n)
+{
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        vst(dst + j, vld(src + j));
+    for (; j < n; j++)
+        dst[j] = src[j];
+}
+
+/* dst[0..n) += src[0..n) */
+static inline void row_acc(float *dst, const float *src, int n)
+{
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        vst(dst + j, vld(dst + j) + vld(src + j));
+    for (; j < n; j++)
+        dst[j] += src[j];
+}
+
+/* sum of x[0..n) */
+static float row_sum(const float *x, size_t n)
+{
+    v16 a = vsplat(0);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16)
+        a += vld(x + j);
+    float s = vhsum(a);
+    for (; j < n; j++)
+        s += x[j];
+    return s;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* conv2d                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
 nn_conv2d_dims nn_conv2d_make(int n, int ci, int h, int w, int co, int k, int stride, int pad)
 {
-    nn_conv2d_dims d = {.n = n, .ci = ci, .h = h, .w = w, .co = co, .kh = k, .kw = k,
-                        .stride = stride, .pad = pad};
+    nn_conv2d_dims d = {
+        .n = n, .ci = ci, .h = h, .w = w, .co = co, .kh = k, .kw = k, .stride = stride, .pad = pad};
     d.ho = (h + 2 * pad - k) / stride + 1;
     d.wo = (w + 2 * pad - k) / stride + 1;
     return d;
@@ -157,26 +250,45 @@ static int conv_is_pointwise(const nn_conv2d_dims *d)
     return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
 }
 
-static size_t conv_col_floats(const nn_conv2d_dims *d)
+/* Images per GEMM: small feature maps are batched so that one GEMM has about NN_GEMM_COLS
+ * output columns (g images side by side, (K, g*HW)); big ones run one image at a time, which
+ * keeps the im2col panel small. */
+#define NN_GEMM_COLS 512
+static int conv_group(const nn_conv2d_dims *d)
 {
-    return conv_is_pointwise(d) ? 0 : (size_t)d->ci * d->kh * d->kw * d->ho * d->wo;
+    int hw = d->ho * d->wo, g = (NN_GEMM_COLS + hw - 1) / hw;
+    int per = (d->n + pool.n - 1) / pool.n;
+    return g < 1 ? 1 : g > per ? (per > 0 ? per : 1) : g;
 }
+
+/* per-thread scratch: col (K, g*HW) and a (Co or Ci, g*HW) staging matrix */
+static size_t conv_thread_floats(const nn_conv2d_dims *d)
+{
+    size_t g = (size_t)conv_group(d), hw = (size_t)d->ho * d->wo;
+    size_t kk = (size_t)d->ci * d->kh * d->kw;
+    size_t col = conv_is_pointwise(d) && g == 1 ? 0 : kk * g * hw;
+    size_t stage = g > 1 ? (size_t)(d->co > d->ci ? d->co : d->ci) * g * hw : 0;
+    return col + stage + 32;
+}
+
+/* ws layout: [shared packed A][per-thread scratch x nt][weight-grad partials x (nt - 1)] */
+static size_t conv_shared_floats(const nn_conv2d_dims *d);
+static size_t conv_tfl(const nn_conv2d_dims *d);
 
 size_t nn_conv2d_ws_floats(const nn_conv2d_dims *d)
 {
     size_t nt = (size_t)pool.n;
     size_t dw = (size_t)d->co * d->ci * d->kh * d->kw + (size_t)d->co; /* weight + bias grads */
-    return nt * (conv_col_floats(d) + 16) + (nt - 1) * dw;
+    return conv_shared_floats(d) + nt * conv_tfl(d) + (nt - 1) * dw;
 }
 
-/* col: (Ci*KH*KW, Ho*Wo) from one image x: (Ci, H, W). */
-static void im2col(float *col, const float *x, const nn_conv2d_dims *d)
+/* col: (Ci*KH*KW, ld) rows, this image's Ho*Wo columns, from one image x: (Ci, H, W). */
+static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_dims *d)
 {
-    const int hw = d->ho * d->wo;
     for (int c = 0; c < d->ci; c++)
         for (int ky = 0; ky < d->kh; ky++)
             for (int kx = 0; kx < d->kw; kx++) {
-                float *dst = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * hw;
+                float *dst = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * ld;
                 const float *src = x + (size_t)c * d->h * d->w;
                 for (int oy = 0; oy < d->ho; oy++) {
                     int iy = oy * d->stride - d->pad + ky;
@@ -195,7 +307,7 @@ static void im2col(float *col, const float *x, const nn_conv2d_dims *d)
                         if (n > d->wo - ox)
                             n = d->wo - ox;
                         if (n > 0) {
-                            memcpy(row + ox, srow + ixs, sizeof(float) * n);
+                            row_copy(row + ox, srow + ixs, n);
                             ox += n;
                         }
                         for (; ox < d->wo; ox++)
@@ -210,15 +322,14 @@ static void im2col(float *col, const float *x, const nn_conv2d_dims *d)
             }
 }
 
-/* x: (Ci, H, W) = 0, then += col2im(col). */
-static void col2im(float *x, const float *col, const nn_conv2d_dims *d)
+/* x: (Ci, H, W) = 0, then += col2im(col) (col rows of stride ld, this image's columns). */
+static void col2im(float *x, const float *col, size_t ld, const nn_conv2d_dims *d)
 {
-    const int hw = d->ho * d->wo;
     memset(x, 0, sizeof(float) * d->ci * d->h * d->w);
     for (int c = 0; c < d->ci; c++)
         for (int ky = 0; ky < d->kh; ky++)
             for (int kx = 0; kx < d->kw; kx++) {
-                const float *src = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * hw;
+                const float *src = col + ((size_t)(c * d->kh + ky) * d->kw + kx) * ld;
                 float *dst = x + (size_t)c * d->h * d->w;
                 for (int oy = 0; oy < d->ho; oy++) {
                     int iy = oy * d->stride - d->pad + ky;
@@ -229,8 +340,8 @@ static void col2im(float *x, const float *col, const nn_conv2d_dims *d)
                     if (d->stride == 1) {
                         int lo = d->pad - kx > 0 ? d->pad - kx : 0;
                         int hi = d->w + d->pad - kx < d->wo ? d->w + d->pad - kx : d->wo;
-                        for (int ox = lo; ox < hi; ox++)
-                            drow[ox - d->pad + kx] += row[ox];
+                        if (hi > lo)
+                            row_acc(drow - d->pad + kx + lo, row + lo, hi - lo);
                     } else {
                         for (int ox = 0; ox < d->wo; ox++) {
                             int ix = ox * d->stride - d->pad + kx;
@@ -242,16 +353,520 @@ static void col2im(float *x, const float *col, const nn_conv2d_dims *d)
             }
 }
 
+/* (rows, g*hw) staging <-> g images of (rows, hw) at stride img */
+static void stage_gather(float *dst, const float *src, int g, int rows, size_t hw, size_t img)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < g; j++)
+            memcpy(dst + (size_t)r * g * hw + j * hw, src + j * img + r * hw, sizeof(float) * hw);
+}
+static void stage_scatter(float *dst, const float *src, int g, int rows, size_t hw, size_t img)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < g; j++)
+            memcpy(dst + j * img + r * hw, src + (size_t)r * g * hw + j * hw, sizeof(float) * hw);
+}
+
+/* ---- implicit-GEMM convolution (AVX-512 builds): im2col fused into the GEMM's packing ----
+ * C (M x N) = A (M x K) . B (K x N) with a register-blocked 8 x 32 micro-kernel.  Forward:
+ * A = W (Co x Ci*KH*KW) packed once per call, B = im2col(x) generated straight into the
+ * packed panels (no im2col matrix, no second copy).  Weight gradient: dW (Co x K) += dy
+ * (Co x N*HW) . im2col(x)^T, both operands packed from the activations.  Input gradient for
+ * stride 1: a forward convolution of dy with the flipped, transposed weights (pad k-1-p), so
+ * no col2im.  Blocking: K in KC = 256 slices, N in NC = 512 (the B panel, 512 KB, stays in
+ * L2; one 32 KB B strip stays in L1 across the M strips).  Other builds use OpenBLAS. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define NN_IGEMM 1
+#define MR 8
+#define NR 32
+#define KC 256
+#define NC 512
+#define SPAD 64 /* floats between packed strips: their starts do not alias mod 4 KB */
+
+static int conv_algo = NN_CONV_IGEMM;
+
+static size_t pad_to(size_t x, size_t m)
+{
+    return (x + m - 1) / m * m;
+}
+
+/* where C element (m, n) lives: base + (n / hw) * img + m * ldm + n % hw */
+typedef struct {
+    float *base;
+    size_t hw, img, ldm;
+} cmap;
+
+/* c (MR x NR, row stride ldc) (+ c when acc) = a (kc x MR, packed) . b (kc x NR, packed) */
+static void kernel_8x32(float *c, size_t ldc, int acc, const float *a, const float *b, int kc)
+{
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
+           c70 = c00, c71 = c00;
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), av;
+#define NN_ROW(r, x0, x1)                                                                          \
+    av = _mm512_set1_ps(a[r]);                                                                     \
+    x0 = _mm512_fmadd_ps(av, b0, x0);                                                              \
+    x1 = _mm512_fmadd_ps(av, b1, x1);
+        NN_ROW(0, c00, c01)
+        NN_ROW(1, c10, c11)
+        NN_ROW(2, c20, c21)
+        NN_ROW(3, c30, c31)
+        NN_ROW(4, c40, c41)
+        NN_ROW(5, c50, c51)
+        NN_ROW(6, c60, c61)
+        NN_ROW(7, c70, c71)
+#undef NN_ROW
+        a += MR;
+        b += NR;
+    }
+#define NN_ST(r, x0, x1)                                                                           \
+    {                                                                                              \
+        float *p = c + (r)*ldc;                                                                    \
+        if (acc) {                                                                                 \
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(p));                                            \
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(p + 16));                                       \
+        }                                                                                          \
+        _mm512_storeu_ps(p, x0);                                                                   \
+        _mm512_storeu_ps(p + 16, x1);                                                              \
+    }
+    NN_ST(0, c00, c01)
+    NN_ST(1, c10, c11)
+    NN_ST(2, c20, c21)
+    NN_ST(3, c30, c31)
+    NN_ST(4, c40, c41)
+    NN_ST(5, c50, c51)
+    NN_ST(6, c60, c61)
+    NN_ST(7, c70, c71)
+#undef NN_ST
+}
+
+/* C[m0 + r][n0 + j] (+ C when acc) = (a . b)[r][j], r < mr, j < nr: straight into C when the
+ * tile is whole and its rows are contiguous 32-runs, else through a scratch tile. */
+static void tile(const cmap *c, size_t m0, size_t n0, int mr, int nr, int acc, const float *a,
+                 const float *b, int kc)
+{
+    size_t p = n0 % c->hw;
+    if (mr == MR && nr == NR && p + NR <= c->hw) {
+        kernel_8x32(c->base + (n0 / c->hw) * c->img + m0 * c->ldm + p, c->ldm, acc, a, b, kc);
+        return;
+    }
+    float t[MR * NR];
+    kernel_8x32(t, NR, 0, a, b, kc);
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            size_t n = n0 + j;
+            float *dst = c->base + (n / c->hw) * c->img + (m0 + r) * c->ldm + n % c->hw;
+            *dst = acc ? *dst + t[r * NR + j] : t[r * NR + j];
+        }
+}
+
+/* A stretch of im2col columns inside one output row of one image: dest offset j, length len,
+ * image img (-1: past the last column, zeros), output position (oy, ox) of its first column. */
+typedef struct {
+    int j, len, img, oy, ox;
+} col_run;
+
+/* Splits columns [n0, n0 + len) into runs; returns their number (<= len + 1). */
+static int make_runs(col_run *runs, const nn_conv2d_dims *d, size_t n0, int len, size_t ntot)
+{
+    const size_t hw = (size_t)d->ho * d->wo;
+    int nr = 0, j = 0;
+    size_t n = n0;
+    while (j < len) {
+        col_run *r = &runs[nr++];
+        r->j = j;
+        if (n >= ntot) {
+            r->img = -1, r->len = len - j, r->oy = r->ox = 0;
+            break;
+        }
+        size_t p = n % hw;
+        r->img = (int)(n / hw), r->oy = (int)(p / d->wo), r->ox = (int)(p % d->wo);
+        r->len = d->wo - r->ox < len - j ? d->wo - r->ox : len - j;
+        j += r->len;
+        n += r->len;
+    }
+    return nr;
+}
+
+/* lanes [0, m) of a 16-lane mask */
+static inline __mmask16 lanes(int m)
+{
+    return (__mmask16)(m >= 16 ? 0xFFFF : m <= 0 ? 0 : (1u << m) - 1);
+}
+
+/* o[0..len) = row (c, ky, kx) of the im2col matrix over the columns described by runs.
+ * Stride 1: masked vector loads (lanes outside the image are never read and come out 0). */
+static void gen_row(float *o, const col_run *runs, int nr, const float *x, size_t xin,
+                    const nn_conv2d_dims *d, int c, int ky, int kx)
+{
+    const int s = d->stride;
+    for (int q = 0; q < nr; q++) {
+        const col_run *r = &runs[q];
+        float *dst = o + r->j;
+        int iy = r->oy * s - d->pad + ky;
+        if (r->img < 0 || iy < 0 || iy >= d->h) {
+            for (int j = 0; j < r->len; j += 16)
+                _mm512_mask_storeu_ps(dst + j, lanes(r->len - j), _mm512_setzero_ps());
+            continue;
+        }
+        const float *row = x + r->img * xin + ((size_t)c * d->h + iy) * d->w;
+        int off = r->ox * s - d->pad + kx;
+        if (s == 1) {
+            for (int j = 0; j < r->len; j += 16) {
+                int a = off + j; /* source column of lane 0 */
+                __mmask16 st = lanes(r->len - j);
+                __mmask16 ld = st & lanes(d->w - a) & (__mmask16)~lanes(-a);
+                __m512 v =
+                    _mm512_maskz_loadu_ps(ld, (const void *)((uintptr_t)row + (intptr_t)a * 4));
+                _mm512_mask_storeu_ps(dst + j, st, v);
+            }
+            continue;
+        }
+        int jlo = off >= 0 ? 0 : (-off + s - 1) / s;
+        int jhi = d->w - off > 0 ? (d->w - off + s - 1) / s : 0;
+        jlo = jlo > r->len ? r->len : jlo;
+        jhi = jhi > r->len ? r->len : jhi < jlo ? jlo : jhi;
+        for (int j = 0; j < jlo; j++)
+            dst[j] = 0;
+        for (int j = jlo; j < jhi; j++)
+            dst[j] = row[off + j * s];
+        for (int j = jhi; j < r->len; j++)
+            dst[j] = 0;
+    }
+}
+
+/* Fast path for strides 1 and 2 (kernel width <= 8, runs <= 32 columns): for k in [k0, k0 +
+ * kn), the run's columns of im2col row k go to dst + (k - k0) * ds + run.j.  Runs outermost,
+ * so the per-k work is a pointer bump and a few masked loads/stores (masks per kx
+ * precomputed; lanes outside the image are never read and come out 0).  Stride 2 loads 32
+ * contiguous floats per 16 outputs and keeps the even ones. */
+static int pack_fast_ok(const nn_conv2d_dims *d)
+{
+    return (d->stride == 1 || d->stride == 2) && d->kw <= 8;
+}
+
+#define MAX_RUNS 160
+
+static void pack_rows_fast(float *dst, size_t ds, const col_run *runs, int nr, const float *x,
+                           size_t xin, const nn_conv2d_dims *d, int k0, int kn)
+{
+    const int kk2 = d->kh * d->kw, s = d->stride;
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    /* masks per run and kx: store (by run length), load (inside the image row) */
+    __mmask16 st[MAX_RUNS][2], ld[MAX_RUNS][8][2][2];
+    for (int q = 0; q < nr; q++) {
+        const col_run *r = &runs[q];
+        for (int ch = 0; ch < 2; ch++) {
+            st[q][ch] = lanes(r->len - ch * 16);
+            for (int kx = 0; kx < d->kw; kx++)
+                for (int h = 0; h < 2; h++) {
+                    int a = r->ox * s - d->pad + kx + ch * 16 * s + h * 16;
+                    ld[q][kx][ch][h] = lanes(d->w - a) & (__mmask16)~lanes(-a);
+                    if (s == 1)
+                        ld[q][kx][ch][h] &= st[q][ch];
+                }
+        }
+    }
+    /* k outermost: successive runs read successive rows of one channel plane */
+    int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
+    for (int k = 0; k < kn; k++, dst += ds) {
+        for (int q = 0; q < nr; q++) {
+            const col_run *r = &runs[q];
+            float *o = dst + r->j;
+            int iy = r->oy * s - d->pad + ky;
+            if (r->img < 0 || iy < 0 || iy >= d->h) {
+                _mm512_mask_storeu_ps(o, st[q][0], _mm512_setzero_ps());
+                if (r->len > 16)
+                    _mm512_mask_storeu_ps(o + 16, st[q][1], _mm512_setzero_ps());
+                continue;
+            }
+            intptr_t col = ((intptr_t)c * d->h + iy) * d->w + r->ox * s - d->pad + kx;
+            uintptr_t src = (uintptr_t)(x + r->img * xin) + col * 4;
+            int nch = r->len > 16 ? 2 : 1;
+            for (int ch = 0; ch < nch; ch++) {
+                __m512 v;
+                if (s == 1) {
+                    v = _mm512_maskz_loadu_ps(ld[q][kx][ch][0], (const void *)(src + ch * 64));
+                } else {
+                    uintptr_t p = src + ch * 128;
+                    __m512 v0 = _mm512_maskz_loadu_ps(ld[q][kx][ch][0], (const void *)p);
+                    __m512 v1 = _mm512_maskz_loadu_ps(ld[q][kx][ch][1], (const void *)(p + 64));
+                    v = _mm512_permutex2var_ps(v0, even, v1);
+                }
+                _mm512_mask_storeu_ps(o + ch * 16, st[q][ch], v);
+            }
+        }
+        if (++kx == d->kw) {
+            kx = 0;
+            if (++ky == d->kh)
+                ky = 0, c++;
+        }
+    }
+}
+
+/* pb [NR-strips][kc][NR]: rows k0..k0+kc of im2col(x), columns n0..n0+nc (zero past ntot) */
+static void pack_b_im2col(float *pb, const float *x, size_t xin, const nn_conv2d_dims *d, int k0,
+                          int kc, size_t n0, int nc, size_t ntot)
+{
+    col_run runs[MAX_RUNS];
+    const int kk2 = d->kh * d->kw;
+    if (pack_fast_ok(d) && (nc / NR + 1) * (NR / d->wo + 2) <= MAX_RUNS) {
+        /* one run list over every strip (dest offsets include the strip), then k outermost */
+        int nr = 0;
+        for (int ns = 0; ns * NR < nc; ns++) {
+            int m = make_runs(runs + nr, d, n0 + (size_t)ns * NR, NR, ntot);
+            for (int q = nr; q < nr + m; q++)
+                runs[q].j += ns * (kc * NR + SPAD);
+            nr += m;
+        }
+        pack_rows_fast(pb, NR, runs, nr, x, xin, d, k0, kc);
+        return;
+    }
+    for (int ns = 0; ns * NR < nc; ns++) {
+        int nr = make_runs(runs, d, n0 + (size_t)ns * NR, NR, ntot);
+        int c = k0 / kk2, ky = (k0 % kk2) / d->kw, kx = k0 % d->kw;
+        for (int k = 0; k < kc; k++) {
+            gen_row(pb + (size_t)ns * (kc * NR + SPAD) + (size_t)k * NR, runs, nr, x, xin, d, c, ky,
+                    kx);
+            if (++kx == d->kw) {
+                kx = 0;
+                if (++ky == d->kh)
+                    ky = 0, c++;
+            }
+        }
+    }
+}
+
+/* dst rows i < 16 (stride ldd) = column i of the 16 x 16 block at src (stride lds) */
+static void transpose16(float *dst, size_t ldd, const float *src, size_t lds)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+    for (int i = 0; i < 16; i++)
+        _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+
+/* pa [M/MR strips][K][MR] from a row-major (M x K) matrix (rows beyond M zero) */
+static void pack_a_rows(float *pa, const float *a, int m, int k)
+{
+    for (int ms = 0; ms * MR < m; ms++)
+        for (int r = 0; r < MR; r++) {
+            int row = ms * MR + r;
+            float *o = pa + (size_t)ms * k * MR + r;
+            if (row < m)
+                for (int j = 0; j < k; j++)
+                    o[(size_t)j * MR] = a[(size_t)row * k + j];
+            else
+                for (int j = 0; j < k; j++)
+                    o[(size_t)j * MR] = 0;
+        }
+}
+
+/* pa as pack_a_rows for the input-gradient weights: A~[ci][(co, ky, kx)] =
+ * w[co][ci][kh-1-ky][kw-1-kx]  (M = Ci, K = Co*KH*KW) */
+static void pack_a_flipped(float *pa, const float *w, const nn_conv2d_dims *d)
+{
+    const int m = d->ci, kk2 = d->kh * d->kw, k = d->co * kk2;
+    for (int ms = 0; ms * MR < m; ms++)
+        for (int r = 0; r < MR; r++) {
+            int ci = ms * MR + r;
+            float *o = pa + (size_t)ms * k * MR + r;
+            for (int co = 0; co < d->co; co++)
+                for (int q = 0; q < kk2; q++)
+                    o[(size_t)(co * kk2 + q) * MR] =
+                        ci < m ? w[((size_t)co * d->ci + ci) * kk2 + (kk2 - 1 - q)] : 0.0f;
+        }
+}
+
+/* out (per image (M, Ho*Wo), mapped by cm) = pa (M x K, packed) . im2col(x) for the images at x
+ * (image stride xin, ntot = images * Ho*Wo columns); pb: KC * NC floats. */
+static void igemm_conv(const cmap *cm, const float *pa, int m, int k, const float *x, size_t xin,
+                       const nn_conv2d_dims *d, size_t ntot, float *pb)
+{
+    for (size_t n0 = 0; n0 < ntot; n0 += NC) {
+        int nc = ntot - n0 < NC ? (int)(ntot - n0) : NC;
+        for (int k0 = 0; k0 < k; k0 += KC) {
+            int kc = k - k0 < KC ? k - k0 : KC;
+            pack_b_im2col(pb, x, xin, d, k0, kc, n0, nc, ntot);
+            for (int ns = 0; ns * NR < nc; ns++)
+                for (int ms = 0; ms * MR < m; ms++) {
+                    int mr = m - ms * MR < MR ? m - ms * MR : MR;
+                    int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
+                    tile(cm, (size_t)ms * MR, n0 + (size_t)ns * NR, mr, nr, k0 > 0,
+                         pa + ((size_t)ms * k + k0) * MR, pb + (size_t)ns * (kc * NR + SPAD), kc);
+                }
+        }
+    }
+}
+
+/* dw (Co x K) += dy (Co x R) . im2col(x)^T over the R = images * Ho*Wo columns of the images at
+ * x / dy.  pa: pad(Co) * KC floats; pb: KC * NC floats. */
+static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d_dims *d,
+                     size_t rtot, float *pa, float *pb)
+{
+    const int m = d->co, k = d->ci * d->kh * d->kw;
+    const size_t hw = (size_t)d->ho * d->wo, xin = (size_t)d->ci * d->h * d->w, yout = m * hw;
+    cmap cm = {.base = dw, .hw = (size_t)-1, .img = 0, .ldm = (size_t)k};
+    const int kk2 = d->kh * d->kw;
+    col_run runs[KC + 1];
+    float *tmp = pb + (size_t)KC * NC + (size_t)(NC / NR) * SPAD; /* NR x KC */
+    const int fast = pack_fast_ok(d) && KC / d->wo + 2 <= MAX_RUNS;
+    for (size_t r0 = 0; r0 < rtot; r0 += KC) {
+        int rc = rtot - r0 < KC ? (int)(rtot - r0) : KC;
+        int rcp = (rc + 15) / 16 * 16; /* rows padded to whole 16 x 16 blocks (zeros) */
+        int nruns = make_runs(runs, d, r0, rcp, r0 + rc);
+        /* pa [strip][r][MR] = dy[img(r)][co][hw(r)]: 16 rows of dy into tmp, 16 x 16
+         * transposes, the halves to two strips */
+        for (int m0 = 0; m0 < m; m0 += 16) {
+            for (int q = 0; q < 16; q++) {
+                float *row = tmp + (size_t)q * rcp;
+                if (m0 + q >= m) {
+                    memset(row, 0, sizeof(float) * rcp);
+                    continue;
+                }
+                for (int u = 0; u < nruns; u++) {
+                    const col_run *ru = &runs[u];
+                    if (ru->img < 0)
+                        memset(row + ru->j, 0, sizeof(float) * ru->len);
+                    else
+                        row_copy(row + ru->j,
+                                 dy + ru->img * yout + (size_t)(m0 + q) * hw +
+                                     (size_t)ru->oy * d->wo + ru->ox,
+                                 ru->len);
+                }
+            }
+            float *s0 = pa + (size_t)(m0 / MR) * rc * MR, *s1 = s0 + (size_t)rc * MR;
+            for (int r = 0; r < rc; r += 16) {
+                float blk[256];
+                transpose16(blk, 16, tmp + r, rcp);
+                int nrow = rc - r < 16 ? rc - r : 16;
+                for (int i = 0; i < nrow; i++) {
+                    memcpy(s0 + (size_t)(r + i) * MR, blk + i * 16, sizeof(float) * MR);
+                    if (m0 + MR < m)
+                        memcpy(s1 + (size_t)(r + i) * MR, blk + i * 16 + 8, sizeof(float) * MR);
+                }
+            }
+        }
+        for (int k0 = 0; k0 < k; k0 += NC) {
+            int nc = k - k0 < NC ? k - k0 : NC;
+            /* pb [kstrip][r][NR] = im2col(x)[k][r]: 32 rows into tmp, then 16 x 16 transposes */
+            for (int ns = 0; ns * NR < nc; ns++) {
+                int kv = k0 + nc - (k0 + ns * NR); /* valid rows in this strip */
+                kv = kv > NR ? NR : kv;
+                if (fast) {
+                    pack_rows_fast(tmp, (size_t)rcp, runs, nruns, x, xin, d, k0 + ns * NR, kv);
+                    for (int j = kv; j < NR; j++)
+                        memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
+                } else
+                    for (int j = 0; j < NR; j++) {
+                        int kk = k0 + ns * NR + j;
+                        if (kk < k0 + nc)
+                            gen_row(tmp + (size_t)j * rcp, runs, nruns, x, xin, d, kk / kk2,
+                                    (kk % kk2) / d->kw, kk % d->kw);
+                        else
+                            memset(tmp + (size_t)j * rcp, 0, sizeof(float) * rcp);
+                    }
+                float *o = pb + (size_t)ns * rcp * NR;
+                for (int r = 0; r < rc; r += 16)
+                    for (int h = 0; h < NR; h += 16)
+                        transpose16(o + (size_t)r * NR + h, NR, tmp + (size_t)h * rcp + r, rcp);
+            }
+            for (int ns = 0; ns * NR < nc; ns++)
+                for (int ms = 0; ms * MR < m; ms++) {
+                    int mr = m - ms * MR < MR ? m - ms * MR : MR;
+                    int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
+                    tile(&cm, (size_t)ms * MR, (size_t)(k0 + ns * NR), mr, nr, 1,
+                         pa + (size_t)ms * rc * MR, pb + (size_t)ns * rcp * NR, rc);
+                }
+        }
+    }
+}
+
+/* shared packed-A floats and per-thread floats of the implicit-GEMM path */
+static size_t igemm_shared_floats(const nn_conv2d_dims *d)
+{
+    size_t kk = (size_t)d->ci * d->kh * d->kw, kt = (size_t)d->co * d->kh * d->kw;
+    size_t a = pad_to((size_t)d->co, MR) * kk, b = pad_to((size_t)d->ci, MR) * kt;
+    return (a > b ? a : b) + 16;
+}
+static size_t igemm_thread_floats(const nn_conv2d_dims *d)
+{
+    return (size_t)KC * NC + (size_t)(NC / NR) * SPAD + (size_t)NR * KC +
+           pad_to((size_t)d->co, MR) * KC + 64;
+}
+#endif
+
+static size_t conv_shared_floats(const nn_conv2d_dims *d)
+{
+#ifdef NN_IGEMM
+    return igemm_shared_floats(d);
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
+static size_t conv_tfl(const nn_conv2d_dims *d)
+{
+    size_t a = conv_thread_floats(d);
+#ifdef NN_IGEMM
+    size_t b = igemm_thread_floats(d) + (size_t)d->ci * d->kh * d->kw * d->ho * d->wo;
+    a = a > b ? a : b;
+#endif
+    return a;
+}
+
+int nn_set_conv_algo(int algo)
+{
+#ifdef NN_IGEMM
+    conv_algo = algo == NN_CONV_BLAS ? NN_CONV_BLAS : NN_CONV_IGEMM;
+    return conv_algo;
+#else
+    (void)algo;
+    return NN_CONV_BLAS;
+#endif
+}
+
 typedef struct {
     float *out, *din, *dw, *db;
-    const float *in, *w, *b, *dout;
+    const float *in, *w, *b, *dout, *pa;
     const nn_conv2d_dims *d;
     float *ws;
 } conv_task;
 
-static float *conv_thread_col(const conv_task *t, int tid)
+/* this thread's scratch and weight-grad partial (tid > 0) inside ws */
+static float *conv_scratch(const conv_task *t, int tid)
 {
-    return t->ws + (size_t)tid * (conv_col_floats(t->d) + 16);
+    return t->ws + conv_shared_floats(t->d) + (size_t)tid * conv_tfl(t->d);
+}
+static float *conv_partial(float *ws, const nn_conv2d_dims *d, int tid, int nt)
+{
+    size_t nw = (size_t)d->co * d->ci * d->kh * d->kw;
+    return ws + conv_shared_floats(d) + (size_t)nt * conv_tfl(d) + (size_t)(tid - 1) * (nw + d->co);
 }
 
 static void conv_forward_task(void *ctx, int tid, int nt)
@@ -260,30 +875,74 @@ static void conv_forward_task(void *ctx, int tid, int nt)
     const nn_conv2d_dims *d = t->d;
     int lo, hi;
     split(d->n, tid, nt, &lo, &hi);
-    const int hw = d->ho * d->wo, kk = d->ci * d->kh * d->kw;
-    float *col = conv_thread_col(t, tid);
-    for (int s = lo; s < hi; s++) {
-        const float *x = t->in + (size_t)s * d->ci * d->h * d->w;
-        float *y = t->out + (size_t)s * d->co * hw;
-        const float *b = x;
-        if (!conv_is_pointwise(d)) {
-            im2col(col, x, d);
+    const size_t hw = (size_t)d->ho * d->wo, kk = (size_t)d->ci * d->kh * d->kw;
+    const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
+    const int pw = conv_is_pointwise(d), G = conv_group(d);
+    float *col = conv_scratch(t, tid);
+    for (int s = lo; s < hi; s += G) {
+        int g = hi - s < G ? hi - s : G;
+        size_t ld = (size_t)g * hw;
+        float *stage = col + (pw && G == 1 ? 0 : kk * G * hw);
+        const float *b;
+        if (pw && g == 1) {
+            b = t->in + s * xin;
+        } else if (pw) {
+            stage_gather(col, t->in + s * xin, g, d->ci, hw, xin);
+            b = col;
+        } else {
+            for (int j = 0; j < g; j++)
+                im2col(col + j * hw, ld, t->in + (s + j) * xin, d);
             b = col;
         }
-        /* y (Co, HW) = w (Co, KK) @ col (KK, HW) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->co, hw, kk, 1.0f, t->w, kk,
-                    b, hw, 0.0f, y, hw);
+        float *y = g == 1 ? t->out + s * yout : stage;
+        /* y (Co, g*HW) = w (Co, KK) @ col (KK, g*HW) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->co, (int)ld, (int)kk, 1.0f, t->w,
+                    (int)kk, b, (int)ld, 0.0f, y, (int)ld);
         if (t->b)
             for (int o = 0; o < d->co; o++)
-                for (int i = 0; i < hw; i++)
-                    y[(size_t)o * hw + i] += t->b[o];
+                for (size_t i = 0; i < ld; i++)
+                    y[o * ld + i] += t->b[o];
+        if (g > 1)
+            stage_scatter(t->out + s * yout, stage, g, d->co, hw, yout);
     }
 }
+
+#ifdef NN_IGEMM
+static void conv_forward_igemm_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    if (lo >= hi)
+        return;
+    const size_t hw = (size_t)d->ho * d->wo, xin = (size_t)d->ci * d->h * d->w;
+    const size_t yout = (size_t)d->co * hw;
+    cmap cm = {.base = t->out + lo * yout, .hw = hw, .img = yout, .ldm = hw};
+    igemm_conv(&cm, t->pa, d->co, d->ci * d->kh * d->kw, t->in + lo * xin, xin, d,
+               (size_t)(hi - lo) * hw, conv_scratch(t, tid));
+    if (t->b)
+        for (int s = lo; s < hi; s++)
+            for (int o = 0; o < d->co; o++) {
+                float *y = t->out + s * yout + o * hw;
+                for (size_t i = 0; i < hw; i++)
+                    y[i] += t->b[o];
+            }
+}
+#endif
 
 void nn_conv2d_forward(float *out, const float *in, const float *w, const float *b,
                        const nn_conv2d_dims *d, float *ws)
 {
     conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
+#ifdef NN_IGEMM
+    if (conv_algo == NN_CONV_IGEMM) {
+        pack_a_rows(ws, w, d->co, d->ci * d->kh * d->kw);
+        t.pa = ws;
+        nn_run(conv_forward_igemm_task, &t);
+        return;
+    }
+#endif
     nn_run(conv_forward_task, &t);
 }
 
@@ -293,63 +952,134 @@ static void conv_backward_task(void *ctx, int tid, int nt)
     const nn_conv2d_dims *d = t->d;
     int lo, hi;
     split(d->n, tid, nt, &lo, &hi);
-    const int hw = d->ho * d->wo, kk = d->ci * d->kh * d->kw;
+    const size_t hw = (size_t)d->ho * d->wo, kk = (size_t)d->ci * d->kh * d->kw;
+    const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
     const size_t nw = (size_t)d->co * kk;
-    float *col = conv_thread_col(t, tid);
+    const int pw = conv_is_pointwise(d), G = conv_group(d);
+    float *col = conv_scratch(t, tid);
+    float *stage = col + (pw && G == 1 ? 0 : kk * G * hw);
     /* thread 0 accumulates into dw/db; the others into their own slices of ws, zeroed */
     float *dw = t->dw, *db = t->db;
     if (tid > 0) {
-        float *base = t->ws + (size_t)nt * (conv_col_floats(d) + 16);
-        dw = base + (size_t)(tid - 1) * (nw + d->co);
+        dw = conv_partial(t->ws, d, tid, nt);
         db = dw + nw;
         memset(dw, 0, sizeof(float) * (nw + d->co));
     }
-    for (int s = lo; s < hi; s++) {
-        const float *x = t->in + (size_t)s * d->ci * d->h * d->w;
-        const float *dy = t->dout + (size_t)s * d->co * hw;
-        const float *b = x;
-        if (!conv_is_pointwise(d)) {
-            im2col(col, x, d);
+    for (int s = lo; s < hi; s += G) {
+        int g = hi - s < G ? hi - s : G;
+        size_t ld = (size_t)g * hw;
+        const float *dy = t->dout + s * yout;
+        if (g > 1) {
+            stage_gather(stage, dy, g, d->co, hw, yout);
+            dy = stage;
+        }
+        const float *b;
+        if (pw && g == 1) {
+            b = t->in + s * xin;
+        } else if (pw) {
+            stage_gather(col, t->in + s * xin, g, d->ci, hw, xin);
+            b = col;
+        } else {
+            for (int j = 0; j < g; j++)
+                im2col(col + j * hw, ld, t->in + (s + j) * xin, d);
             b = col;
         }
-        /* dw (Co, KK) += dy (Co, HW) @ col^T (HW, KK) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->co, kk, hw, 1.0f, dy, hw, b, hw,
-                    1.0f, dw, kk);
+        /* dw (Co, KK) += dy (Co, g*HW) @ col^T (g*HW, KK) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->co, (int)kk, (int)ld, 1.0f, dy,
+                    (int)ld, b, (int)ld, 1.0f, dw, (int)kk);
         if (t->db)
-            for (int o = 0; o < d->co; o++) {
-                float acc = 0;
-                for (int i = 0; i < hw; i++)
-                    acc += dy[(size_t)o * hw + i];
-                db[o] += acc;
-            }
-        if (t->din) {
-            float *dx = t->din + (size_t)s * d->ci * d->h * d->w;
-            if (conv_is_pointwise(d)) {
-                /* dx (Ci, HW) = w^T (Ci, Co) @ dy (Co, HW) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw, d->co, 1.0f, t->w,
-                            kk, dy, hw, 0.0f, dx, hw);
-            } else {
-                /* dcol (KK, HW) = w^T (KK, Co) @ dy (Co, HW) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw, d->co, 1.0f, t->w,
-                            kk, dy, hw, 0.0f, col, hw);
-                col2im(dx, col, d);
-            }
+            for (int o = 0; o < d->co; o++)
+                db[o] += row_sum(dy + o * ld, ld);
+        if (!t->din)
+            continue;
+        float *dx = t->din + s * xin;
+        if (pw && g == 1) {
+            /* dx (Ci, HW) = w^T (Ci, Co) @ dy (Co, HW) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)ld, d->co, 1.0f,
+                        t->w, (int)kk, dy, (int)ld, 0.0f, dx, (int)ld);
+        } else {
+            /* dcol (KK, g*HW) = w^T (KK, Co) @ dy (Co, g*HW) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)ld, d->co, 1.0f,
+                        t->w, (int)kk, dy, (int)ld, 0.0f, col, (int)ld);
+            if (pw)
+                stage_scatter(dx, col, g, d->ci, hw, xin);
+            else
+                for (int j = 0; j < g; j++)
+                    col2im(dx + j * xin, col + j * hw, ld, d);
         }
     }
 }
 
+#ifdef NN_IGEMM
+/* the input gradient of a stride-1 conv is a conv of dy with flipped weights */
+static int conv_dx_as_conv(const nn_conv2d_dims *d)
+{
+    return d->stride == 1 && d->kh == d->kw && d->pad <= d->kh - 1;
+}
+
+static void conv_backward_igemm_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    const size_t hw = (size_t)d->ho * d->wo, kk = (size_t)d->ci * d->kh * d->kw;
+    const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * hw;
+    const size_t nw = (size_t)d->co * kk;
+    float *dw = t->dw, *db = t->db;
+    if (tid > 0) {
+        dw = conv_partial(t->ws, d, tid, nt);
+        db = dw + nw;
+        memset(dw, 0, sizeof(float) * (nw + d->co));
+    }
+    if (lo >= hi)
+        return;
+    float *pb = conv_scratch(t, tid);
+    float *pa = pb + (size_t)KC * NC + (size_t)(NC / NR) * SPAD + (size_t)NR * KC;
+    igemm_dw(dw, t->dout + lo * yout, t->in + lo * xin, d, (size_t)(hi - lo) * hw, pa, pb);
+    if (t->db)
+        for (int s = lo; s < hi; s++)
+            for (int o = 0; o < d->co; o++)
+                db[o] += row_sum(t->dout + s * yout + o * hw, hw);
+    if (!t->din)
+        return;
+    if (conv_dx_as_conv(d)) {
+        nn_conv2d_dims d2 =
+            nn_conv2d_make(d->n, d->co, d->ho, d->wo, d->ci, d->kh, 1, d->kh - 1 - d->pad);
+        const size_t hwi = (size_t)d->h * d->w;
+        cmap cm = {.base = t->din + lo * xin, .hw = hwi, .img = xin, .ldm = hwi};
+        igemm_conv(&cm, t->pa, d->ci, d->co * d->kh * d->kw, t->dout + lo * yout, yout, &d2,
+                   (size_t)(hi - lo) * hwi, pb);
+    } else { /* dcol (KK, HW) = w^T (KK, Co) @ dy (Co, HW), then col2im, per image */
+        float *col = pa + pad_to((size_t)d->co, MR) * KC + 16;
+        for (int s = lo; s < hi; s++) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)hw, d->co, 1.0f,
+                        t->w, (int)kk, t->dout + s * yout, (int)hw, 0.0f, col, (int)hw);
+            col2im(t->din + s * xin, col, hw, d);
+        }
+    }
+}
+#endif
+
 void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                         const float *w, const nn_conv2d_dims *d, float *ws)
 {
-    conv_task t = {.din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d,
-                   .ws = ws};
-    nn_run(conv_backward_task, &t);
+    conv_task t = {
+        .din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d, .ws = ws};
+#ifdef NN_IGEMM
+    if (conv_algo == NN_CONV_IGEMM) {
+        if (din && conv_dx_as_conv(d))
+            pack_a_flipped(ws, w, d);
+        t.pa = ws;
+        nn_run(conv_backward_igemm_task, &t);
+    } else
+#endif
+        nn_run(conv_backward_task, &t);
     int nt = pool.n;
     if (nt > 1) { /* fixed-order reduction of the per-thread partial gradients */
         size_t nw = (size_t)d->co * d->ci * d->kh * d->kw;
-        float *base = ws + (size_t)nt * (conv_col_floats(d) + 16);
         for (int k = 1; k < nt; k++) {
-            const float *p = base + (size_t)(k - 1) * (nw + d->co);
+            const float *p = conv_partial(ws, d, k, nt);
             for (size_t i = 0; i < nw; i++)
                 dw[i] += p[i];
             if (db)
@@ -370,6 +1100,41 @@ typedef struct {
     float momentum, eps;
 } bn_task;
 
+/* sum of (x - m)^2 */
+static float row_ssd(const float *x, size_t n, float m)
+{
+    v16 a = vsplat(0), vm = vsplat(m);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v16 e = vld(x + j) - vm;
+        a += e * e;
+    }
+    float s = vhsum(a);
+    for (; j < n; j++)
+        s += (x[j] - m) * (x[j] - m);
+    return s;
+}
+
+/* y = x * scale + shift, then max(0, .) when relu */
+static void row_affine(float *y, const float *x, size_t n, float scale, float shift, int relu)
+{
+    v16 vs = vsplat(scale), vb = vsplat(shift), z = vsplat(0);
+    size_t j = 0;
+    if (relu) {
+        for (; j + 16 <= n; j += 16) {
+            v16 v = vld(x + j) * vs + vb;
+            vst(y + j, vsel(v > z, v));
+        }
+    } else {
+        for (; j + 16 <= n; j += 16)
+            vst(y + j, vld(x + j) * vs + vb);
+    }
+    for (; j < n; j++) {
+        float v = x[j] * scale + shift;
+        y[j] = relu && !(v > 0) ? 0.0f : v;
+    }
+}
+
 static void bn_forward_task(void *ctx, int tid, int nt)
 {
     const bn_task *t = ctx;
@@ -380,23 +1145,11 @@ static void bn_forward_task(void *ctx, int tid, int nt)
         float mean, rstd;
         if (t->train) {
             double s = 0;
-            for (int i = 0; i < t->n; i++) {
-                const float *x = t->in + i * cstride + ch * hw;
-                float acc = 0;
-                for (size_t j = 0; j < hw; j++)
-                    acc += x[j];
-                s += acc;
-            }
+            for (int i = 0; i < t->n; i++)
+                s += row_sum(t->in + i * cstride + ch * hw, hw);
             double cnt = (double)t->n * hw, m = s / cnt, v = 0;
-            for (int i = 0; i < t->n; i++) {
-                const float *x = t->in + i * cstride + ch * hw;
-                float acc = 0, mf = (float)m;
-                for (size_t j = 0; j < hw; j++) {
-                    float e = x[j] - mf;
-                    acc += e * e;
-                }
-                v += acc;
-            }
+            for (int i = 0; i < t->n; i++)
+                v += row_ssd(t->in + i * cstride + ch * hw, hw, (float)m);
             double var = v / cnt;
             mean = (float)m;
             rstd = (float)(1.0 / sqrt(var + t->eps));
@@ -410,30 +1163,73 @@ static void bn_forward_task(void *ctx, int tid, int nt)
         t->mean[ch] = mean;
         t->rstd[ch] = rstd;
         float scale = t->gamma[ch] * rstd, shift = t->beta[ch] - mean * scale;
-        for (int i = 0; i < t->n; i++) {
-            const float *x = t->in + i * cstride + ch * hw;
-            float *y = t->out + i * cstride + ch * hw;
-            if (t->relu)
-                for (size_t j = 0; j < hw; j++) {
-                    float v = x[j] * scale + shift;
-                    y[j] = v > 0 ? v : 0;
-                }
-            else
-                for (size_t j = 0; j < hw; j++)
-                    y[j] = x[j] * scale + shift;
-        }
+        for (int i = 0; i < t->n; i++)
+            row_affine(t->out + i * cstride + ch * hw, t->in + i * cstride + ch * hw, hw, scale,
+                       shift, t->relu);
     }
 }
 
-void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in,
-                          const float *gamma, const float *beta, float *running_mean,
-                          float *running_var, int n, int c, int hw, int train, float momentum,
-                          float eps, int relu)
+void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c,
+                          int hw, int train, float momentum, float eps, int relu)
 {
-    bn_task t = {.out = out, .mean = mean, .rstd = rstd, .in = in, .gamma = gamma,
-                 .beta = beta, .rmean = running_mean, .rvar = running_var, .n = n, .c = c,
-                 .hw = hw, .train = train, .momentum = momentum, .eps = eps, .relu = relu};
+    bn_task t = {.out = out,
+                 .mean = mean,
+                 .rstd = rstd,
+                 .in = in,
+                 .gamma = gamma,
+                 .beta = beta,
+                 .rmean = running_mean,
+                 .rvar = running_var,
+                 .n = n,
+                 .c = c,
+                 .hw = hw,
+                 .train = train,
+                 .momentum = momentum,
+                 .eps = eps,
+                 .relu = relu};
     nn_run(bn_forward_task, &t);
+}
+
+/* *a += sum g, *b += sum g (x - mean), g = dy (masked by y > 0 when y) */
+static void row_bn_sums(const float *x, const float *dy, const float *y, size_t n, float mean,
+                        double *a, double *b)
+{
+    v16 va = vsplat(0), vb = vsplat(0), vm = vsplat(mean), z = vsplat(0);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v16 g = vld(dy + j);
+        if (y)
+            g = vsel(vld(y + j) > z, g);
+        va += g;
+        vb += g * (vld(x + j) - vm);
+    }
+    float sa = vhsum(va), sb = vhsum(vb);
+    for (; j < n; j++) {
+        float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
+        sa += g;
+        sb += g * (x[j] - mean);
+    }
+    *a += sa;
+    *b += sb;
+}
+
+/* dx = (g - gm - (x - mean) k) gr, g = dy (masked by y > 0 when y) */
+static void row_bn_dx(float *dx, const float *x, const float *dy, const float *y, size_t n,
+                      float mean, float gm, float k, float gr)
+{
+    v16 vm = vsplat(mean), vgm = vsplat(gm), vk = vsplat(k), vgr = vsplat(gr), z = vsplat(0);
+    size_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v16 g = vld(dy + j);
+        if (y)
+            g = vsel(vld(y + j) > z, g);
+        vst(dx + j, (g - vgm - (vld(x + j) - vm) * vk) * vgr);
+    }
+    for (; j < n; j++) {
+        float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
+        dx[j] = (g - gm - (x[j] - mean) * k) * gr;
+    }
 }
 
 static void bn_backward_task(void *ctx, int tid, int nt)
@@ -446,55 +1242,44 @@ static void bn_backward_task(void *ctx, int tid, int nt)
         const float mean = t->meanc[ch], rstd = t->rstdc[ch];
         double sdy = 0, sdyx = 0;
         for (int i = 0; i < t->n; i++) {
-            const float *x = t->in + i * cstride + ch * hw;
-            const float *dy = t->dout + i * cstride + ch * hw;
-            const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
-            float a = 0, b = 0;
-            for (size_t j = 0; j < hw; j++) {
-                float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
-                a += g;
-                b += g * (x[j] - mean);
-            }
-            sdy += a;
-            sdyx += b;
+            size_t o = i * cstride + ch * hw;
+            row_bn_sums(t->in + o, t->dout + o, t->relu ? t->outc + o : NULL, hw, mean, &sdy,
+                        &sdyx);
         }
         t->dgamma[ch] += (float)(sdyx * rstd);
         t->dbeta[ch] += (float)sdy;
-        float gr = t->gamma[ch] * rstd;
-        if (t->train) {
+        float gr = t->gamma[ch] * rstd, gm = 0, k = 0;
+        if (t->train) { /* eval mode: the statistics are constants, gm = k = 0 */
             double cnt = (double)t->n * hw;
-            float gm = (float)(sdy / cnt);
-            float k = (float)(sdyx * rstd * rstd / cnt);
-            for (int i = 0; i < t->n; i++) {
-                const float *x = t->in + i * cstride + ch * hw;
-                const float *dy = t->dout + i * cstride + ch * hw;
-                const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
-                float *dx = t->din + i * cstride + ch * hw;
-                for (size_t j = 0; j < hw; j++) {
-                    float g = (!y || y[j] > 0) ? dy[j] : 0.0f;
-                    dx[j] = (g - gm - (x[j] - mean) * k) * gr;
-                }
-            }
-        } else {
-            for (int i = 0; i < t->n; i++) {
-                const float *dy = t->dout + i * cstride + ch * hw;
-                const float *y = t->relu ? t->outc + i * cstride + ch * hw : NULL;
-                float *dx = t->din + i * cstride + ch * hw;
-                for (size_t j = 0; j < hw; j++)
-                    dx[j] = ((!y || y[j] > 0) ? dy[j] : 0.0f) * gr;
-            }
+            gm = (float)(sdy / cnt);
+            k = (float)(sdyx * rstd * rstd / cnt);
+        }
+        for (int i = 0; i < t->n; i++) {
+            size_t o = i * cstride + ch * hw;
+            row_bn_dx(t->din + o, t->in + o, t->dout + o, t->relu ? t->outc + o : NULL, hw, mean,
+                      gm, k, gr);
         }
     }
 }
 
 void nn_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
-                           const float *in, const float *out, const float *mean,
-                           const float *rstd, const float *gamma, int n, int c, int hw,
-                           int train, int relu)
+                           const float *in, const float *out, const float *mean, const float *rstd,
+                           const float *gamma, int n, int c, int hw, int train, int relu)
 {
-    bn_task t = {.din = din, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .in = in,
-                 .outc = out, .meanc = mean, .rstdc = rstd, .gamma = gamma, .n = n, .c = c,
-                 .hw = hw, .train = train, .relu = relu && out};
+    bn_task t = {.din = din,
+                 .dgamma = dgamma,
+                 .dbeta = dbeta,
+                 .dout = dout,
+                 .in = in,
+                 .outc = out,
+                 .meanc = mean,
+                 .rstdc = rstd,
+                 .gamma = gamma,
+                 .n = n,
+                 .c = c,
+                 .hw = hw,
+                 .train = train,
+                 .relu = relu && out};
     nn_run(bn_backward_task, &t);
 }
 
@@ -504,26 +1289,31 @@ void nn_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float 
 
 void nn_relu_forward(float *out, const float *in, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] = in[i] > 0 ? in[i] : 0.0f;
+    row_affine(out, in, n, 1.0f, 0.0f, 1);
 }
 
 void nn_relu_backward(float *din, const float *dout, const float *out, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    v16 z = vsplat(0);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        vst(din + i, vsel(vld(out + i) > z, vld(dout + i)));
+    for (; i < n; i++)
         din[i] = out[i] > 0 ? dout[i] : 0.0f;
 }
 
 void nn_add_forward(float *out, const float *a, const float *b, size_t n, int relu)
 {
-    if (relu)
-        for (size_t i = 0; i < n; i++) {
-            float v = a[i] + b[i];
-            out[i] = v > 0 ? v : 0.0f;
-        }
-    else
-        for (size_t i = 0; i < n; i++)
-            out[i] = a[i] + b[i];
+    v16 z = vsplat(0);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v16 v = vld(a + i) + vld(b + i);
+        vst(out + i, relu ? vsel(v > z, v) : v);
+    }
+    for (; i < n; i++) {
+        float v = a[i] + b[i];
+        out[i] = relu && !(v > 0) ? 0.0f : v;
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -551,8 +1341,8 @@ void nn_avgpool_backward(float *din, const float *dout, int n, int c, int hw)
     }
 }
 
-void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h,
-                        int w, int k, int stride, int pad, int ho, int wo)
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h, int w,
+                        int k, int stride, int pad, int ho, int wo)
 {
     for (size_t p = 0; p < (size_t)n * c; p++) {
         const float *x = in + p * h * w;
@@ -583,8 +1373,8 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int
     }
 }
 
-void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c,
-                         int h, int w, int ho, int wo)
+void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c, int h,
+                         int w, int ho, int wo)
 {
     memset(din, 0, sizeof(float) * n * c * h * w);
     for (size_t p = 0; p < (size_t)n * c; p++) {
@@ -607,17 +1397,20 @@ void nn_linear_forward(float *out, const float *in, const float *w, const float 
     if (b)
         for (int i = 0; i < n; i++)
             memcpy(out + (size_t)i * out_dim, b, sizeof(float) * out_dim);
+    int blas = blas_hold();
     /* out (N, O) = in (N, I) @ w^T (I, O) (+ out) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out_dim, in_dim, 1.0f, in, in_dim, w,
                 in_dim, b ? 1.0f : 0.0f, out, out_dim);
+    blas_release(blas);
 }
 
 void nn_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                         const float *w, int n, int in_dim, int out_dim)
 {
+    int blas = blas_hold();
     /* dw (O, I) += dout^T (O, N) @ in (N, I) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout,
-                out_dim, in, in_dim, 1.0f, dw, in_dim);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim,
+                in, in_dim, 1.0f, dw, in_dim);
     if (db)
         for (int o = 0; o < out_dim; o++) {
             float acc = 0;
@@ -628,6 +1421,7 @@ void nn_linear_backward(float *din, float *dw, float *db, const float *dout, con
     if (din) /* din (N, I) = dout (N, O) @ w (O, I) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout,
                     out_dim, w, in_dim, 0.0f, din, in_dim);
+    blas_release(blas);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -654,8 +1448,8 @@ static double softmax_row(float *p, const float *x, int c, float t)
     return log(s) + (double)mx / t;
 }
 
-float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels,
-                               int n, int c)
+float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels, int n,
+                               int c)
 {
     double loss = 0;
     for (int i = 0; i < n; i++) {
@@ -666,8 +1460,8 @@ float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t 
     return n > 0 ? (float)(loss / n) : 0.0f;
 }
 
-void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels,
-                               int n, int c, float scale)
+void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels, int n,
+                               int c, float scale)
 {
     float k = scale / (float)n;
     for (int i = 0; i < n; i++) {
@@ -678,8 +1472,7 @@ void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t
     }
 }
 
-float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t,
-                    float alpha)
+float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t, float alpha)
 {
     double total = 0;
     for (int i = 0; i < n; i++) {
@@ -716,8 +1509,7 @@ void nn_kd_backward(float *dlogits, const float *student, const float *teacher, 
 /* optimizer                                                                             */
 /* ------------------------------------------------------------------------------------ */
 
-void nn_sgd_step(float *p, float *buf, const float *g, size_t n, float lr, float momentum,
-                 float wd)
+void nn_sgd_step(float *p, float *buf, const float *g, size_t n, float lr, float momentum, float wd)
 {
     if (momentum != 0.0f && buf) {
         for (size_t i = 0; i < n; i++) {

@@ -13,8 +13,10 @@
  *
  * Threads: the kernels run on nn's own pool of nn_threads() threads, parallel over
  * samples or channels with a static split, calling OpenBLAS single-threaded from each
- * worker; results are identical run to run at a fixed thread count.  While a kernel runs,
- * OpenBLAS is held at 1 thread (no oversubscription) and restored afterwards. */
+ * worker; results are identical run to run at a fixed thread count.  nn_set_threads() and
+ * every nn kernel set OpenBLAS to 1 thread and leave it there (no oversubscription; a
+ * threaded OpenBLAS toggled per call wakes workers that spin on our cores).  Code that
+ * wants a threaded OpenBLAS after using nn sets openblas_set_num_threads() again. */
 #ifndef FEDSM_NN_H
 #define FEDSM_NN_H
 
@@ -24,17 +26,25 @@
 #include "rng.h"
 
 /* ---- threads ---- */
-/* Sets nn's pool size (n <= 0: all online cores).  Not thread-safe: call from the main
- * thread, outside any kernel.  Default 1. */
+/* Sets nn's pool size (n <= 0: all online cores) and OpenBLAS to 1 thread.  Not
+ * thread-safe: call from the main thread, outside any kernel.  Default 1.  Tools: call it
+ * with the --threads value (after tool_set_threads, which sets OpenBLAS to n). */
 void nn_set_threads(int n);
 int nn_threads(void);
 
 /* ---- conv2d (no groups, no dilation; square or rectangular kernels) ---- */
+/* Algorithm: NN_CONV_IGEMM, our implicit-GEMM kernels (im2col fused into the packing of an
+ * 8x32 AVX-512 micro-kernel; the default in AVX-512 builds), or NN_CONV_BLAS (im2col +
+ * OpenBLAS sgemm per image; the only one elsewhere).  Returns the algorithm in effect.  Not
+ * thread-safe; call outside kernels. */
+enum { NN_CONV_BLAS = 0, NN_CONV_IGEMM = 1 };
+int nn_set_conv_algo(int algo);
+
 typedef struct nn_conv2d_dims {
-    int n, ci, h, w;   /* input (N, Ci, H, W) */
-    int co, kh, kw;    /* weight (Co, Ci, KH, KW) */
-    int stride, pad;   /* same on both axes */
-    int ho, wo;        /* output (N, Co, Ho, Wo): (h + 2 pad - kh) / stride + 1 */
+    int n, ci, h, w; /* input (N, Ci, H, W) */
+    int co, kh, kw;  /* weight (Co, Ci, KH, KW) */
+    int stride, pad; /* same on both axes */
+    int ho, wo;      /* output (N, Co, Ho, Wo): (h + 2 pad - kh) / stride + 1 */
 } nn_conv2d_dims;
 
 /* Fills ho/wo from the other fields. */
@@ -59,18 +69,16 @@ void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
  * train == 0: normalises with the running stats (which stay unchanged).
  * mean, rstd: (C) saved for backward (the statistics used, batch or running).
  * relu != 0 fuses a ReLU after the affine transform (out = max(0, bn(in))). */
-void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in,
-                          const float *gamma, const float *beta, float *running_mean,
-                          float *running_var, int n, int c, int hw, int train, float momentum,
-                          float eps, int relu);
+void nn_batchnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                          const float *beta, float *running_mean, float *running_var, int n, int c,
+                          int hw, int train, float momentum, float eps, int relu);
 /* din: (N, C, HW) overwritten; dgamma, dbeta: (C) +=.  dout: (N, C, HW).  in, mean, rstd,
  * gamma as given to / saved by forward; train as in forward (eval mode treats the
  * statistics as constants).  out/relu: when the forward fused a ReLU, pass its out and
  * relu = 1 (the ReLU mask is out > 0); otherwise out may be NULL and relu = 0. */
 void nn_batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
-                           const float *in, const float *out, const float *mean,
-                           const float *rstd, const float *gamma, int n, int c, int hw,
-                           int train, int relu);
+                           const float *in, const float *out, const float *mean, const float *rstd,
+                           const float *gamma, int n, int c, int hw, int train, int relu);
 
 /* ---- elementwise ---- */
 /* out = max(0, in); n elements.  out may equal in. */
@@ -88,11 +96,11 @@ void nn_avgpool_backward(float *din, const float *dout, int n, int c, int hw);
 /* Max pool k x k, stride, pad (padding never wins, as PyTorch's -inf padding).
  * out: (N, C, Ho, Wo), Ho = (H + 2 pad - k) / stride + 1; argmax: (N, C, Ho, Wo) index
  * into the (H, W) plane, saved for backward.  in: (N, C, H, W). */
-void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h,
-                        int w, int k, int stride, int pad, int ho, int wo);
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int c, int h, int w,
+                        int k, int stride, int pad, int ho, int wo);
 /* din: (N, C, H, W) overwritten (zero, plus dout routed to each argmax). */
-void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c,
-                         int h, int w, int ho, int wo);
+void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c, int h,
+                         int w, int ho, int wo);
 
 /* ---- linear ---- */
 /* out: (N, O) = in (N, I) @ w^T (w: (O, I)) + b (O, or NULL). */
@@ -106,16 +114,15 @@ void nn_linear_backward(float *din, float *dw, float *db, const float *dout, con
 /* Softmax cross-entropy, mean over the batch.  probs: (N, C) softmax(logits), saved for
  * backward (may be NULL when no backward follows).  logits: (N, C); labels: (N) in [0, C).
  * Returns the mean loss. */
-float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels,
-                               int n, int c);
+float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t *labels, int n,
+                               int c);
 /* dlogits (N, C) += scale * (probs - onehot(labels)) / N. */
-void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels,
-                               int n, int c, float scale);
+void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels, int n,
+                               int c, float scale);
 /* Distillation loss (ALGORITHMS 4.2): alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
  * summed over classes, mean over the batch (PyTorch kl_div(..., 'batchmean')).
  * student, teacher: (N, C) logits.  Returns the loss. */
-float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t,
-                    float alpha);
+float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t, float alpha);
 /* dlogits (N, C) += alpha * T / N * (softmax(student/T) - softmax(teacher/T)). */
 void nn_kd_backward(float *dlogits, const float *student, const float *teacher, int n, int c,
                     float t, float alpha);

@@ -1,0 +1,399 @@
+/* test_nn.c - finite-difference gradient checks for every nn.h kernel with a backward
+ * (conv2d in five shapes, BatchNorm2d train/eval with and without fused ReLU, ReLU, average
+ * and max pool, linear, cross-entropy, distillation loss), plus SGD against PyTorch's update
+ * rule written out, crop/flip against a direct reference, and bitwise run-to-run
+ * determinism at 2 threads.
+ *
+ * Method: L = sum(r * out) with a fixed random r (accumulated in double); the analytic
+ * gradient is backward(dout = r); the numeric one is the fp32 central difference
+ * (L(x + h) - L(x - h)) / 2h, h = 1e-2 (1e-3 for max pool, whose inputs sit on a 0.05 grid).
+ * Error = max |analytic - numeric| / max |analytic| over the checked entries (up to 40
+ * per tensor); tolerance 5e-3 (fp32 round-off of L over h dominates). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn.h"
+#include "rng.h"
+#include "testlib.h"
+
+#define FD_TOL 5e-3
+
+static rng R;
+static float *randv(size_t n, float scale)
+{
+    float *v = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)(scale * rng_normal(&R));
+    return v;
+}
+static float *zerov(size_t n)
+{
+    return calloc(n ? n : 1, sizeof(float));
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+/* Checks analytic gradient g of loss(ctx) w.r.t. p[0..n). */
+static double fd_check(const char *what, loss_fn f, void *ctx, float *p, const float *g, size_t n,
+                       float h)
+{
+    double gmax = 0, dmax = 0;
+    for (size_t i = 0; i < n; i++)
+        gmax = fmax(gmax, fabs(g[i]));
+    size_t step = n > 40 ? n / 40 : 1;
+    for (size_t i = 0; i < n; i += step) {
+        float keep = p[i];
+        p[i] = keep + h;
+        double lp = f(ctx);
+        p[i] = keep - h;
+        double lm = f(ctx);
+        p[i] = keep;
+        double num = (lp - lm) / (2.0 * h);
+        dmax = fmax(dmax, fabs(num - g[i]));
+    }
+    double err = dmax / fmax(gmax, 1e-12);
+    CHECK_MSG(err <= FD_TOL, "%s: finite-difference error %.3g", what, err);
+    fprintf(stderr, "  %-36s fd err %.2e\n", what, err);
+    return err;
+}
+
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+/* ---- conv ---- */
+typedef struct {
+    nn_conv2d_dims d;
+    float *x, *w, *b, *y, *r, *ws;
+} conv_ctx;
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    nn_conv2d_forward(c->y, c->x, c->w, c->b, &c->d, c->ws);
+    return dot(c->y, c->r, (size_t)c->d.n * c->d.co * c->d.ho * c->d.wo);
+}
+static void test_conv(int n, int ci, int h, int w, int co, int k, int s, int pad, int bias)
+{
+    conv_ctx c = {.d = nn_conv2d_make(n, ci, h, w, co, k, s, pad)};
+    size_t nx = (size_t)n * ci * h * w, nw = (size_t)co * ci * k * k,
+           ny = (size_t)n * co * c.d.ho * c.d.wo;
+    c.x = randv(nx, 1), c.w = randv(nw, 0.3f), c.b = bias ? randv(co, 0.1f) : NULL;
+    c.y = zerov(ny), c.r = randv(ny, 1), c.ws = zerov(nn_conv2d_ws_floats(&c.d));
+    float *dx = zerov(nx), *dw = zerov(nw), *db = zerov(co);
+    nn_conv2d_backward(dx, dw, bias ? db : NULL, c.r, c.x, c.w, &c.d, c.ws);
+    char name[96];
+    snprintf(name, sizeof name, "conv k%d s%d p%d %dx%d %d->%d dx", k, s, pad, h, w, ci, co);
+    fd_check(name, conv_loss, &c, c.x, dx, nx, 1e-2f);
+    name[strlen(name) - 2] = 0;
+    strcat(name, "dw");
+    fd_check(name, conv_loss, &c, c.w, dw, nw, 1e-2f);
+    if (bias) {
+        name[strlen(name) - 2] = 0;
+        strcat(name, "db");
+        fd_check(name, conv_loss, &c, c.b, db, co, 1e-2f);
+    }
+    free(c.x), free(c.w), free(c.b), free(c.y), free(c.r), free(c.ws), free(dx), free(dw);
+    free(db);
+}
+
+/* ---- batchnorm ---- */
+typedef struct {
+    int n, c, hw, train, relu;
+    float *x, *g, *b, *rm, *rv, *y, *mean, *rstd, *r, *rm0, *rv0;
+} bn_ctx;
+static double bn_loss(void *p)
+{
+    bn_ctx *c = p;
+    memcpy(c->rm, c->rm0, sizeof(float) * c->c); /* keep running stats fixed across calls */
+    memcpy(c->rv, c->rv0, sizeof(float) * c->c);
+    nn_batchnorm_forward(c->y, c->mean, c->rstd, c->x, c->g, c->b, c->rm, c->rv, c->n, c->c, c->hw,
+                         c->train, 0.1f, 1e-5f, c->relu);
+    return dot(c->y, c->r, (size_t)c->n * c->c * c->hw);
+}
+static void test_bn(int train, int relu)
+{
+    bn_ctx c = {.n = 3, .c = 4, .hw = 5, .train = train, .relu = relu};
+    size_t nx = (size_t)c.n * c.c * c.hw;
+    c.x = randv(nx, 1), c.g = randv(c.c, 0.5f), c.b = randv(c.c, 0.5f);
+    c.rm0 = randv(c.c, 0.2f), c.rv0 = zerov(c.c), c.rm = zerov(c.c), c.rv = zerov(c.c);
+    for (int i = 0; i < c.c; i++)
+        c.g[i] += 1.0f, c.rv0[i] = 0.5f + (float)i * 0.3f;
+    c.y = zerov(nx), c.mean = zerov(c.c), c.rstd = zerov(c.c), c.r = randv(nx, 1);
+    float *dx = zerov(nx), *dg = zerov(c.c), *db = zerov(c.c);
+    float h = 1e-2f;
+    if (relu) { /* keep every pre-ReLU value 0.05 away from the kink (redraw x) */
+        h = 1e-3f;
+        for (int tries = 0; tries < 1000; tries++) {
+            c.relu = 0;
+            bn_loss(&c);
+            double mn = 1e9;
+            for (size_t i = 0; i < nx; i++)
+                mn = fmin(mn, fabs(c.y[i]));
+            if (mn > 0.05)
+                break;
+            for (size_t i = 0; i < nx; i++)
+                c.x[i] = (float)rng_normal(&R);
+        }
+        c.relu = 1;
+    }
+    bn_loss(&c);
+    /* running-stat update (train): PyTorch's rule with the unbiased variance */
+    if (train) {
+        for (int ch = 0; ch < c.c; ch++) {
+            double s = 0, s2 = 0, cnt = c.n * c.hw;
+            for (int i = 0; i < c.n; i++)
+                for (int j = 0; j < c.hw; j++)
+                    s += c.x[(i * c.c + ch) * c.hw + j];
+            double m = s / cnt;
+            for (int i = 0; i < c.n; i++)
+                for (int j = 0; j < c.hw; j++) {
+                    double e = c.x[(i * c.c + ch) * c.hw + j] - m;
+                    s2 += e * e;
+                }
+            CHECK_CLOSE(c.rm[ch], 0.9 * c.rm0[ch] + 0.1 * m, 1e-6);
+            CHECK_CLOSE(c.rv[ch], 0.9 * c.rv0[ch] + 0.1 * s2 / (cnt - 1), 1e-6);
+        }
+    } else {
+        for (int ch = 0; ch < c.c; ch++)
+            CHECK(c.rm[ch] == c.rm0[ch] && c.rv[ch] == c.rv0[ch]);
+    }
+    nn_batchnorm_backward(dx, dg, db, c.r, c.x, c.y, c.mean, c.rstd, c.g, c.n, c.c, c.hw, train,
+                          relu);
+    char name[64];
+    snprintf(name, sizeof name, "batchnorm %s%s dx", train ? "train" : "eval", relu ? "+relu" : "");
+    fd_check(name, bn_loss, &c, c.x, dx, nx, h);
+    snprintf(name, sizeof name, "batchnorm %s%s dgamma", train ? "train" : "eval",
+             relu ? "+relu" : "");
+    fd_check(name, bn_loss, &c, c.g, dg, c.c, h);
+    snprintf(name, sizeof name, "batchnorm %s%s dbeta", train ? "train" : "eval",
+             relu ? "+relu" : "");
+    fd_check(name, bn_loss, &c, c.b, db, c.c, h);
+    free(c.x), free(c.g), free(c.b), free(c.rm0), free(c.rv0), free(c.rm), free(c.rv);
+    free(c.y), free(c.mean), free(c.rstd), free(c.r), free(dx), free(dg), free(db);
+}
+
+/* ---- relu, pools ---- */
+typedef struct {
+    int kind; /* 0 relu, 1 avgpool, 2 maxpool */
+    int n, c, h, w, ho, wo;
+    float *x, *y, *r;
+    int32_t *am;
+} pool_ctx;
+static double pool_loss(void *p)
+{
+    pool_ctx *c = p;
+    size_t ny;
+    if (c->kind == 0) {
+        ny = (size_t)c->n * c->c * c->h * c->w;
+        nn_relu_forward(c->y, c->x, ny);
+    } else if (c->kind == 1) {
+        ny = (size_t)c->n * c->c;
+        nn_avgpool_forward(c->y, c->x, c->n, c->c, c->h * c->w);
+    } else {
+        ny = (size_t)c->n * c->c * c->ho * c->wo;
+        nn_maxpool_forward(c->y, c->am, c->x, c->n, c->c, c->h, c->w, 3, 2, 1, c->ho, c->wo);
+    }
+    return dot(c->y, c->r, ny);
+}
+static void test_pools(void)
+{
+    pool_ctx c = {.n = 2, .c = 3, .h = 7, .w = 6};
+    c.ho = (c.h + 2 - 3) / 2 + 1, c.wo = (c.w + 2 - 3) / 2 + 1;
+    size_t nx = (size_t)c.n * c.c * c.h * c.w;
+    c.x = zerov(nx), c.y = zerov(nx), c.r = randv(nx, 1);
+    c.am = malloc(sizeof(int32_t) * nx);
+    /* distinct values on a 0.05 grid, away from 0: no ties, no kinks within h */
+    for (size_t i = 0; i < nx; i++)
+        c.x[i] = 0.05f * (float)((i * 37) % nx) - 0.025f * (float)nx + 0.0125f;
+    float *dx = zerov(nx);
+    c.kind = 0;
+    pool_loss(&c);
+    nn_relu_backward(dx, c.r, c.y, nx);
+    fd_check("relu dx", pool_loss, &c, c.x, dx, nx, 1e-3f);
+    c.kind = 1;
+    pool_loss(&c);
+    nn_avgpool_backward(dx, c.r, c.n, c.c, c.h * c.w);
+    fd_check("avgpool dx", pool_loss, &c, c.x, dx, nx, 1e-2f);
+    c.kind = 2;
+    pool_loss(&c);
+    nn_maxpool_backward(dx, c.r, c.am, c.n, c.c, c.h, c.w, c.ho, c.wo);
+    fd_check("maxpool 3x3 s2 p1 dx", pool_loss, &c, c.x, dx, nx, 1e-3f);
+    free(c.x), free(c.y), free(c.r), free(c.am), free(dx);
+}
+
+/* ---- linear ---- */
+typedef struct {
+    int n, i, o;
+    float *x, *w, *b, *y, *r;
+} lin_ctx;
+static double lin_loss(void *p)
+{
+    lin_ctx *c = p;
+    nn_linear_forward(c->y, c->x, c->w, c->b, c->n, c->i, c->o);
+    return dot(c->y, c->r, (size_t)c->n * c->o);
+}
+static void test_linear(void)
+{
+    lin_ctx c = {.n = 5, .i = 7, .o = 3};
+    c.x = randv(35, 1), c.w = randv(21, 0.5f), c.b = randv(3, 0.5f), c.y = zerov(15);
+    c.r = randv(15, 1);
+    float *dx = zerov(35), *dw = zerov(21), *db = zerov(3);
+    nn_linear_backward(dx, dw, db, c.r, c.x, c.w, c.n, c.i, c.o);
+    fd_check("linear dx", lin_loss, &c, c.x, dx, 35, 1e-2f);
+    fd_check("linear dw", lin_loss, &c, c.w, dw, 21, 1e-2f);
+    fd_check("linear db", lin_loss, &c, c.b, db, 3, 1e-2f);
+    free(c.x), free(c.w), free(c.b), free(c.y), free(c.r), free(dx), free(dw), free(db);
+}
+
+/* ---- losses ---- */
+typedef struct {
+    int n, c, kd;
+    float *s, *t;
+    int32_t *lab;
+} loss_ctx;
+static double loss_loss(void *p)
+{
+    loss_ctx *c = p;
+    return c->kd ? nn_kd_forward(c->s, c->t, c->n, c->c, 3.0f, 1.0f)
+                 : nn_cross_entropy_forward(NULL, c->s, c->lab, c->n, c->c);
+}
+static void test_losses(void)
+{
+    loss_ctx c = {.n = 4, .c = 6};
+    c.s = randv(24, 2), c.t = randv(24, 4);
+    int32_t lab[4] = {0, 5, 2, 2};
+    c.lab = lab;
+    float probs[24], d[24] = {0};
+    /* known value: uniform logits give log C */
+    float zero[6] = {0};
+    int32_t l0 = 3;
+    CHECK_CLOSE(nn_cross_entropy_forward(NULL, zero, &l0, 1, 6), log(6.0), 1e-6);
+    nn_cross_entropy_forward(probs, c.s, lab, c.n, c.c);
+    nn_cross_entropy_backward(d, probs, lab, c.n, c.c, 1.0f);
+    fd_check("cross-entropy dlogits", loss_loss, &c, c.s, d, 24, 1e-2f);
+    c.kd = 1;
+    memset(d, 0, sizeof d);
+    nn_kd_backward(d, c.s, c.t, c.n, c.c, 3.0f, 1.0f);
+    fd_check("kd (T=3) dstudent", loss_loss, &c, c.s, d, 24, 1e-2f);
+    CHECK_CLOSE(nn_kd_forward(c.t, c.t, c.n, c.c, 3.0f, 1.0f), 0.0, 1e-6); /* KL(p||p) = 0 */
+    free(c.s), free(c.t);
+}
+
+/* ---- SGD: PyTorch's update written out, two steps (the second uses the buffer) ---- */
+static void test_sgd(void)
+{
+    float p[5], buf[5] = {0}, g[5], ref[5], rbuf[5] = {0};
+    for (int i = 0; i < 5; i++)
+        p[i] = ref[i] = (float)i - 2.0f, g[i] = 0.3f * (float)i - 0.5f;
+    for (int step = 0; step < 2; step++) {
+        nn_sgd_step(p, buf, g, 5, 0.1f, 0.9f, 5e-4f);
+        for (int i = 0; i < 5; i++) {
+            double gi = g[i] + 5e-4 * ref[i];
+            rbuf[i] = (float)(step == 0 ? gi : 0.9 * rbuf[i] + gi);
+            ref[i] = (float)(ref[i] - 0.1 * rbuf[i]);
+            CHECK_CLOSE(p[i], ref[i], 1e-6);
+        }
+    }
+    nn_sgd_step(p, NULL, g, 5, 0.1f, 0.0f, 0.0f);
+    for (int i = 0; i < 5; i++)
+        CHECK_CLOSE(p[i], ref[i] - 0.1 * g[i], 1e-6);
+}
+
+/* ---- crop/flip ---- */
+static void test_augment(void)
+{
+    const int c = 2, h = 5, w = 6, pad = 2;
+    float in[60], out[60];
+    for (int i = 0; i < 60; i++)
+        in[i] = (float)i + 1;
+    for (int dy = 0; dy <= 2 * pad; dy++)
+        for (int dx = 0; dx <= 2 * pad; dx++)
+            for (int flip = 0; flip < 2; flip++) {
+                nn_crop_flip(out, in, c, h, w, pad, dy, dx, flip);
+                for (int ch = 0; ch < c; ch++)
+                    for (int y = 0; y < h; y++)
+                        for (int x = 0; x < w; x++) {
+                            int xx = flip ? w - 1 - x : x; /* flip after the crop */
+                            int sy = y + dy - pad, sx = xx + dx - pad;
+                            float ref = (sy >= 0 && sy < h && sx >= 0 && sx < w)
+                                            ? in[(ch * h + sy) * w + sx]
+                                            : 0.0f;
+                            CHECK(out[(ch * h + y) * w + x] == ref);
+                        }
+            }
+    /* per batch: every image gets the same crop and flip */
+    float batch[3 * 60], res[3 * 60];
+    for (int i = 0; i < 3; i++)
+        memcpy(batch + i * 60, in, sizeof in);
+    rng r;
+    rng_init(&r, 1, "augment", 0, 0);
+    nn_augment_crop_flip(res, batch, 3, c, h, w, pad, 0, &r);
+    CHECK(!memcmp(res, res + 60, sizeof in) && !memcmp(res, res + 120, sizeof in));
+    int differ = 0;
+    for (int t = 0; t < 8 && !differ; t++) {
+        nn_augment_crop_flip(res, batch, 3, c, h, w, pad, 1, &r);
+        differ = memcmp(res, res + 60, sizeof in) || memcmp(res, res + 120, sizeof in);
+    }
+    CHECK(differ); /* per sample: draws differ (8 tries) */
+}
+
+/* ---- determinism at a fixed thread count ---- */
+static void test_determinism(void)
+{
+    nn_set_threads(2);
+    nn_conv2d_dims d = nn_conv2d_make(6, 16, 12, 12, 24, 3, 1, 1);
+    size_t nx = 6 * 16 * 144, nw = 24 * 16 * 9, ny = 6 * 24 * 144;
+    float *x = randv(nx, 1), *w = randv(nw, 0.3f), *dy = randv(ny, 1),
+          *ws = zerov(nn_conv2d_ws_floats(&d));
+    float *y[2], *dx[2], *dw[2];
+    for (int k = 0; k < 2; k++) {
+        y[k] = zerov(ny), dx[k] = zerov(nx), dw[k] = zerov(nw);
+        nn_conv2d_forward(y[k], x, w, NULL, &d, ws);
+        nn_conv2d_backward(dx[k], dw[k], NULL, dy, x, w, &d, ws);
+    }
+    CHECK(!memcmp(y[0], y[1], ny * 4) && !memcmp(dx[0], dx[1], nx * 4) &&
+          !memcmp(dw[0], dw[1], nw * 4));
+    /* and the 2-thread result agrees with 1 thread to rounding */
+    nn_set_threads(1);
+    float *dw1 = zerov(nw);
+    nn_conv2d_backward(dx[1], dw1, NULL, dy, x, w, &d, ws);
+    double e = 0, mx = 0;
+    for (size_t i = 0; i < nw; i++)
+        e = fmax(e, fabs(dw1[i] - dw[0][i])), mx = fmax(mx, fabs(dw1[i]));
+    CHECK(e <= 1e-5 * mx);
+    for (int k = 0; k < 2; k++)
+        free(y[k]), free(dx[k]), free(dw[k]);
+    free(x), free(w), free(dy), free(ws), free(dw1);
+}
+
+int main(void)
+{
+    rng_init(&R, 42, "test", 0, 0);
+    for (int threads = 1; threads <= 2; threads++) {
+        nn_set_threads(threads);
+        fprintf(stderr, "threads %d\n", threads);
+        test_conv(2, 3, 6, 5, 4, 3, 1, 1, 1);
+        test_conv(3, 4, 7, 7, 5, 3, 2, 1, 0);
+        test_conv(2, 4, 6, 6, 3, 1, 1, 0, 0);
+        test_conv(2, 4, 7, 6, 3, 1, 2, 0, 0);
+        test_conv(1, 2, 11, 10, 3, 7, 2, 3, 1);
+        for (int train = 0; train < 2; train++)
+            for (int relu = 0; relu < 2; relu++)
+                test_bn(train, relu);
+    }
+    nn_set_threads(1);
+    test_pools();
+    test_linear();
+    test_losses();
+    test_sgd();
+    test_augment();
+    test_determinism();
+    TEST_MAIN_END();
+}
