@@ -24,7 +24,8 @@ _Noreturn static void usage(void)
            "  -m, --model G        global model (kind model)\n"
            "  -d, --shard SHARD    the client's data (kind shard, from partition)\n"
            "  -o, --out UPDATE     output: file, '-' or ZeroMQ endpoint (kind update)\n"
-           "      --teacher T      CLIP teacher logits (kind teacher, from clip-embed): adds\n"
+           "      --teacher T      CLIP teacher logits: clip-embed's output stream (its teacher\n"
+           "                       record whose client is the shard's is used); adds\n"
            "                       kd_alpha * T^2 * KL(teacher || student) to the loss\n"
            "      --kd-alpha A     distillation weight (default 1.0)\n"
            "      --kd-temp T      distillation temperature (default 3.0)\n"
@@ -53,12 +54,39 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The teacher record for this shard: a stream (clip-embed writes an `embeddings` record and
+ * one `teacher` per shard) is searched for the teacher whose meta.client is the shard's. */
+static record *find_teacher(const char *path, const shard *s, const ep_opts *o)
+{
+    rec_reader *rd = ep_open_reader(path, o);
+    if (!rd)
+        tool_fail(err_last());
+    record *r, *hit = NULL;
+    int rc, n_teachers = 0;
+    while (!hit && (rc = rec_read(rd, &r)) == 1) {
+        int64_t client = INT64_MIN;
+        if (strcmp(r->kind, "teacher") == 0) {
+            n_teachers++;
+            rec_opt_int(r, "client", &client);
+        }
+        if (client == s->client)
+            hit = r;
+        else
+            rec_free(r);
+    }
+    if (!hit && rc < 0)
+        tool_fail(rc);
+    rec_reader_close(rd);
+    if (!hit)
+        tool_die(ERR_FORMAT, "%s holds no teacher record for client %lld (%d teacher records)",
+                 path, (long long)s->client, n_teachers);
+    return hit;
+}
+
 /* teacher logits row for each shard sample, matched by dataset index */
 static float *teacher_rows(const char *path, const shard *s, int classes, const ep_opts *o)
 {
-    record *t = ep_read_one(path, "teacher", o);
-    if (!t)
-        tool_fail(err_last());
+    record *t = find_teacher(path, s, o);
     const tensor *lg = rec_get(t, "logits", DT_F32, 2, (int64_t[]){-1, classes});
     if (!lg)
         tool_fail(err_last());

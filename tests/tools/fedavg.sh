@@ -90,6 +90,22 @@ head -1 "$T/m.csv" | grep -q '^label,round,top1,loss,many,medium,few,n$' || fail
 awk -F, 'NR==2 && !($3>=0 && $3<=1 && $8==100) {exit 1}' "$T/m.csv" || fail "csv row: $(cat "$T/m.csv")"
 "$B/inspect" "$T/metrics.mpk.zst" | grep -q "confusion" || fail "metrics record"
 
+# CLIP2FL/FedSM client step: distillation from clip-embed's teacher records (the tiny
+# committed CLIP; a merges file with no merges keeps the token ids inside its vocabulary)
+FIX=$FEDSM_ROOT/tests/fixtures/clip
+if [ -x "$B/clip-embed" ] && [ -f "$FIX/tiny.safetensors" ]; then
+    printf '#version: test\n' | gzip > "$T/merges.txt.gz"
+    "$B/clip-embed" -w "$FIX/tiny.safetensors" --vocab "$T/merges.txt.gz" -s "$T/p/client-00.mpk.zst" \
+        -s "$T/p/client-01.mpk.zst" -o "$T/teach.mpk.zst" -q || fail "clip-embed"
+    "$B/local-train" -m "$T/m0.mpk.zst" -d "$T/p/client-01.mpk.zst" --epochs 1 --batch 16 \
+        --teacher "$T/teach.mpk.zst" --kd-alpha 1 --kd-temp 3 -o "$T/u_kd.mpk.zst" -q || fail "local-train with a teacher"
+    "$B/inspect" "$T/u_kd.mpk.zst" | grep -q "kd_alpha=1" || fail "KD update meta"
+    cmp -s "$T/u_kd.mpk.zst" "$T/u1.mpk.zst" && fail "the teacher changed nothing"
+    expect_rc 3 "$B/local-train" -m "$T/m0.mpk.zst" -d "$T/p/client-02.mpk.zst" --teacher "$T/teach.mpk.zst" -o "$T/u_x.mpk.zst" \
+        && expect_one_error_line
+    grep -q "no teacher record for client 2" "$T/err" || fail "missing teacher not named: $(cat "$T/err")"
+fi
+
 # end to end, killed and resumed == uninterrupted
 P=(--data "$T/data" --if 4 --clients 4 --per-round 2 --rounds 3 --epochs 1 --batch 16 --width 4 --jobs 2 -q)
 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null || fail "fedavg.sh"
