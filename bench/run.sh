@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh - `make bench`: each section measures fedsm against its reference in the
-# same run and prints a table.  Env: BUILD (build dir), BENCH_SECONDS (per measurement,
-# default 5), BENCH_THREADS (default "1 2").  Sections: train (ResNet-8 training vs PyTorch).
+# same run and prints its table.  Sections: "train" (ResNet-8 training vs PyTorch, below),
+# then every other bench/*.sh script (one section each, e.g. clip, partition).
+# Env: BUILD (build dir), BENCH_SECTIONS (space-separated names to run; default all),
+# BENCH_SECONDS (per train measurement, default 5), BENCH_THREADS (default "1 2").
 #
 # Two rates per run: wall-clock images/s, and cpu images/s = images per CPU-second of the
 # process times threads (the rate with a whole core per thread).  On a shared machine the
@@ -44,4 +46,16 @@ section_train() {
     echo "ratio = fedsm / torch; images/s; peak = measured FMA peak (bench/peak_fma), per CPU-second."
 }
 
-section_train
+want() { [ -z "${BENCH_SECTIONS:-}" ] || [[ " $BENCH_SECTIONS " == *" $1 "* ]]; }
+
+rc=0
+want train && section_train
+for f in bench/*.sh; do
+    name=$(basename "$f" .sh)
+    [ "$name" = run ] && continue
+    want "$name" || continue
+    echo
+    echo "== section $name ($f) =="
+    BUILD=$BUILD bash "$f" || { echo "section $name failed (rc $?)"; rc=1; }
+done
+exit $rc
