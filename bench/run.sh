@@ -1,16 +1,61 @@
 #!/usr/bin/env bash
-# bench/run.sh - `make bench`: runs every benchmark section (bench/*.sh other than this one)
-# and prints their tables.  Benchmarks compare against PyTorch (Debian python3-torch) measured
-# in the same run on the same machine; they are not tests and never fail on speed.
+# bench/run.sh - `make bench`: each section measures fedsm against its reference in the
+# same run and prints its table.  Sections: "train" (ResNet-8 training vs PyTorch, below),
+# then every other bench/*.sh script (one section each, e.g. clip, partition).
+# Env: BUILD (build dir), BENCH_SECTIONS (space-separated names to run; default all),
+# BENCH_SECONDS (per train measurement, default 5), BENCH_THREADS (default "1 2").
+#
+# Two rates per run: wall-clock images/s, and cpu images/s = images per CPU-second of the
+# process times threads (the rate with a whole core per thread).  On a shared machine the
+# second is the fairer comparison; both are printed.  GF/s counts 3x the forward FLOPs.
 set -u
 cd "$(dirname "$0")/.."
-export BUILD=${BUILD:-build} FEDSM_BIN=$PWD/${BUILD:-build}/bin
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+BUILD=${BUILD:-build}
+SECS=${BENCH_SECONDS:-5}
+THREADS=${BENCH_THREADS:-"1 2"}
+PY=/usr/bin/python3
+
+field() { sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p"; }
+
+section_train() {
+    echo "== ResNet-8 training, batch 32 (forward + CE + backward + SGD), fp32 =="
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores;" \
+         "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    local have_torch=1
+    "$PY" -c 'import torch' 2>/dev/null || { have_torch=0; echo "(no python3-torch: PyTorch columns n/a)"; }
+    printf '%-7s | %9s %9s %9s %6s | %9s %9s %9s %6s | %8s %8s %6s\n' \
+        threads fedsm blas torch ratio fedsm_cpu blas_cpu torch_cpu ratio GF/s_cpu peak %peak
+    for t in $THREADS; do
+        peak=$("$BUILD/bench/peak_fma" "$t" | field cpu_gflops)
+        c=$("$BUILD/bench/train_resnet8" "$t" 32 "$SECS" igemm)
+        b=$("$BUILD/bench/train_resnet8" "$t" 32 "$SECS" blas)
+        tr=nan; trc=nan
+        if [ $have_torch = 1 ]; then
+            o=$("$PY" bench/torch_resnet8.py "$t" 32 "$SECS")
+            tr=$(echo "$o" | field images_per_s); trc=$(echo "$o" | field cpu_images_per_s)
+        fi
+        awk -v t="$t" -v ci="$(echo "$c" | field images_per_s)" -v cc="$(echo "$c" | field cpu_images_per_s)" \
+            -v bi="$(echo "$b" | field images_per_s)" -v bc="$(echo "$b" | field cpu_images_per_s)" \
+            -v ti="$tr" -v tc="$trc" -v cg="$(echo "$c" | field cpu_gflops)" -v pk="$peak" 'BEGIN {
+            r1 = (ti == "nan") ? "n/a" : sprintf("%.2f", ci / ti);
+            r2 = (tc == "nan") ? "n/a" : sprintf("%.2f", cc / tc);
+            printf "%-7s | %9.1f %9.1f %9s %6s | %9.1f %9.1f %9s %6s | %8.1f %8.1f %5.1f%%\n",
+                   t, ci, bi, ti, r1, cc, bc, tc, r2, cg, pk, 100 * cg / pk }'
+    done
+    echo "fedsm = own implicit-GEMM conv kernels (AVX-512), blas = im2col + OpenBLAS sgemm;"
+    echo "ratio = fedsm / torch; images/s; peak = measured FMA peak (bench/peak_fma), per CPU-second."
+}
+
+want() { [ -z "${BENCH_SECTIONS:-}" ] || [[ " $BENCH_SECTIONS " == *" $1 "* ]]; }
+
 rc=0
-for b in bench/*.sh; do
-    [ "$(basename "$b")" = run.sh ] && continue
-    echo; echo "== $(basename "$b" .sh) =="
-    bash "$b" || { echo "(section $b failed)"; rc=1; }
+want train && section_train
+for f in bench/*.sh; do
+    name=$(basename "$f" .sh)
+    [ "$name" = run ] && continue
+    want "$name" || continue
+    echo
+    echo "== section $name ($f) =="
+    BUILD=$BUILD bash "$f" || { echo "section $name failed (rc $?)"; rc=1; }
 done
 exit $rc

@@ -686,6 +686,17 @@ static void pack_a_rows(float *pa, const float *a, int m, int k)
         }
 }
 
+/* pa [KK/MR strips][Co][MR] = w^T for w (Co x KK) row-major: contiguous reads of w's rows */
+static void pack_a_transposed(float *pa, const float *w, int co, int kk)
+{
+    for (int ms = 0; ms * MR < kk; ms++)
+        for (int o = 0; o < co; o++)
+            for (int r = 0; r < MR; r++) {
+                int m = ms * MR + r;
+                pa[((size_t)ms * co + o) * MR + r] = m < kk ? w[(size_t)o * kk + m] : 0.0f;
+            }
+}
+
 /* pa as pack_a_rows for the input-gradient weights: A~[ci][(co, ky, kx)] =
  * w[co][ci][kh-1-ky][kw-1-kx]  (M = Ci, K = Co*KH*KW) */
 static void pack_a_flipped(float *pa, const float *w, const nn_conv2d_dims *d)
@@ -834,7 +845,8 @@ static size_t conv_tfl(const nn_conv2d_dims *d)
 {
     size_t a = conv_thread_floats(d);
 #ifdef NN_IGEMM
-    size_t b = igemm_thread_floats(d) + (size_t)d->ci * d->kh * d->kw * d->ho * d->wo;
+    size_t b =
+        igemm_thread_floats(d) + (size_t)d->ci * d->kh * d->kw * d->ho * d->wo * conv_group(d) + 16;
     a = a > b ? a : b;
 #endif
     return a;
@@ -1050,12 +1062,48 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
         cmap cm = {.base = t->din + lo * xin, .hw = hwi, .img = xin, .ldm = hwi};
         igemm_conv(&cm, t->pa, d->ci, d->co * d->kh * d->kw, t->dout + lo * yout, yout, &d2,
                    (size_t)(hi - lo) * hwi, pb);
-    } else { /* dcol (KK, HW) = w^T (KK, Co) @ dy (Co, HW), then col2im, per image */
+    } else { /* dcol (KK, g*HW) = w^T (KK, Co) . dy (Co, g*HW) (t->pa: w^T packed), col2im */
+        const int G = conv_group(d);
         float *col = pa + pad_to((size_t)d->co, MR) * KC + 16;
-        for (int s = lo; s < hi; s++) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)hw, d->co, 1.0f,
-                        t->w, (int)kk, t->dout + s * yout, (int)hw, 0.0f, col, (int)hw);
-            col2im(t->din + s * xin, col, hw, d);
+        for (int s = lo; s < hi; s += G) {
+            int g = hi - s < G ? hi - s : G;
+            size_t ntot = (size_t)g * hw;
+            cmap cm = {.base = col, .hw = (size_t)-1, .img = 0, .ldm = ntot};
+            const float *dy = t->dout + s * yout;
+            for (size_t n0 = 0; n0 < ntot; n0 += NC) {
+                int nc = ntot - n0 < NC ? (int)(ntot - n0) : NC;
+                for (int k0 = 0; k0 < d->co; k0 += KC) {
+                    int kc = d->co - k0 < KC ? d->co - k0 : KC;
+                    /* pb [strip][kc][NR] = dy[img(n)][k0 + k][p(n)] */
+                    for (int ns = 0; ns * NR < nc; ns++)
+                        for (int k = 0; k < kc; k++) {
+                            float *o = pb + ((size_t)ns * kc + k) * NR;
+                            size_t n = n0 + (size_t)ns * NR;
+                            if (n + NR <= ntot && n % hw + NR <= hw) { /* one image row run */
+                                const float *src = dy + (n / hw) * yout + (size_t)(k0 + k) * hw;
+                                _mm512_storeu_ps(o, _mm512_loadu_ps(src + n % hw));
+                                _mm512_storeu_ps(o + 16, _mm512_loadu_ps(src + n % hw + 16));
+                                continue;
+                            }
+                            for (int j = 0; j < NR; j++) {
+                                size_t n = n0 + (size_t)ns * NR + j;
+                                o[j] = n < ntot
+                                           ? dy[(n / hw) * yout + (size_t)(k0 + k) * hw + n % hw]
+                                           : 0.0f;
+                            }
+                        }
+                    for (int ns = 0; ns * NR < nc; ns++)
+                        for (int ms = 0; ms * MR < (int)kk; ms++) {
+                            int mr = (int)kk - ms * MR < MR ? (int)kk - ms * MR : MR;
+                            int nr = nc - ns * NR < NR ? nc - ns * NR : NR;
+                            tile(&cm, (size_t)ms * MR, n0 + (size_t)ns * NR, mr, nr, k0 > 0,
+                                 t->pa + ((size_t)ms * d->co + k0) * MR, pb + (size_t)ns * kc * NR,
+                                 kc);
+                        }
+                }
+            }
+            for (int j = 0; j < g; j++)
+                col2im(t->din + (s + j) * xin, col + j * hw, ntot, d);
         }
     }
 }
@@ -1070,6 +1118,8 @@ void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     if (conv_algo == NN_CONV_IGEMM) {
         if (din && conv_dx_as_conv(d))
             pack_a_flipped(ws, w, d);
+        else if (din) /* w^T (KK x Co), packed: rows kk in strips of MR */
+            pack_a_transposed(ws, w, d->co, d->ci * d->kh * d->kw);
         t.pa = ws;
         nn_run(conv_backward_igemm_task, &t);
     } else

@@ -4,6 +4,7 @@
  * rule written out, crop/flip against a direct reference, and bitwise run-to-run
  * determinism at 2 threads.
  *
+ * Convolutions and BatchNorm run at 1 and 2 threads, and with both conv algorithms.
  * Method: L = sum(r * out) with a fixed random r (accumulated in double); the analytic
  * gradient is backward(dout = r); the numeric one is the fp32 central difference
  * (L(x + h) - L(x - h)) / 2h, h = 1e-2 (1e-3 for max pool, whose inputs sit on a 0.05 grid).
@@ -376,9 +377,11 @@ static void test_determinism(void)
 int main(void)
 {
     rng_init(&R, 42, "test", 0, 0);
-    for (int threads = 1; threads <= 2; threads++) {
+    for (int run = 0; run < 3; run++) { /* 1 thread, 2 threads, 2 threads with OpenBLAS conv */
+        int threads = run == 0 ? 1 : 2;
         nn_set_threads(threads);
-        fprintf(stderr, "threads %d\n", threads);
+        nn_set_conv_algo(run == 2 ? NN_CONV_BLAS : NN_CONV_IGEMM);
+        fprintf(stderr, "threads %d, conv %s\n", threads, run == 2 ? "blas" : "default");
         test_conv(2, 3, 6, 5, 4, 3, 1, 1, 1);
         test_conv(3, 4, 7, 7, 5, 3, 2, 1, 0);
         test_conv(2, 4, 6, 6, 3, 1, 1, 0, 0);
@@ -388,6 +391,7 @@ int main(void)
             for (int relu = 0; relu < 2; relu++)
                 test_bn(train, relu);
     }
+    nn_set_conv_algo(NN_CONV_IGEMM);
     nn_set_threads(1);
     test_pools();
     test_linear();
