@@ -121,8 +121,9 @@ demo: deps-demo
 	BUILD=$(BUILD) pipelines/demo.sh $(if $(DATA),--data $(DATA))
 
 # ---- reference fixtures (needs python3-torch; the committed fixtures make this optional) ----
-fixtures: deps-bench
+fixtures: deps-bench clip-fixtures
 	/usr/bin/python3 tests/make_fixtures.py
+	/usr/bin/python3 tests/fuzz/make_corpus.py
 
 clip-weights:
 	data/get-clip-weights.sh
