@@ -18,7 +18,7 @@ done
 need_bin gen-demo
 if [ -z "$DATA" ]; then
     DATA=$FEDSM_ROOT/${BUILD:-build}/demo-data
-    if [ ! -f "$DATA/test_batch.bin" ]; then
+    if [ ! -f "$DATA/test_batch.bin" ] || [ "$BIN/gen-demo" -nt "$DATA/test_batch.bin" ]; then
         log "generating the demo dataset in $DATA"
         "$BIN/gen-demo" "$DATA.tmp.$$" 500 100 && rm -rf "$DATA" && mv "$DATA.tmp.$$" "$DATA"
     fi
