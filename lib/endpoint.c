@@ -246,8 +246,9 @@ static int on_end(rec_reader *r, record *e)
             return 0;
         if (r->end_total != r->returned)
             return err_set(ERR_FORMAT,
-                           "stream %s: producers sent %ld records but %ld arrived",
-                           r->name, r->end_total, r->returned);
+                           "stream %s: producers sent %ld records but %ld arrived (ZeroMQ drops a "
+                           "record larger than the reader's --max-msg of %lld bytes)",
+                           r->name, r->end_total, r->returned, (long long)r->o.max_msg_bytes);
         return 1;
     }
     if (count != r->seg_records)

@@ -3,7 +3,8 @@
 # or the producer binding ('@'; '>' or nothing connects), started in either order; inspect
 # reads a ZeroMQ stream; a consumer with no producer and a producer with no consumer time
 # out with exit 4 and one clear line; --producers K fan-in with K end records; an end-count
-# mismatch is exit 3; ZMQ_MAXMSGSIZE (--max-msg) drops a larger record (timeout, exit 4).
+# mismatch is exit 3; ZMQ_MAXMSGSIZE (--max-msg) drops a larger record (timeout, exit 4, or
+# the loss caught by the end count, exit 3).
 source tests/tools/lib.sh
 H=${BUILD:-build}/helpers
 port=$((20000 + $$ % 20000))
@@ -79,7 +80,10 @@ a=$(ep tcp 28)
 $H/rec-check --max-msg 50000 --timeout-ms 1500 "@$a" >"$T/c" 2>&1 & bg=$!
 $H/rec-gen --huge 100000 --timeout-ms 1000 "$a" 2>/dev/null
 wait $bg; rc=$?
-[ $rc = 4 ] && grep -q "timed out" "$T/c" || fail "max-msg: rc $rc $(cat "$T/c")"
+# ZeroMQ drops the record and the connection; the producer may reconnect in time to deliver
+# its end record (the loss is then caught by the count, exit 3) or not (timeout, exit 4)
+{ [ $rc = 4 ] && grep -q "timed out" "$T/c"; } || { [ $rc = 3 ] && grep -q "sent 1 records but 0 arrived.*max-msg" "$T/c"; } \
+    || fail "max-msg: rc $rc $(cat "$T/c")"
 a=$(ep tcp 29)
 $H/rec-check --max-msg 200000 --huge 100000 --timeout-ms 20000 "@$a" >"$T/c" 2>&1 & bg=$!
 $H/rec-gen --huge 100000 "$a"
