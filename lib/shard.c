@@ -88,6 +88,17 @@ fail:
     return NULL;
 }
 
+int shard_check_fits(const shard *s, const char *name, int classes, int c, int h, int w)
+{
+    if (s->num_classes != classes)
+        return err_set(ERR_FORMAT, "shard %s has %d classes but the model has %d", name,
+                       s->num_classes, classes);
+    if (s->c != c || s->h != h || s->w != w)
+        return err_set(ERR_FORMAT, "shard %s holds %dx%dx%d images but the model takes %dx%dx%d",
+                       name, s->c, s->h, s->w, c, h, w);
+    return 0;
+}
+
 void shard_gather(float *out, const shard *s, const int64_t *rows, int n, const float *mean,
                   const float *std)
 {

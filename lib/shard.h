@@ -25,6 +25,9 @@ typedef struct shard {
 shard *shard_load(const char *spec, const ep_opts *o);
 void shard_free(shard *s); /* NULL-safe */
 
+/* The shard fits a model taking `classes` classes and (c, h, w) images: 0, or ERR_FORMAT
+ * naming the shard (`name`) and both sides. */
+int shard_check_fits(const shard *s, const char *name, int classes, int c, int h, int w);
 /* out (n, c, h, w) = (images[rows[i]] / 255 - mean) / std.  rows: (n) indices into s. */
 void shard_gather(float *out, const shard *s, const int64_t *rows, int n, const float *mean,
                   const float *std);

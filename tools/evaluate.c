@@ -134,13 +134,8 @@ int main(int argc, char **argv)
     shard *s = shard_load(tpath, &o);
     if (!s)
         tool_fail(err_last());
-    if (s->num_classes != C)
-        tool_die(ERR_FORMAT, "test shard %s has %d classes but the model has %d", tpath,
-                 s->num_classes, C);
-    if (s->c != m->cfg.in_channels || s->h != m->cfg.input_size || s->w != m->cfg.input_size)
-        tool_die(ERR_FORMAT, "test shard %s holds %dx%dx%d images but the model takes %dx%dx%d",
-                 tpath, s->c, s->h, s->w, m->cfg.in_channels, m->cfg.input_size,
-                 m->cfg.input_size);
+    if (shard_check_fits(s, tpath, C, m->cfg.in_channels, m->cfg.input_size, m->cfg.input_size))
+        tool_fail(err_last());
     float mean[3], std[3];
     if (meta_get_vec3(mrec, "mean", mean) || meta_get_vec3(mrec, "std", std))
         tool_fail(err_last());

@@ -184,13 +184,8 @@ int main(int argc, char **argv)
     if (!s)
         tool_fail(err_last());
     int C = m->cfg.num_classes;
-    if (s->num_classes != C)
-        tool_die(ERR_FORMAT, "shard %s has %d classes but the model has %d", spath,
-                 s->num_classes, C);
-    if (s->c != m->cfg.in_channels || s->h != m->cfg.input_size || s->w != m->cfg.input_size)
-        tool_die(ERR_FORMAT, "shard %s holds %dx%dx%d images but the model takes %dx%dx%d",
-                 spath, s->c, s->h, s->w, m->cfg.in_channels, m->cfg.input_size,
-                 m->cfg.input_size);
+    if (shard_check_fits(s, spath, C, m->cfg.in_channels, m->cfg.input_size, m->cfg.input_size))
+        tool_fail(err_last());
     float mean[3], std[3];
     if (meta_get_vec3(grec, "mean", mean) || meta_get_vec3(grec, "std", std))
         tool_fail(err_last());
