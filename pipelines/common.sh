@@ -116,9 +116,9 @@ set terminal pngcairo size 900,540 noenhanced
 set output "$png.tmp"
 set datafile separator ","
 set datafile missing ""
-set key autotitle columnhead bottom right
+set key autotitle columnhead top right
 set title "$title: test accuracy per round"
-set xlabel "round"; set ylabel "top-1 accuracy"; set yrange [0:1]; set grid
+set xlabel "round"; set ylabel "top-1 accuracy (balanced test set)"; set yrange [-0.02:1.02]; set grid
 plot "$csv" using 2:3 with linespoints lw 2 title "overall", \
      "" using 2:5 with lines dt 2 title "many", \
      "" using 2:6 with lines dt 3 title "medium", \

@@ -62,7 +62,7 @@ for v in IF ALPHA CLIENTS PER_ROUND ROUNDS EPOCHS BATCH LR SEED JOBS THREADS PRO
 [ "$JOBS" -ge 1 ] || die "--jobs must be >= 1" 2
 need_bin partition aggregate local-train evaluate
 DATA=$(dataset_path "$DATA")
-export FEDSM_THREADS=$THREADS QUIET
+export FEDSM_THREADS=$THREADS QUIET PLOT_TITLE=${PLOT_TITLE:-$LABEL}
 
 lock_run "$RUN"
 write_config "$RUN" method=fedavg data="$DATA" if="$IF" alpha="$ALPHA" clients="$CLIENTS" \
