@@ -384,7 +384,8 @@ static void stage_scatter(float *dst, const float *src, int g, int rows, size_t 
 #define NC 512
 #define SPAD 64 /* floats between packed strips: their starts do not alias mod 4 KB */
 
-static int conv_algo = NN_CONV_IGEMM;
+#define NN_CONV_DEFAULT NN_CONV_IGEMM
+static int conv_algo = -1; /* -1: not chosen yet (conv_algo_get reads FEDSM_CONV_ALGO) */
 
 static size_t pad_to(size_t x, size_t m)
 {
@@ -817,6 +818,249 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
     }
 }
 
+/* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (AVX-512 builds) ----
+ * Per 2 x 2 output tile: Y = A^T [(G g G^T) . (B^T d B)] A, d the 4 x 4 input patch at
+ * (2 ty - pad, 2 tx - pad), "." element-wise over the 16 transformed positions xi (Lavin &
+ * Gray 2016).  Summed over input channels, the products are 16 independent GEMMs
+ * M[xi] (M x tiles) = U[xi] (M x K) . V[xi] (K x tiles) on the 8x32 micro-kernel: 2.25x fewer
+ * multiply-adds than the direct convolution.  Forward: M = Co, K = Ci, U from w.  Input
+ * gradient: the same with dy as input, M = Ci, K = Co, U from the flipped, transposed
+ * weights and pad 2 - pad.  Tiles are processed in blocks of whole tile rows (up to
+ * wg_block_tiles): the input transform writes V straight into the packed B strips, the
+ * GEMMs write M (rows padded to MR), the output transform writes every output once.  Both
+ * transforms run on one tile row at a time, 16 tiles per vector (masked when the row is
+ * shorter).  The weight gradient stays on the implicit GEMM. */
+#define WG_MIN_K 8 /* smaller reductions (the 3-channel stem) stay on the implicit GEMM */
+
+static int wg_ok(const nn_conv2d_dims *d, int k)
+{
+    return d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad >= 0 && d->pad <= 2 &&
+           k >= WG_MIN_K;
+}
+
+/* pu [16 xi][M/MR strips][K][MR] = G g G^T, g (3 x 3) = w + m sm + k sk (flipped 180 degrees
+ * when flip), rows m >= M zero.  G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]. */
+static void wg_pack_weights(float *pu, const float *w, int m, int k, size_t sm, size_t sk, int flip)
+{
+    const size_t xs = pad_to((size_t)m, MR) * k;
+    for (int ms = 0; ms * MR < m; ms++)
+        for (int kk = 0; kk < k; kk++)
+            for (int r = 0; r < MR; r++) {
+                int mm = ms * MR + r;
+                float *o = pu + ((size_t)ms * k + kk) * MR + r;
+                if (mm >= m) {
+                    for (int x = 0; x < 16; x++)
+                        o[x * xs] = 0;
+                    continue;
+                }
+                const float *g0 = w + mm * sm + kk * sk;
+                float g[3][3], t[4][3];
+                for (int i = 0; i < 9; i++)
+                    g[i / 3][i % 3] = g0[flip ? 8 - i : i];
+                for (int j = 0; j < 3; j++) { /* t = G g */
+                    t[0][j] = g[0][j];
+                    t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+                    t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+                    t[3][j] = g[2][j];
+                }
+                for (int i = 0; i < 4; i++) { /* U = t G^T */
+                    o[(4 * i + 0) * xs] = t[i][0];
+                    o[(4 * i + 1) * xs] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                    o[(4 * i + 2) * xs] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                    o[(4 * i + 3) * xs] = t[i][2];
+                }
+            }
+}
+
+/* geometry of one Winograd convolution: x (N, K, H, W) -> y (N, M, Ho, Wo), pad p */
+typedef struct {
+    int k, h, w, m, ho, wo, pad;
+    int th, tw;    /* tile rows / columns per image */
+    int nbt;       /* tile capacity of a block (multiple of NR) */
+    size_t ss, xs; /* V: floats per packed strip, per xi */
+    size_t ldc, ms_; /* M: row stride, floats per xi */
+} wg_geom;
+
+static wg_geom wg_make(int k, int h, int w, int m, int ho, int wo, int pad)
+{
+    wg_geom g = {.k = k, .h = h, .w = w, .m = m, .ho = ho, .wo = wo, .pad = pad};
+    g.th = (ho + 1) / 2, g.tw = (wo + 1) / 2;
+    int big = k > m ? k : m;
+    int nbt = 8192 / big / NR * NR; /* V and M blocks about 512 KB each */
+    nbt = nbt < NR ? NR : nbt;
+    if (nbt < g.tw)
+        nbt = (int)pad_to((size_t)g.tw, NR);
+    g.nbt = nbt;
+    g.ss = (size_t)k * NR + SPAD;
+    g.xs = (size_t)(nbt / NR) * g.ss;
+    g.ldc = (size_t)nbt + 16;
+    g.ms_ = pad_to((size_t)m, MR) * g.ldc;
+    return g;
+}
+
+static size_t wg_thread_floats(const wg_geom *g)
+{
+    return 16 * g->xs + 16 * g->ms_ + 64;
+}
+
+/* V for tiles tx0..tx0+len-1 (len <= 16) of tile row ty of every channel of image x, into the
+ * packed strips at block tile index t */
+static void wg_input_row(float *vp, const wg_geom *g, const float *x, int ty, int tx0, int len, int t)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const int c0 = 2 * tx0 - g->pad, y0 = 2 * ty - g->pad;
+    __mmask16 lm[4]; /* loads at columns c0, c0 + 16, c0 + 2, c0 + 18: inside the row */
+    for (int q = 0; q < 4; q++) {
+        int a = c0 + (q & 1) * 16 + (q >> 1) * 2;
+        lm[q] = lanes(g->w - a) & (__mmask16)~lanes(-a);
+    }
+    const int lane0 = t % NR, split = lane0 + len > NR;
+    const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
+    float *p0 = vp + (size_t)(t / NR) * g->ss + lane0, *p1 = vp + (size_t)(t / NR + 1) * g->ss;
+    const size_t plane = (size_t)g->h * g->w;
+    for (int c = 0; c < g->k; c++) {
+        __m512 r[4][4]; /* row transforms of the 4 input rows */
+        for (int i = 0; i < 4; i++) {
+            int y = y0 + i;
+            if (y < 0 || y >= g->h) {
+                r[i][0] = r[i][1] = r[i][2] = r[i][3] = _mm512_setzero_ps();
+                continue;
+            }
+            uintptr_t row = (uintptr_t)(x + c * plane + (size_t)y * g->w) + (intptr_t)c0 * 4;
+            __m512 v0 = _mm512_maskz_loadu_ps(lm[0], (const void *)row);
+            __m512 v1 = _mm512_maskz_loadu_ps(lm[1], (const void *)(row + 64));
+            __m512 u0 = _mm512_maskz_loadu_ps(lm[2], (const void *)(row + 8));
+            __m512 u1 = _mm512_maskz_loadu_ps(lm[3], (const void *)(row + 72));
+            __m512 d0 = _mm512_permutex2var_ps(v0, ev, v1), d1 = _mm512_permutex2var_ps(v0, od, v1);
+            __m512 d2 = _mm512_permutex2var_ps(u0, ev, u1), d3 = _mm512_permutex2var_ps(u0, od, u1);
+            r[i][0] = _mm512_sub_ps(d0, d2);
+            r[i][1] = _mm512_add_ps(d1, d2);
+            r[i][2] = _mm512_sub_ps(d2, d1);
+            r[i][3] = _mm512_sub_ps(d1, d3);
+        }
+        float *o0 = p0 + (size_t)c * NR, *o1 = p1 + (size_t)c * NR;
+        for (int b = 0; b < 4; b++) {
+            __m512 v[4] = {_mm512_sub_ps(r[0][b], r[2][b]), _mm512_add_ps(r[1][b], r[2][b]),
+                           _mm512_sub_ps(r[2][b], r[1][b]), _mm512_sub_ps(r[1][b], r[3][b])};
+            for (int a = 0; a < 4; a++) {
+                size_t off = (size_t)(4 * a + b) * g->xs;
+                _mm512_mask_storeu_ps(o0 + off, m0, v[a]);
+                if (split)
+                    _mm512_mask_compressstoreu_ps(o1 + off, m1, v[a]);
+            }
+        }
+    }
+}
+
+/* y tiles tx0..tx0+len-1 of tile row ty of every output channel of one image = A^T M A
+ * (+ bias), M read from block tile index t.  A^T = [1 1 1 0; 0 1 -1 -1]. */
+static void wg_output_row(float *y, const wg_geom *g, const float *mb, const float *bias, int ty,
+                          int tx0, int len, int t)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __mmask16 lm = lanes(len);
+    const int n = g->wo - 2 * tx0 < 2 * len ? g->wo - 2 * tx0 : 2 * len; /* output columns */
+    const __mmask16 s0 = lanes(n), s1 = lanes(n - 16);
+    const int rows = g->ho - 2 * ty < 2 ? g->ho - 2 * ty : 2;
+    const size_t plane = (size_t)g->ho * g->wo;
+    for (int co = 0; co < g->m; co++) {
+        const float *src = mb + (size_t)co * g->ldc + t;
+        __m512 s[2][4]; /* s[j][a] = (M A)[a][j] */
+        for (int a = 0; a < 4; a++) {
+            __m512 m0 = _mm512_maskz_loadu_ps(lm, src + (4 * a + 0) * g->ms_);
+            __m512 m1 = _mm512_maskz_loadu_ps(lm, src + (4 * a + 1) * g->ms_);
+            __m512 m2 = _mm512_maskz_loadu_ps(lm, src + (4 * a + 2) * g->ms_);
+            __m512 m3 = _mm512_maskz_loadu_ps(lm, src + (4 * a + 3) * g->ms_);
+            s[0][a] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+            s[1][a] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        __m512 bv = _mm512_set1_ps(bias ? bias[co] : 0.0f);
+        float *out = y + co * plane + (size_t)(2 * ty) * g->wo + 2 * tx0;
+        for (int i = 0; i < rows; i++) {
+            __m512 yj[2];
+            for (int j = 0; j < 2; j++)
+                yj[j] = i == 0 ? _mm512_add_ps(_mm512_add_ps(s[j][0], s[j][1]), s[j][2])
+                               : _mm512_sub_ps(_mm512_sub_ps(s[j][1], s[j][2]), s[j][3]);
+            if (bias)
+                yj[0] = _mm512_add_ps(yj[0], bv), yj[1] = _mm512_add_ps(yj[1], bv);
+            float *o = out + (size_t)i * g->wo;
+            _mm512_mask_storeu_ps(o, s0, _mm512_permutex2var_ps(yj[0], lo, yj[1]));
+            if (n > 16)
+                _mm512_mask_storeu_ps(o + 16, s1, _mm512_permutex2var_ps(yj[0], hi, yj[1]));
+        }
+    }
+}
+
+/* y (n images (M, Ho, Wo)) = conv3x3(x (n images (K, H, W))) (+ bias) with pu = the packed
+ * transformed weights; scratch: wg_thread_floats floats */
+static void wg_conv(float *y, const float *x, const float *pu, const float *bias, int n,
+                    const wg_geom *g, float *scratch)
+{
+    float *vp = scratch, *mb = scratch + 16 * g->xs;
+    const size_t xin = (size_t)g->k * g->h * g->w, yout = (size_t)g->m * g->ho * g->wo;
+    const size_t pus = pad_to((size_t)g->m, MR) * g->k;
+    const int rpb = g->nbt / g->tw; /* tile rows per block */
+    const int total = n * g->th;     /* tile rows of the n images */
+    for (int r0 = 0; r0 < total; r0 += rpb) {
+        int nrow = total - r0 < rpb ? total - r0 : rpb, nt = nrow * g->tw;
+        int nstrips = (nt + NR - 1) / NR;
+        for (int j = 0; j < nrow; j++) {
+            int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
+            for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
+                int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
+                wg_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
+            }
+        }
+        if (nt % NR) /* columns past the block's tiles: zeros (no stale NaN or denormals) */
+            for (int xi = 0; xi < 16; xi++)
+                for (int c = 0; c < g->k; c++) {
+                    float *p = vp + xi * g->xs + (size_t)(nt / NR) * g->ss + (size_t)c * NR;
+                    for (int l = nt % NR; l < NR; l++)
+                        p[l] = 0;
+                }
+        for (int xi = 0; xi < 16; xi++)
+            for (int ns = 0; ns < nstrips; ns++)
+                for (int ms = 0; ms * MR < g->m; ms++)
+                    kernel_8x32(mb + xi * g->ms_ + (size_t)ms * MR * g->ldc + (size_t)ns * NR,
+                                g->ldc, 0, pu + xi * pus + (size_t)ms * g->k * MR,
+                                vp + xi * g->xs + (size_t)ns * g->ss, g->k);
+        for (int j = 0; j < nrow; j++) {
+            int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
+            for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
+                int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
+                wg_output_row(y + img * yout, g, mb, bias, ty, tx0, len, j * g->tw + tx0);
+            }
+        }
+    }
+}
+
+/* the forward and input-gradient geometries of d */
+static wg_geom wg_fwd(const nn_conv2d_dims *d)
+{
+    return wg_make(d->ci, d->h, d->w, d->co, d->ho, d->wo, d->pad);
+}
+static wg_geom wg_bwd(const nn_conv2d_dims *d)
+{
+    return wg_make(d->co, d->ho, d->wo, d->ci, d->h, d->w, 2 - d->pad);
+}
+
+static size_t wg_shared_floats(const nn_conv2d_dims *d)
+{
+    size_t a = 16 * pad_to((size_t)d->co, MR) * d->ci, b = 16 * pad_to((size_t)d->ci, MR) * d->co;
+    return (a > b ? a : b) + 16;
+}
+static size_t wg_tfl(const nn_conv2d_dims *d)
+{
+    if (!(d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad >= 0 && d->pad <= 2))
+        return 0;
+    wg_geom f = wg_fwd(d), b = wg_bwd(d);
+    size_t a = wg_thread_floats(&f), c = wg_thread_floats(&b);
+    return a > c ? a : c;
+}
+
 /* shared packed-A floats and per-thread floats of the implicit-GEMM path */
 static size_t igemm_shared_floats(const nn_conv2d_dims *d)
 {
@@ -834,7 +1078,8 @@ static size_t igemm_thread_floats(const nn_conv2d_dims *d)
 static size_t conv_shared_floats(const nn_conv2d_dims *d)
 {
 #ifdef NN_IGEMM
-    return igemm_shared_floats(d);
+    size_t a = igemm_shared_floats(d), b = wg_shared_floats(d);
+    return a > b ? a : b;
 #else
     (void)d;
     return 0;
@@ -848,14 +1093,35 @@ static size_t conv_tfl(const nn_conv2d_dims *d)
     size_t b =
         igemm_thread_floats(d) + (size_t)d->ci * d->kh * d->kw * d->ho * d->wo * conv_group(d) + 16;
     a = a > b ? a : b;
+    b = wg_tfl(d);
+    a = a > b ? a : b;
 #endif
     return a;
+}
+
+/* the algorithm in effect: nn_set_conv_algo's, else FEDSM_CONV_ALGO's (blas, igemm or
+ * winograd), else the build's default */
+static int conv_algo_get(void)
+{
+#ifdef NN_IGEMM
+    if (conv_algo < 0) {
+        const char *e = getenv("FEDSM_CONV_ALGO");
+        conv_algo = !e                        ? NN_CONV_DEFAULT
+                    : !strcmp(e, "blas")      ? NN_CONV_BLAS
+                    : !strcmp(e, "igemm")     ? NN_CONV_IGEMM
+                    : !strcmp(e, "winograd") ? NN_CONV_WINOGRAD
+                                              : NN_CONV_DEFAULT;
+    }
+    return conv_algo;
+#else
+    return NN_CONV_BLAS;
+#endif
 }
 
 int nn_set_conv_algo(int algo)
 {
 #ifdef NN_IGEMM
-    conv_algo = algo == NN_CONV_BLAS ? NN_CONV_BLAS : NN_CONV_IGEMM;
+    conv_algo = algo == NN_CONV_BLAS || algo == NN_CONV_WINOGRAD ? algo : NN_CONV_IGEMM;
     return conv_algo;
 #else
     (void)algo;
@@ -868,6 +1134,7 @@ typedef struct {
     const float *in, *w, *b, *dout, *pa;
     const nn_conv2d_dims *d;
     float *ws;
+    int wg; /* Winograd: the forward, or the backward's input gradient */
 } conv_task;
 
 /* this thread's scratch and weight-grad partial (tid > 0) inside ws */
@@ -941,6 +1208,19 @@ static void conv_forward_igemm_task(void *ctx, int tid, int nt)
                     y[i] += t->b[o];
             }
 }
+
+static void conv_forward_wg_task(void *ctx, int tid, int nt)
+{
+    const conv_task *t = ctx;
+    const nn_conv2d_dims *d = t->d;
+    int lo, hi;
+    split(d->n, tid, nt, &lo, &hi);
+    if (lo >= hi)
+        return;
+    const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * d->ho * d->wo;
+    wg_geom g = wg_fwd(d);
+    wg_conv(t->out + lo * yout, t->in + lo * xin, t->pa, t->b, hi - lo, &g, conv_scratch(t, tid));
+}
 #endif
 
 void nn_conv2d_forward(float *out, const float *in, const float *w, const float *b,
@@ -948,7 +1228,14 @@ void nn_conv2d_forward(float *out, const float *in, const float *w, const float 
 {
     conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
 #ifdef NN_IGEMM
-    if (conv_algo == NN_CONV_IGEMM) {
+    int algo = conv_algo_get();
+    if (algo == NN_CONV_WINOGRAD && wg_ok(d, d->ci)) {
+        wg_pack_weights(ws, w, d->co, d->ci, (size_t)d->ci * 9, 9, 0);
+        t.pa = ws;
+        nn_run(conv_forward_wg_task, &t);
+        return;
+    }
+    if (algo != NN_CONV_BLAS) {
         pack_a_rows(ws, w, d->co, d->ci * d->kh * d->kw);
         t.pa = ws;
         nn_run(conv_forward_igemm_task, &t);
@@ -1055,7 +1342,10 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
                 db[o] += row_sum(t->dout + s * yout + o * hw, hw);
     if (!t->din)
         return;
-    if (conv_dx_as_conv(d)) {
+    if (t->wg) {
+        wg_geom g = wg_bwd(d);
+        wg_conv(t->din + lo * xin, t->dout + lo * yout, t->pa, NULL, hi - lo, &g, pb);
+    } else if (conv_dx_as_conv(d)) {
         nn_conv2d_dims d2 =
             nn_conv2d_make(d->n, d->co, d->ho, d->wo, d->ci, d->kh, 1, d->kh - 1 - d->pad);
         const size_t hwi = (size_t)d->h * d->w;
@@ -1115,8 +1405,12 @@ void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     conv_task t = {
         .din = din, .dw = dw, .db = db, .in = in, .w = w, .dout = dout, .d = d, .ws = ws};
 #ifdef NN_IGEMM
-    if (conv_algo == NN_CONV_IGEMM) {
-        if (din && conv_dx_as_conv(d))
+    int algo = conv_algo_get();
+    if (algo != NN_CONV_BLAS) {
+        t.wg = din && algo == NN_CONV_WINOGRAD && wg_ok(d, d->co);
+        if (t.wg)
+            wg_pack_weights(ws, w, d->ci, d->co, 9, (size_t)d->ci * 9, 1);
+        else if (din && conv_dx_as_conv(d))
             pack_a_flipped(ws, w, d);
         else if (din) /* w^T (KK x Co), packed: rows kk in strips of MR */
             pack_a_transposed(ws, w, d->co, d->ci * d->kh * d->kw);
