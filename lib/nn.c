@@ -1118,6 +1118,11 @@ static int conv_algo_get(void)
 #endif
 }
 
+int nn_conv_algo(void)
+{
+    return conv_algo_get();
+}
+
 int nn_set_conv_algo(int algo)
 {
 #ifdef NN_IGEMM

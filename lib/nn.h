@@ -42,6 +42,8 @@ int nn_threads(void);
  * the algorithm in effect.  Not thread-safe; call outside kernels. */
 enum { NN_CONV_BLAS = 0, NN_CONV_IGEMM = 1, NN_CONV_WINOGRAD = 2 };
 int nn_set_conv_algo(int algo);
+/* The algorithm in effect (after FEDSM_CONV_ALGO, when nn_set_conv_algo was not called). */
+int nn_conv_algo(void);
 
 typedef struct nn_conv2d_dims {
     int n, ci, h, w; /* input (N, Ci, H, W) */
