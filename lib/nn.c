@@ -879,6 +879,8 @@ typedef struct {
     int nbt;       /* tile capacity of a block (multiple of NR) */
     size_t ss, xs; /* V: floats per packed strip, per xi */
     size_t ldc, ms_; /* M: row stride, floats per xi */
+    size_t es, exs;  /* weight gradient: E's floats per strip, per xi */
+    size_t ldz;      /* weight gradient: Z's row stride (K padded to NR) */
 } wg_geom;
 
 static wg_geom wg_make(int k, int h, int w, int m, int ho, int wo, int pad)
@@ -891,7 +893,10 @@ static wg_geom wg_make(int k, int h, int w, int m, int ho, int wo, int pad)
     if (nbt < g.tw)
         nbt = (int)pad_to((size_t)g.tw, NR);
     g.nbt = nbt;
-    g.ss = (size_t)k * NR + SPAD;
+    g.ss = pad_to((size_t)k, NR) * NR + SPAD; /* rows past K: read by wg_dw's transposes */
+    g.es = pad_to((size_t)m, 16) * NR + SPAD;
+    g.exs = (size_t)(nbt / NR) * g.es;
+    g.ldz = pad_to((size_t)k, NR);
     g.xs = (size_t)(nbt / NR) * g.ss;
     g.ldc = (size_t)nbt + 16;
     g.ms_ = pad_to((size_t)m, MR) * g.ldc;
@@ -1037,6 +1042,150 @@ static void wg_conv(float *y, const float *x, const float *pu, const float *bias
     }
 }
 
+/* Weight gradient: with U = G g G^T and M[xi] summed over input channels as above,
+ * dL/dg = G^T [sum over tiles (A dY A^T) . V] G, dY the tile's 2 x 2 output gradient.  So
+ * Z[xi] (Co x Ci) = E[xi] (Co x tiles) . V[xi]^T (tiles x Ci), E = A dY A^T, reduces over
+ * the tiles on the micro-kernel (both operands transposed into k-major strips, 16 x 16 at a
+ * time), and dw += G^T Z G once at the end. */
+
+/* E for tiles tx0..tx0+len-1 of tile row ty of every channel of one image of dy (M, Ho, Wo),
+ * into strips [m][NR] (g->es floats each) at block tile index t.  A = [1 0; 1 1; 1 -1; 0 -1]. */
+static void wg_grad_row(float *ep, const wg_geom *g, const float *dy, int ty, int tx0, int len,
+                        int t)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const int c0 = 2 * tx0;
+    const __mmask16 l0 = lanes(g->wo - c0), l1 = lanes(g->wo - c0 - 16);
+    const int rows = g->ho - 2 * ty < 2 ? g->ho - 2 * ty : 2;
+    const int lane0 = t % NR, split = lane0 + len > NR;
+    const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
+    float *p0 = ep + (size_t)(t / NR) * g->es + lane0, *p1 = ep + (size_t)(t / NR + 1) * g->es;
+    const size_t plane = (size_t)g->ho * g->wo;
+    for (int c = 0; c < g->m; c++) {
+        __m512 f[2][4]; /* f[i] = (e A^T)[i] */
+        for (int i = 0; i < 2; i++) {
+            if (i >= rows) {
+                f[i][0] = f[i][1] = f[i][2] = f[i][3] = _mm512_setzero_ps();
+                continue;
+            }
+            const float *row = dy + c * plane + (size_t)(2 * ty + i) * g->wo + c0;
+            __m512 v0 = _mm512_maskz_loadu_ps(l0, row), v1 = _mm512_maskz_loadu_ps(l1, row + 16);
+            __m512 e0 = _mm512_permutex2var_ps(v0, ev, v1), e1 = _mm512_permutex2var_ps(v0, od, v1);
+            f[i][0] = e0;
+            f[i][1] = _mm512_add_ps(e0, e1);
+            f[i][2] = _mm512_sub_ps(e0, e1);
+            f[i][3] = _mm512_sub_ps(_mm512_setzero_ps(), e1);
+        }
+        float *o0 = p0 + (size_t)c * NR, *o1 = p1 + (size_t)c * NR;
+        for (int b = 0; b < 4; b++) {
+            __m512 v[4] = {f[0][b], _mm512_add_ps(f[0][b], f[1][b]), _mm512_sub_ps(f[0][b], f[1][b]),
+                           _mm512_sub_ps(_mm512_setzero_ps(), f[1][b])};
+            for (int a = 0; a < 4; a++) {
+                size_t off = (size_t)(4 * a + b) * g->exs;
+                _mm512_mask_storeu_ps(o0 + off, m0, v[a]);
+                if (split)
+                    _mm512_mask_compressstoreu_ps(o1 + off, m1, v[a]);
+            }
+        }
+    }
+}
+
+/* floats of wg_dw's scratch */
+static size_t wg_dw_floats(const wg_geom *g)
+{
+    return 16 * (g->xs + g->exs + pad_to((size_t)g->m, 16) * g->nbt + g->ldz * g->nbt +
+                 pad_to((size_t)g->m, MR) * g->ldz) +
+           64;
+}
+
+/* dw (M x K x 3 x 3) += the weight gradient of the n images at dy (M, Ho, Wo) / x (K, H, W) */
+static void wg_dw(float *dw, const float *dy, const float *x, int n, const wg_geom *g,
+                  float *scratch)
+{
+    const size_t xin = (size_t)g->k * g->h * g->w, yout = (size_t)g->m * g->ho * g->wo;
+    const size_t mp = pad_to((size_t)g->m, 16), pas = mp * g->nbt, pbs = g->ldz * g->nbt;
+    const size_t zs = pad_to((size_t)g->m, MR) * g->ldz;
+    const int nstr = g->nbt / NR;
+    float *vp = scratch, *ep = vp + 16 * g->xs, *pa = ep + 16 * g->exs, *pb = pa + 16 * pas,
+          *z = pb + 16 * pbs;
+    memset(z, 0, sizeof(float) * 16 * zs);
+    for (int xi = 0; xi < 16; xi++) /* channel rows past K / M: zeros, never written below */
+        for (int s = 0; s < nstr; s++) {
+            float *v = vp + xi * g->xs + (size_t)s * g->ss, *e = ep + xi * g->exs + (size_t)s * g->es;
+            memset(v + (size_t)g->k * NR, 0, sizeof(float) * (g->ldz - g->k) * NR);
+            memset(e + (size_t)g->m * NR, 0, sizeof(float) * (mp - g->m) * NR);
+        }
+    const int rpb = g->nbt / g->tw, total = n * g->th;
+    for (int r0 = 0; r0 < total; r0 += rpb) {
+        int nrow = total - r0 < rpb ? total - r0 : rpb, nt = nrow * g->tw;
+        int ntp = (nt + 15) / 16 * 16; /* the GEMM's reduction: tiles padded with zeros */
+        for (int j = 0; j < nrow; j++) {
+            int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
+            for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
+                int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
+                wg_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
+                wg_grad_row(ep, g, dy + img * yout, ty, tx0, len, j * g->tw + tx0);
+            }
+        }
+        if (nt % NR)
+            for (int xi = 0; xi < 16; xi++) {
+                float *v = vp + xi * g->xs + (size_t)(nt / NR) * g->ss;
+                float *e = ep + xi * g->exs + (size_t)(nt / NR) * g->es;
+                for (int c = 0; c < g->k; c++)
+                    memset(v + (size_t)c * NR + nt % NR, 0, sizeof(float) * (NR - nt % NR));
+                for (int c = 0; c < g->m; c++)
+                    memset(e + (size_t)c * NR + nt % NR, 0, sizeof(float) * (NR - nt % NR));
+            }
+        for (int xi = 0; xi < 16; xi++) {
+            const float *v = vp + xi * g->xs, *e = ep + xi * g->exs;
+            float *a = pa + xi * pas, *b = pb + xi * pbs;
+            for (int t0 = 0; t0 < ntp; t0 += 16) {
+                size_t so = (size_t)(t0 / NR) * g->ss + t0 % NR, eo = (size_t)(t0 / NR) * g->es + t0 % NR;
+                /* a [M/MR strips][ntp][MR]: tiles t0.. of 16 rows of E, the halves to two strips */
+                for (int m0 = 0; m0 < g->m; m0 += 16) {
+                    float blk[256];
+                    transpose16(blk, 16, e + eo + (size_t)m0 * NR, NR);
+                    float *s0 = a + (size_t)(m0 / MR) * ntp * MR + (size_t)t0 * MR;
+                    for (int i = 0; i < 16; i++) {
+                        memcpy(s0 + i * MR, blk + i * 16, sizeof(float) * MR);
+                        if (m0 + MR < g->m)
+                            memcpy(s0 + (size_t)ntp * MR + i * MR, blk + i * 16 + 8,
+                                   sizeof(float) * MR);
+                    }
+                }
+                /* b [ldz/NR strips][ntp][NR]: tiles t0.. of 16 rows of V */
+                for (int c0 = 0; c0 < (int)g->ldz; c0 += 16)
+                    transpose16(b + (size_t)(c0 / NR) * ntp * NR + (size_t)t0 * NR + c0 % NR, NR,
+                                v + so + (size_t)c0 * NR, NR);
+            }
+            for (int ns = 0; ns * NR < g->k; ns++)
+                for (int ms = 0; ms * MR < g->m; ms++)
+                    kernel_8x32(z + xi * zs + (size_t)ms * MR * g->ldz + (size_t)ns * NR, g->ldz, 1,
+                                a + (size_t)ms * ntp * MR, b + (size_t)ns * ntp * NR, ntp);
+        }
+    }
+    /* dw += G^T Z G; G^T = [1 .5 .5 0; 0 .5 -.5 0; 0 .5 .5 1] */
+    for (int o = 0; o < g->m; o++)
+        for (int c = 0; c < g->k; c++) {
+            const float *zz = z + (size_t)o * g->ldz + c;
+            float u[4][4], t[3][4];
+            for (int xi = 0; xi < 16; xi++)
+                u[xi / 4][xi % 4] = zz[xi * zs];
+            for (int b = 0; b < 4; b++) {
+                t[0][b] = u[0][b] + 0.5f * (u[1][b] + u[2][b]);
+                t[1][b] = 0.5f * (u[1][b] - u[2][b]);
+                t[2][b] = 0.5f * (u[1][b] + u[2][b]) + u[3][b];
+            }
+            float *q = dw + ((size_t)o * g->k + c) * 9;
+            for (int i = 0; i < 3; i++) {
+                q[3 * i + 0] += t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+                q[3 * i + 1] += 0.5f * (t[i][1] - t[i][2]);
+                q[3 * i + 2] += 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+            }
+        }
+}
+
 /* the forward and input-gradient geometries of d */
 static wg_geom wg_fwd(const nn_conv2d_dims *d)
 {
@@ -1057,8 +1206,9 @@ static size_t wg_tfl(const nn_conv2d_dims *d)
     if (!(d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad >= 0 && d->pad <= 2))
         return 0;
     wg_geom f = wg_fwd(d), b = wg_bwd(d);
-    size_t a = wg_thread_floats(&f), c = wg_thread_floats(&b);
-    return a > c ? a : c;
+    size_t a = wg_thread_floats(&f), c = wg_thread_floats(&b), e = wg_dw_floats(&f);
+    a = a > c ? a : c;
+    return a > e ? a : e;
 }
 
 /* shared packed-A floats and per-thread floats of the implicit-GEMM path */
@@ -1139,7 +1289,8 @@ typedef struct {
     const float *in, *w, *b, *dout, *pa;
     const nn_conv2d_dims *d;
     float *ws;
-    int wg; /* Winograd: the forward, or the backward's input gradient */
+    int wg;   /* Winograd: the forward, or the backward's input gradient */
+    int wgdw; /* Winograd weight gradient */
 } conv_task;
 
 /* this thread's scratch and weight-grad partial (tid > 0) inside ws */
@@ -1340,7 +1491,11 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
         return;
     float *pb = conv_scratch(t, tid);
     float *pa = pb + (size_t)KC * NC + (size_t)(NC / NR) * SPAD + (size_t)NR * KC;
-    igemm_dw(dw, t->dout + lo * yout, t->in + lo * xin, d, (size_t)(hi - lo) * hw, pa, pb);
+    if (t->wgdw) {
+        wg_geom g = wg_fwd(d);
+        wg_dw(dw, t->dout + lo * yout, t->in + lo * xin, hi - lo, &g, pb);
+    } else
+        igemm_dw(dw, t->dout + lo * yout, t->in + lo * xin, d, (size_t)(hi - lo) * hw, pa, pb);
     if (t->db)
         for (int s = lo; s < hi; s++)
             for (int o = 0; o < d->co; o++)
@@ -1413,6 +1568,7 @@ void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     int algo = conv_algo_get();
     if (algo != NN_CONV_BLAS) {
         t.wg = din && algo == NN_CONV_WINOGRAD && wg_ok(d, d->co);
+        t.wgdw = algo == NN_CONV_WINOGRAD && wg_ok(d, d->ci < d->co ? d->ci : d->co);
         if (t.wg)
             wg_pack_weights(ws, w, d->ci, d->co, 9, (size_t)d->ci * 9, 1);
         else if (din && conv_dx_as_conv(d))
