@@ -746,7 +746,8 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
     const int kk2 = d->kh * d->kw;
     col_run runs[KC + 1];
     float *tmp = pb + (size_t)KC * NC + (size_t)(NC / NR) * SPAD; /* NR x KC */
-    const int fast = pack_fast_ok(d) && KC / d->wo + 2 <= MAX_RUNS;
+    /* pack_rows_fast handles runs of up to 32 columns; runs here span whole output rows */
+    const int fast = pack_fast_ok(d) && d->wo <= NR && KC / d->wo + 2 <= MAX_RUNS;
     for (size_t r0 = 0; r0 < rtot; r0 += KC) {
         int rc = rtot - r0 < KC ? (int)(rtot - r0) : KC;
         int rcp = (rc + 15) / 16 * 16; /* rows padded to whole 16 x 16 blocks (zeros) */
@@ -875,6 +876,7 @@ static void wg_pack_weights(float *pu, const float *w, int m, int k, size_t sm, 
 /* geometry of one Winograd convolution: x (N, K, H, W) -> y (N, M, Ho, Wo), pad p */
 typedef struct {
     int k, h, w, m, ho, wo, pad;
+    int r, nx;     /* output tile size (2: F(2x2, 3x3), 4: F(4x4, 3x3)), (r + 2)^2 */
     int th, tw;    /* tile rows / columns per image */
     int nbt;       /* tile capacity of a block (multiple of NR) */
     size_t ss, xs; /* V: floats per packed strip, per xi */
@@ -883,12 +885,13 @@ typedef struct {
     size_t ldz;      /* weight gradient: Z's row stride (K padded to NR) */
 } wg_geom;
 
-static wg_geom wg_make(int k, int h, int w, int m, int ho, int wo, int pad)
+static wg_geom wg_make(int k, int h, int w, int m, int ho, int wo, int pad, int r)
 {
-    wg_geom g = {.k = k, .h = h, .w = w, .m = m, .ho = ho, .wo = wo, .pad = pad};
-    g.th = (ho + 1) / 2, g.tw = (wo + 1) / 2;
+    wg_geom g = {.k = k, .h = h, .w = w, .m = m, .ho = ho, .wo = wo, .pad = pad, .r = r};
+    g.nx = (r + 2) * (r + 2);
+    g.th = (ho + r - 1) / r, g.tw = (wo + r - 1) / r;
     int big = k > m ? k : m;
-    int nbt = 8192 / big / NR * NR; /* V and M blocks about 512 KB each */
+    int nbt = 131072 / g.nx / big / NR * NR; /* V and M blocks about 512 KB each */
     nbt = nbt < NR ? NR : nbt;
     if (nbt < g.tw)
         nbt = (int)pad_to((size_t)g.tw, NR);
@@ -905,7 +908,7 @@ static wg_geom wg_make(int k, int h, int w, int m, int ho, int wo, int pad)
 
 static size_t wg_thread_floats(const wg_geom *g)
 {
-    return 16 * g->xs + 16 * g->ms_ + 64;
+    return g->nx * (g->xs + g->ms_) + 64;
 }
 
 /* V for tiles tx0..tx0+len-1 (len <= 16) of tile row ty of every channel of image x, into the
@@ -999,12 +1002,183 @@ static void wg_output_row(float *y, const wg_geom *g, const float *mb, const flo
     }
 }
 
+/* ---- F(4x4, 3x3): 6 x 6 input patches at (4 ty - pad, 4 tx - pad), 36 GEMMs, 4x fewer
+ * multiply-adds than direct (Lavin & Gray's matrices, points 0, +-1, +-2):
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+ *          0 4 0 -5 0 1]
+ *   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
+
+/* pu [36 xi][M/MR strips][K][MR] = G g G^T (computed in double), as wg_pack_weights */
+static void wg4_pack_weights(float *pu, const float *w, int m, int k, size_t sm, size_t sk,
+                             int flip)
+{
+    static const double G[6][3] = {{0.25, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    const size_t xs = pad_to((size_t)m, MR) * k;
+    for (int ms = 0; ms * MR < m; ms++)
+        for (int kk = 0; kk < k; kk++)
+            for (int r = 0; r < MR; r++) {
+                int mm = ms * MR + r;
+                float *o = pu + ((size_t)ms * k + kk) * MR + r;
+                if (mm >= m) {
+                    for (int x = 0; x < 36; x++)
+                        o[x * xs] = 0;
+                    continue;
+                }
+                const float *g0 = w + mm * sm + kk * sk;
+                double g[3][3], t[6][3];
+                for (int i = 0; i < 9; i++)
+                    g[i / 3][i % 3] = g0[flip ? 8 - i : i];
+                for (int i = 0; i < 6; i++)
+                    for (int j = 0; j < 3; j++)
+                        t[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
+                for (int i = 0; i < 6; i++)
+                    for (int j = 0; j < 6; j++)
+                        o[(6 * i + j) * xs] =
+                            (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+            }
+}
+
+/* t[0..5] = B^T d[0..5] */
+#define WG4_BT(t, d)                                                                               \
+    do {                                                                                           \
+        const __m512 f4_ = _mm512_set1_ps(4.0f), f5_ = _mm512_set1_ps(-5.0f),                      \
+                     f2_ = _mm512_set1_ps(2.0f), m4_ = _mm512_set1_ps(-4.0f);                      \
+        __m512 d42_ = _mm512_sub_ps(d[4], d[2]);                                                   \
+        t[0] = _mm512_fmadd_ps(f4_, d[0], _mm512_fmadd_ps(f5_, d[2], d[4]));                       \
+        t[1] = _mm512_fmadd_ps(m4_, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));         \
+        t[2] = _mm512_fmadd_ps(f4_, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));         \
+        t[3] = _mm512_fmadd_ps(f2_, _mm512_sub_ps(d[3], d[1]), d42_);                              \
+        t[4] = _mm512_fmadd_ps(f2_, _mm512_sub_ps(d[1], d[3]), d42_);                              \
+        t[5] = _mm512_fmadd_ps(f4_, d[1], _mm512_fmadd_ps(f5_, d[3], d[5]));                       \
+    } while (0)
+
+/* as wg_input_row, F(4x4, 3x3) */
+static void wg4_input_row(float *vp, const wg_geom *g, const float *x, int ty, int tx0, int len,
+                          int t)
+{
+    __m512i idx[4]; /* lanes 0..7: elements k, k + 4, ..., k + 28 of a register pair */
+    for (int k = 0; k < 4; k++)
+        idx[k] = _mm512_setr_epi32(k, k + 4, k + 8, k + 12, k + 16, k + 20, k + 24, k + 28, k,
+                                   k + 4, k + 8, k + 12, k + 16, k + 20, k + 24, k + 28);
+    const int c0 = 4 * tx0 - g->pad, y0 = 4 * ty - g->pad;
+    __mmask16 lm[6]; /* loads at columns c0 + 16 q (q < 4), c0 + 64, c0 + 65 (one lane) */
+    for (int q = 0; q < 6; q++) {
+        int a = c0 + (q < 4 ? 16 * q : 64 + (q - 4));
+        lm[q] = lanes(g->w - a) & (__mmask16)~lanes(-a) & (q == 5 ? 1 : 0xFFFF);
+    }
+    const int lane0 = t % NR, split = lane0 + len > NR;
+    const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
+    float *p0 = vp + (size_t)(t / NR) * g->ss + lane0, *p1 = vp + (size_t)(t / NR + 1) * g->ss;
+    const size_t plane = (size_t)g->h * g->w;
+    for (int c = 0; c < g->k; c++) {
+        __m512 r[6][6]; /* row transforms of the 6 input rows */
+        for (int i = 0; i < 6; i++) {
+            int y = y0 + i;
+            if (y < 0 || y >= g->h) {
+                for (int b = 0; b < 6; b++)
+                    r[i][b] = _mm512_setzero_ps();
+                continue;
+            }
+            uintptr_t row = (uintptr_t)(x + c * plane + (size_t)y * g->w) + (intptr_t)c0 * 4;
+            __m512 v[6], d[6];
+            for (int q = 0; q < 6; q++)
+                v[q] = _mm512_maskz_loadu_ps(lm[q], (const void *)(row + (q < 4 ? 64 * q : 256 + 4 * (q - 4))));
+            for (int k = 0; k < 4; k++)
+                d[k] = _mm512_shuffle_f32x4(_mm512_permutex2var_ps(v[0], idx[k], v[1]),
+                                            _mm512_permutex2var_ps(v[2], idx[k], v[3]), 0x44);
+            d[4] = _mm512_castsi512_ps(
+                _mm512_alignr_epi32(_mm512_castps_si512(v[4]), _mm512_castps_si512(d[0]), 1));
+            d[5] = _mm512_castsi512_ps(
+                _mm512_alignr_epi32(_mm512_castps_si512(v[5]), _mm512_castps_si512(d[1]), 1));
+            WG4_BT(r[i], d);
+        }
+        float *o0 = p0 + (size_t)c * NR, *o1 = p1 + (size_t)c * NR;
+        for (int b = 0; b < 6; b++) {
+            __m512 col[6] = {r[0][b], r[1][b], r[2][b], r[3][b], r[4][b], r[5][b]}, v[6];
+            WG4_BT(v, col);
+            for (int a = 0; a < 6; a++) {
+                size_t off = (size_t)(6 * a + b) * g->xs;
+                _mm512_mask_storeu_ps(o0 + off, m0, v[a]);
+                if (split)
+                    _mm512_mask_compressstoreu_ps(o1 + off, m1, v[a]);
+            }
+        }
+    }
+}
+
+/* y[0..3] = A^T m[0..5] */
+#define WG4_AT(y, m)                                                                               \
+    do {                                                                                           \
+        __m512 p12_ = _mm512_add_ps(m[1], m[2]), n12_ = _mm512_sub_ps(m[1], m[2]),                 \
+               p34_ = _mm512_add_ps(m[3], m[4]), n34_ = _mm512_sub_ps(m[3], m[4]);                 \
+        y[0] = _mm512_add_ps(_mm512_add_ps(m[0], p12_), p34_);                                     \
+        y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), n34_, n12_);                                  \
+        y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), p34_, p12_);                                  \
+        y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), n34_, n12_), m[5]);             \
+    } while (0)
+
+/* as wg_output_row, F(4x4, 3x3) */
+static void wg4_output_row(float *y, const wg_geom *g, const float *mb, const float *bias, int ty,
+                           int tx0, int len, int t)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i qlo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i qhi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    const __mmask16 lm = lanes(len);
+    const int n = g->wo - 4 * tx0 < 4 * len ? g->wo - 4 * tx0 : 4 * len; /* output columns */
+    const int rows = g->ho - 4 * ty < 4 ? g->ho - 4 * ty : 4;
+    const size_t plane = (size_t)g->ho * g->wo;
+    for (int co = 0; co < g->m; co++) {
+        const float *src = mb + (size_t)co * g->ldc + t;
+        __m512 s[4][6]; /* s[j][a] = (M A)[a][j] */
+        for (int a = 0; a < 6; a++) {
+            __m512 m[6], yy[4];
+            for (int b = 0; b < 6; b++)
+                m[b] = _mm512_maskz_loadu_ps(lm, src + (6 * a + b) * g->ms_);
+            WG4_AT(yy, m);
+            for (int j = 0; j < 4; j++)
+                s[j][a] = yy[j];
+        }
+        __m512 bv = _mm512_set1_ps(bias ? bias[co] : 0.0f);
+        __m512 yc[4][4]; /* yc[j][i] = Y[i][j] */
+        for (int j = 0; j < 4; j++) {
+            WG4_AT(yc[j], s[j]);
+            if (bias)
+                for (int i = 0; i < 4; i++)
+                    yc[j][i] = _mm512_add_ps(yc[j][i], bv);
+        }
+        float *out = y + co * plane + (size_t)(4 * ty) * g->wo + 4 * tx0;
+        for (int i = 0; i < rows; i++) {
+            __m512 a0 = _mm512_permutex2var_ps(yc[0][i], lo, yc[1][i]),
+                   a1 = _mm512_permutex2var_ps(yc[0][i], hi, yc[1][i]),
+                   b0 = _mm512_permutex2var_ps(yc[2][i], lo, yc[3][i]),
+                   b1 = _mm512_permutex2var_ps(yc[2][i], hi, yc[3][i]);
+            __m512 o[4] = {
+                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a0), qlo, _mm512_castps_pd(b0))),
+                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a0), qhi, _mm512_castps_pd(b0))),
+                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a1), qlo, _mm512_castps_pd(b1))),
+                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a1), qhi, _mm512_castps_pd(b1)))};
+            float *op = out + (size_t)i * g->wo;
+            for (int q = 0; q * 16 < n; q++)
+                _mm512_mask_storeu_ps(op + 16 * q, lanes(n - 16 * q), o[q]);
+        }
+    }
+}
+
 /* y (n images (M, Ho, Wo)) = conv3x3(x (n images (K, H, W))) (+ bias) with pu = the packed
  * transformed weights; scratch: wg_thread_floats floats */
 static void wg_conv(float *y, const float *x, const float *pu, const float *bias, int n,
                     const wg_geom *g, float *scratch)
 {
-    float *vp = scratch, *mb = scratch + 16 * g->xs;
+    float *vp = scratch, *mb = scratch + g->nx * g->xs;
     const size_t xin = (size_t)g->k * g->h * g->w, yout = (size_t)g->m * g->ho * g->wo;
     const size_t pus = pad_to((size_t)g->m, MR) * g->k;
     const int rpb = g->nbt / g->tw; /* tile rows per block */
@@ -1016,17 +1190,20 @@ static void wg_conv(float *y, const float *x, const float *pu, const float *bias
             int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
             for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
                 int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
-                wg_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
+                if (g->r == 4)
+                    wg4_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
+                else
+                    wg_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
             }
         }
         if (nt % NR) /* columns past the block's tiles: zeros (no stale NaN or denormals) */
-            for (int xi = 0; xi < 16; xi++)
+            for (int xi = 0; xi < g->nx; xi++)
                 for (int c = 0; c < g->k; c++) {
                     float *p = vp + xi * g->xs + (size_t)(nt / NR) * g->ss + (size_t)c * NR;
                     for (int l = nt % NR; l < NR; l++)
                         p[l] = 0;
                 }
-        for (int xi = 0; xi < 16; xi++)
+        for (int xi = 0; xi < g->nx; xi++)
             for (int ns = 0; ns < nstrips; ns++)
                 for (int ms = 0; ms * MR < g->m; ms++)
                     kernel_8x32(mb + xi * g->ms_ + (size_t)ms * MR * g->ldc + (size_t)ns * NR,
@@ -1036,7 +1213,10 @@ static void wg_conv(float *y, const float *x, const float *pu, const float *bias
             int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
             for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
                 int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
-                wg_output_row(y + img * yout, g, mb, bias, ty, tx0, len, j * g->tw + tx0);
+                if (g->r == 4)
+                    wg4_output_row(y + img * yout, g, mb, bias, ty, tx0, len, j * g->tw + tx0);
+                else
+                    wg_output_row(y + img * yout, g, mb, bias, ty, tx0, len, j * g->tw + tx0);
             }
         }
     }
@@ -1187,28 +1367,33 @@ static void wg_dw(float *dw, const float *dy, const float *x, int n, const wg_ge
 }
 
 /* the forward and input-gradient geometries of d */
-static wg_geom wg_fwd(const nn_conv2d_dims *d)
+static wg_geom wg_fwd(const nn_conv2d_dims *d, int r)
 {
-    return wg_make(d->ci, d->h, d->w, d->co, d->ho, d->wo, d->pad);
+    return wg_make(d->ci, d->h, d->w, d->co, d->ho, d->wo, d->pad, r);
 }
-static wg_geom wg_bwd(const nn_conv2d_dims *d)
+static wg_geom wg_bwd(const nn_conv2d_dims *d, int r)
 {
-    return wg_make(d->co, d->ho, d->wo, d->ci, d->h, d->w, 2 - d->pad);
+    return wg_make(d->co, d->ho, d->wo, d->ci, d->h, d->w, 2 - d->pad, r);
 }
 
 static size_t wg_shared_floats(const nn_conv2d_dims *d)
 {
-    size_t a = 16 * pad_to((size_t)d->co, MR) * d->ci, b = 16 * pad_to((size_t)d->ci, MR) * d->co;
+    size_t a = 36 * pad_to((size_t)d->co, MR) * d->ci, b = 36 * pad_to((size_t)d->ci, MR) * d->co;
     return (a > b ? a : b) + 16;
 }
 static size_t wg_tfl(const nn_conv2d_dims *d)
 {
     if (!(d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad >= 0 && d->pad <= 2))
         return 0;
-    wg_geom f = wg_fwd(d), b = wg_bwd(d);
-    size_t a = wg_thread_floats(&f), c = wg_thread_floats(&b), e = wg_dw_floats(&f);
-    a = a > c ? a : c;
-    return a > e ? a : e;
+    size_t a = 0;
+    for (int r = 2; r <= 4; r += 2) {
+        wg_geom f = wg_fwd(d, r), b = wg_bwd(d, r);
+        size_t x = wg_thread_floats(&f), y = wg_thread_floats(&b), e = wg_dw_floats(&f);
+        a = a > x ? a : x;
+        a = a > y ? a : y;
+        a = a > e ? a : e;
+    }
+    return a;
 }
 
 /* shared packed-A floats and per-thread floats of the implicit-GEMM path */
@@ -1260,6 +1445,7 @@ static int conv_algo_get(void)
                     : !strcmp(e, "blas")      ? NN_CONV_BLAS
                     : !strcmp(e, "igemm")     ? NN_CONV_IGEMM
                     : !strcmp(e, "winograd") ? NN_CONV_WINOGRAD
+                    : !strcmp(e, "winograd4") ? NN_CONV_WINOGRAD4
                                               : NN_CONV_DEFAULT;
     }
     return conv_algo;
@@ -1276,7 +1462,9 @@ int nn_conv_algo(void)
 int nn_set_conv_algo(int algo)
 {
 #ifdef NN_IGEMM
-    conv_algo = algo == NN_CONV_BLAS || algo == NN_CONV_WINOGRAD ? algo : NN_CONV_IGEMM;
+    conv_algo = algo == NN_CONV_BLAS || algo == NN_CONV_WINOGRAD || algo == NN_CONV_WINOGRAD4
+                    ? algo
+                    : NN_CONV_IGEMM;
     return conv_algo;
 #else
     (void)algo;
@@ -1289,7 +1477,7 @@ typedef struct {
     const float *in, *w, *b, *dout, *pa;
     const nn_conv2d_dims *d;
     float *ws;
-    int wg;   /* Winograd: the forward, or the backward's input gradient */
+    int wg;   /* Winograd tile (2 or 4; 0 none): the forward, or the backward's input gradient */
     int wgdw; /* Winograd weight gradient */
 } conv_task;
 
@@ -1374,7 +1562,7 @@ static void conv_forward_wg_task(void *ctx, int tid, int nt)
     if (lo >= hi)
         return;
     const size_t xin = (size_t)d->ci * d->h * d->w, yout = (size_t)d->co * d->ho * d->wo;
-    wg_geom g = wg_fwd(d);
+    wg_geom g = wg_fwd(d, t->wg);
     wg_conv(t->out + lo * yout, t->in + lo * xin, t->pa, t->b, hi - lo, &g, conv_scratch(t, tid));
 }
 #endif
@@ -1385,8 +1573,12 @@ void nn_conv2d_forward(float *out, const float *in, const float *w, const float 
     conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
 #ifdef NN_IGEMM
     int algo = conv_algo_get();
-    if (algo == NN_CONV_WINOGRAD && wg_ok(d, d->ci)) {
-        wg_pack_weights(ws, w, d->co, d->ci, (size_t)d->ci * 9, 9, 0);
+    if ((algo == NN_CONV_WINOGRAD || algo == NN_CONV_WINOGRAD4) && wg_ok(d, d->ci)) {
+        t.wg = algo == NN_CONV_WINOGRAD4 ? 4 : 2;
+        if (t.wg == 4)
+            wg4_pack_weights(ws, w, d->co, d->ci, (size_t)d->ci * 9, 9, 0);
+        else
+            wg_pack_weights(ws, w, d->co, d->ci, (size_t)d->ci * 9, 9, 0);
         t.pa = ws;
         nn_run(conv_forward_wg_task, &t);
         return;
@@ -1492,7 +1684,7 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
     float *pb = conv_scratch(t, tid);
     float *pa = pb + (size_t)KC * NC + (size_t)(NC / NR) * SPAD + (size_t)NR * KC;
     if (t->wgdw) {
-        wg_geom g = wg_fwd(d);
+        wg_geom g = wg_fwd(d, 2);
         wg_dw(dw, t->dout + lo * yout, t->in + lo * xin, hi - lo, &g, pb);
     } else
         igemm_dw(dw, t->dout + lo * yout, t->in + lo * xin, d, (size_t)(hi - lo) * hw, pa, pb);
@@ -1503,7 +1695,7 @@ static void conv_backward_igemm_task(void *ctx, int tid, int nt)
     if (!t->din)
         return;
     if (t->wg) {
-        wg_geom g = wg_bwd(d);
+        wg_geom g = wg_bwd(d, t->wg);
         wg_conv(t->din + lo * xin, t->dout + lo * yout, t->pa, NULL, hi - lo, &g, pb);
     } else if (conv_dx_as_conv(d)) {
         nn_conv2d_dims d2 =
@@ -1567,9 +1759,12 @@ void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
 #ifdef NN_IGEMM
     int algo = conv_algo_get();
     if (algo != NN_CONV_BLAS) {
-        t.wg = din && algo == NN_CONV_WINOGRAD && wg_ok(d, d->co);
-        t.wgdw = algo == NN_CONV_WINOGRAD && wg_ok(d, d->ci < d->co ? d->ci : d->co);
-        if (t.wg)
+        int wgo = algo == NN_CONV_WINOGRAD || algo == NN_CONV_WINOGRAD4;
+        t.wg = din && wgo && wg_ok(d, d->co) ? (algo == NN_CONV_WINOGRAD4 ? 4 : 2) : 0;
+        t.wgdw = wgo && wg_ok(d, d->ci < d->co ? d->ci : d->co);
+        if (t.wg == 4)
+            wg4_pack_weights(ws, w, d->ci, d->co, 9, (size_t)d->ci * 9, 1);
+        else if (t.wg)
             wg_pack_weights(ws, w, d->ci, d->co, 9, (size_t)d->ci * 9, 1);
         else if (din && conv_dx_as_conv(d))
             pack_a_flipped(ws, w, d);
