@@ -1,15 +1,18 @@
 /* nn.c - the kernels of nn.h: conv2d, BatchNorm2d, ReLU, pooling, linear, softmax
  * cross-entropy, distillation loss, SGD, crop/flip.
  *
- * Sections: thread pool; 16-lane vector helpers; conv2d (two algorithms: our implicit GEMM
- * on AVX-512 builds, the default, and im2col + OpenBLAS sgemm, grouped per ~512 output
- * columns, everywhere); BatchNorm2d; elementwise; pooling; linear; losses; SGD; augmentation.
+ * Sections: thread pool; 16-lane vector helpers; conv2d (our implicit GEMM on AVX-512 builds,
+ * with Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 convolutions on the same
+ * micro-kernel, and im2col + OpenBLAS sgemm, grouped per ~512 output columns, everywhere);
+ * BatchNorm2d; elementwise; pooling; linear; losses; SGD; augmentation.
  * Work is split over our own pool with a static split and a fixed reduction order, so results
  * are identical run to run at a fixed thread count.
  * What it is not: a library of every layout (NCHW only) or dtype (fp32 only).
  * Follows PyTorch's CPU semantics for BatchNorm (batch stats, unbiased running_var, momentum
  * 0.1, eps 1e-5), CrossEntropyLoss (mean), kl_div(batchmean) and SGD (dampening 0); the GEMM
- * blocking follows the Goto/BLIS scheme (packed panels, register-blocked micro-kernel). */
+ * blocking follows the Goto/BLIS scheme (packed panels, register-blocked micro-kernel); the
+ * Winograd transforms are Lavin & Gray's ("Fast Algorithms for Convolutional Neural
+ * Networks", 2016). */
 #include "nn.h"
 
 #include <cblas.h>
