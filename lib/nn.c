@@ -928,6 +928,7 @@ static void wg_input_row(float *vp, const wg_geom *g, const float *x, int ty, in
     }
     const int lane0 = t % NR, split = lane0 + len > NR;
     const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
+    const __mmask16 m1c = lanes(__builtin_popcount(m1)); /* m1's lanes, compressed */
     float *p0 = vp + (size_t)(t / NR) * g->ss + lane0, *p1 = vp + (size_t)(t / NR + 1) * g->ss;
     const size_t plane = (size_t)g->h * g->w;
     for (int c = 0; c < g->k; c++) {
@@ -958,7 +959,7 @@ static void wg_input_row(float *vp, const wg_geom *g, const float *x, int ty, in
                 size_t off = (size_t)(4 * a + b) * g->xs;
                 _mm512_mask_storeu_ps(o0 + off, m0, v[a]);
                 if (split)
-                    _mm512_mask_compressstoreu_ps(o1 + off, m1, v[a]);
+                    _mm512_mask_storeu_ps(o1 + off, m1c, _mm512_maskz_compress_ps(m1, v[a]));
             }
         }
     }
@@ -1077,6 +1078,7 @@ static void wg4_input_row(float *vp, const wg_geom *g, const float *x, int ty, i
     }
     const int lane0 = t % NR, split = lane0 + len > NR;
     const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
+    const __mmask16 m1c = lanes(__builtin_popcount(m1)); /* m1's lanes, compressed */
     float *p0 = vp + (size_t)(t / NR) * g->ss + lane0, *p1 = vp + (size_t)(t / NR + 1) * g->ss;
     const size_t plane = (size_t)g->h * g->w;
     for (int c = 0; c < g->k; c++) {
@@ -1109,7 +1111,7 @@ static void wg4_input_row(float *vp, const wg_geom *g, const float *x, int ty, i
                 size_t off = (size_t)(6 * a + b) * g->xs;
                 _mm512_mask_storeu_ps(o0 + off, m0, v[a]);
                 if (split)
-                    _mm512_mask_compressstoreu_ps(o1 + off, m1, v[a]);
+                    _mm512_mask_storeu_ps(o1 + off, m1c, _mm512_maskz_compress_ps(m1, v[a]));
             }
         }
     }
@@ -1243,6 +1245,7 @@ static void wg_grad_row(float *ep, const wg_geom *g, const float *dy, int ty, in
     const int rows = g->ho - 2 * ty < 2 ? g->ho - 2 * ty : 2;
     const int lane0 = t % NR, split = lane0 + len > NR;
     const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
+    const __mmask16 m1c = lanes(__builtin_popcount(m1)); /* m1's lanes, compressed */
     float *p0 = ep + (size_t)(t / NR) * g->es + lane0, *p1 = ep + (size_t)(t / NR + 1) * g->es;
     const size_t plane = (size_t)g->ho * g->wo;
     for (int c = 0; c < g->m; c++) {
@@ -1268,7 +1271,7 @@ static void wg_grad_row(float *ep, const wg_geom *g, const float *dy, int ty, in
                 size_t off = (size_t)(4 * a + b) * g->exs;
                 _mm512_mask_storeu_ps(o0 + off, m0, v[a]);
                 if (split)
-                    _mm512_mask_compressstoreu_ps(o1 + off, m1, v[a]);
+                    _mm512_mask_storeu_ps(o1 + off, m1c, _mm512_maskz_compress_ps(m1, v[a]));
             }
         }
     }
