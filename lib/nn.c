@@ -914,36 +914,110 @@ static size_t wg_thread_floats(const wg_geom *g)
     return g->nx * (g->xs + g->ms_) + 64;
 }
 
-/* V for tiles tx0..tx0+len-1 (len <= 16) of tile row ty of every channel of image x, into the
- * packed strips at block tile index t */
-static void wg_input_row(float *vp, const wg_geom *g, const float *x, int ty, int tx0, int len, int t)
+/* A chunk of up to 16 tiles, one per vector lane: tiles tx0..tx0+len-1 of one tile row
+ * (G = 1), or whole tile rows of tw = 16 / G tiles stacked (G = 2 or 4: tw 8 or 4, so that
+ * the small feature maps fill the lanes too; F(2x2) only).  Group q is tile row ty[q] of
+ * image im[q] (-1: absent; the present ones come first).  Lanes map to the block's tile
+ * indices t..t+len-1. */
+typedef struct {
+    int G, tx0, len, t;
+    int im[4], ty[4];
+} wg_chunk;
+
+/* tile rows per vector for F(2x2) rows of tw tiles */
+static int wg_groups(const wg_geom *g)
+{
+    return g->r == 2 && g->tw == 8 ? 2 : g->r == 2 && g->tw == 4 ? 4 : 1;
+}
+
+/* Runs body with wg_chunk ch set to each chunk of the block rows r0..r0+nrow-1 (row = image *
+ * th + ty). */
+#define WG_FOR_CHUNKS(g, r0, nrow, ch, body)                                                       \
+    do {                                                                                           \
+        const int G_ = wg_groups(g);                                                               \
+        for (int j_ = 0; j_ < (nrow); j_ += G_)                                                    \
+            for (int tx0_ = 0; tx0_ < (g)->tw; tx0_ += 16) {                                       \
+                wg_chunk ch = {.G = G_, .tx0 = tx0_, .t = j_ * (g)->tw + tx0_};                    \
+                for (int q_ = 0; q_ < G_; q_++) {                                                  \
+                    int row_ = (r0) + j_ + q_;                                                     \
+                    ch.im[q_] = j_ + q_ < (nrow) ? row_ / (g)->th : -1;                            \
+                    ch.ty[q_] = row_ % (g)->th;                                                    \
+                    if (ch.im[q_] >= 0)                                                            \
+                        ch.len += G_ > 1 ? (g)->tw : ((g)->tw - tx0_ < 16 ? (g)->tw - tx0_ : 16);  \
+                }                                                                                  \
+                body;                                                                              \
+            }                                                                                      \
+    } while (0)
+
+/* Lanes of vector v (0 or 1) of a pair holding 32 consecutive columns per chunk row, from
+ * column col on: G = 1: the row's columns col + 16 v..; G = 2: row v's columns col..col+15;
+ * G = 4: rows 2v, 2v+1's columns col..col+7 in the low / high 8 lanes.  rows[q]: the input
+ * row of group q (NULL: zeros); columns outside [0, w) are never read and come out 0. */
+static inline __m512 wg_gload(const float *const *rows, int G, int v, int col, int w)
+{
+    if (G < 4) {
+        const float *r = rows[G == 1 ? 0 : v];
+        int a = col + (G == 1 ? 16 * v : 0);
+        if (!r)
+            return _mm512_setzero_ps();
+        return _mm512_maskz_loadu_ps(lanes(w - a) & (__mmask16)~lanes(-a),
+                                     (const void *)((uintptr_t)r + (intptr_t)a * 4));
+    }
+    __m512 x = _mm512_setzero_ps();
+    __mmask16 m8 = lanes(w - col) & (__mmask16)~lanes(-col) & 0xFF;
+    for (int h = 0; h < 2; h++) {
+        const float *r = rows[2 * v + h];
+        if (r) /* lane 8 h + l reads column col + l */
+            x = _mm512_mask_loadu_ps(x, (__mmask16)(m8 << (8 * h)),
+                                     (const void *)((uintptr_t)r + (intptr_t)(col - 8 * h) * 4));
+    }
+    return x;
+}
+
+/* Stores vector lanes holding 2 output columns per tile (32 per chunk row, as wg_gload reads
+ * them) to the rows: vector v (0 lo, 1 hi) of the interleaved pair; n columns per chunk row
+ * from column col. */
+static inline void wg_gstore(float *const *rows, int G, int v, int col, int n, __m512 x)
+{
+    if (G < 4) {
+        float *r = rows[G == 1 ? 0 : v];
+        int a = G == 1 ? 16 * v : 0;
+        if (r && n - a > 0)
+            _mm512_mask_storeu_ps(r + col + a, lanes(n - a), x);
+        return;
+    }
+    for (int h = 0; h < 2; h++) {
+        float *r = rows[2 * v + h];
+        if (r)
+            _mm512_mask_storeu_ps((void *)((uintptr_t)r + (intptr_t)(col - 8 * h) * 4),
+                                  (__mmask16)((lanes(n) & 0xFF) << (8 * h)), x);
+    }
+}
+
+/* V for the chunk's tiles of every channel of the images at x, into the packed strips at the
+ * chunk's t */
+static void wg_input_row(float *vp, const wg_geom *g, const float *x, const wg_chunk *ch)
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const int c0 = 2 * tx0 - g->pad, y0 = 2 * ty - g->pad;
-    __mmask16 lm[4]; /* loads at columns c0, c0 + 16, c0 + 2, c0 + 18: inside the row */
-    for (int q = 0; q < 4; q++) {
-        int a = c0 + (q & 1) * 16 + (q >> 1) * 2;
-        lm[q] = lanes(g->w - a) & (__mmask16)~lanes(-a);
-    }
+    const int c0 = 2 * ch->tx0 - g->pad, len = ch->len, t = ch->t;
     const int lane0 = t % NR, split = lane0 + len > NR;
     const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
     const __mmask16 m1c = lanes(__builtin_popcount(m1)); /* m1's lanes, compressed */
     float *p0 = vp + (size_t)(t / NR) * g->ss + lane0, *p1 = vp + (size_t)(t / NR + 1) * g->ss;
-    const size_t plane = (size_t)g->h * g->w;
+    const size_t plane = (size_t)g->h * g->w, xin = (size_t)g->k * plane;
     for (int c = 0; c < g->k; c++) {
         __m512 r[4][4]; /* row transforms of the 4 input rows */
         for (int i = 0; i < 4; i++) {
-            int y = y0 + i;
-            if (y < 0 || y >= g->h) {
-                r[i][0] = r[i][1] = r[i][2] = r[i][3] = _mm512_setzero_ps();
-                continue;
+            const float *rows[4] = {NULL, NULL, NULL, NULL};
+            for (int q = 0; q < ch->G; q++) {
+                int y = 2 * ch->ty[q] - g->pad + i;
+                if (ch->im[q] >= 0 && y >= 0 && y < g->h)
+                    rows[q] = x + ch->im[q] * xin + c * plane + (size_t)y * g->w;
             }
-            uintptr_t row = (uintptr_t)(x + c * plane + (size_t)y * g->w) + (intptr_t)c0 * 4;
-            __m512 v0 = _mm512_maskz_loadu_ps(lm[0], (const void *)row);
-            __m512 v1 = _mm512_maskz_loadu_ps(lm[1], (const void *)(row + 64));
-            __m512 u0 = _mm512_maskz_loadu_ps(lm[2], (const void *)(row + 8));
-            __m512 u1 = _mm512_maskz_loadu_ps(lm[3], (const void *)(row + 72));
+            __m512 v0 = wg_gload(rows, ch->G, 0, c0, g->w), v1 = wg_gload(rows, ch->G, 1, c0, g->w);
+            __m512 u0 = wg_gload(rows, ch->G, 0, c0 + 2, g->w),
+                   u1 = wg_gload(rows, ch->G, 1, c0 + 2, g->w);
             __m512 d0 = _mm512_permutex2var_ps(v0, ev, v1), d1 = _mm512_permutex2var_ps(v0, od, v1);
             __m512 d2 = _mm512_permutex2var_ps(u0, ev, u1), d3 = _mm512_permutex2var_ps(u0, od, u1);
             r[i][0] = _mm512_sub_ps(d0, d2);
@@ -965,21 +1039,20 @@ static void wg_input_row(float *vp, const wg_geom *g, const float *x, int ty, in
     }
 }
 
-/* y tiles tx0..tx0+len-1 of tile row ty of every output channel of one image = A^T M A
- * (+ bias), M read from block tile index t.  A^T = [1 1 1 0; 0 1 -1 -1]. */
-static void wg_output_row(float *y, const wg_geom *g, const float *mb, const float *bias, int ty,
-                          int tx0, int len, int t)
+/* the chunk's output tiles of every output channel of the images at y = A^T M A (+ bias), M
+ * read from the chunk's block tile index t.  A^T = [1 1 1 0; 0 1 -1 -1]. */
+static void wg_output_row(float *y, const wg_geom *g, const float *mb, const float *bias,
+                          const wg_chunk *ch)
 {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi =
         _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    const __mmask16 lm = lanes(len);
-    const int n = g->wo - 2 * tx0 < 2 * len ? g->wo - 2 * tx0 : 2 * len; /* output columns */
-    const __mmask16 s0 = lanes(n), s1 = lanes(n - 16);
-    const int rows = g->ho - 2 * ty < 2 ? g->ho - 2 * ty : 2;
-    const size_t plane = (size_t)g->ho * g->wo;
+    const __mmask16 lm = lanes(ch->len);
+    const int tw = ch->G > 1 ? g->tw : 16, c0 = 2 * ch->tx0;
+    const int n = g->wo - c0 < 2 * tw ? g->wo - c0 : 2 * tw; /* output columns per chunk row */
+    const size_t plane = (size_t)g->ho * g->wo, yout = (size_t)g->m * plane;
     for (int co = 0; co < g->m; co++) {
-        const float *src = mb + (size_t)co * g->ldc + t;
+        const float *src = mb + (size_t)co * g->ldc + ch->t;
         __m512 s[2][4]; /* s[j][a] = (M A)[a][j] */
         for (int a = 0; a < 4; a++) {
             __m512 m0 = _mm512_maskz_loadu_ps(lm, src + (4 * a + 0) * g->ms_);
@@ -990,18 +1063,21 @@ static void wg_output_row(float *y, const wg_geom *g, const float *mb, const flo
             s[1][a] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
         }
         __m512 bv = _mm512_set1_ps(bias ? bias[co] : 0.0f);
-        float *out = y + co * plane + (size_t)(2 * ty) * g->wo + 2 * tx0;
-        for (int i = 0; i < rows; i++) {
+        for (int i = 0; i < 2; i++) {
+            float *rows[4] = {NULL, NULL, NULL, NULL};
+            for (int q = 0; q < ch->G; q++) {
+                int oy = 2 * ch->ty[q] + i;
+                if (ch->im[q] >= 0 && oy < g->ho)
+                    rows[q] = y + ch->im[q] * yout + co * plane + (size_t)oy * g->wo;
+            }
             __m512 yj[2];
             for (int j = 0; j < 2; j++)
                 yj[j] = i == 0 ? _mm512_add_ps(_mm512_add_ps(s[j][0], s[j][1]), s[j][2])
                                : _mm512_sub_ps(_mm512_sub_ps(s[j][1], s[j][2]), s[j][3]);
             if (bias)
                 yj[0] = _mm512_add_ps(yj[0], bv), yj[1] = _mm512_add_ps(yj[1], bv);
-            float *o = out + (size_t)i * g->wo;
-            _mm512_mask_storeu_ps(o, s0, _mm512_permutex2var_ps(yj[0], lo, yj[1]));
-            if (n > 16)
-                _mm512_mask_storeu_ps(o + 16, s1, _mm512_permutex2var_ps(yj[0], hi, yj[1]));
+            wg_gstore(rows, ch->G, 0, c0, n, _mm512_permutex2var_ps(yj[0], lo, yj[1]));
+            wg_gstore(rows, ch->G, 1, c0, n, _mm512_permutex2var_ps(yj[0], hi, yj[1]));
         }
     }
 }
@@ -1191,16 +1267,16 @@ static void wg_conv(float *y, const float *x, const float *pu, const float *bias
     for (int r0 = 0; r0 < total; r0 += rpb) {
         int nrow = total - r0 < rpb ? total - r0 : rpb, nt = nrow * g->tw;
         int nstrips = (nt + NR - 1) / NR;
-        for (int j = 0; j < nrow; j++) {
-            int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
-            for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
-                int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
-                if (g->r == 4)
+        if (g->r == 4)
+            for (int j = 0; j < nrow; j++) {
+                int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
+                for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
+                    int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
                     wg4_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
-                else
-                    wg_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
+                }
             }
-        }
+        else
+            WG_FOR_CHUNKS(g, r0, nrow, ch, wg_input_row(vp, g, x, &ch));
         if (nt % NR) /* columns past the block's tiles: zeros (no stale NaN or denormals) */
             for (int xi = 0; xi < g->nx; xi++)
                 for (int c = 0; c < g->k; c++) {
@@ -1214,16 +1290,16 @@ static void wg_conv(float *y, const float *x, const float *pu, const float *bias
                     kernel_8x32(mb + xi * g->ms_ + (size_t)ms * MR * g->ldc + (size_t)ns * NR,
                                 g->ldc, 0, pu + xi * pus + (size_t)ms * g->k * MR,
                                 vp + xi * g->xs + (size_t)ns * g->ss, g->k);
-        for (int j = 0; j < nrow; j++) {
-            int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
-            for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
-                int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
-                if (g->r == 4)
+        if (g->r == 4)
+            for (int j = 0; j < nrow; j++) {
+                int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
+                for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
+                    int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
                     wg4_output_row(y + img * yout, g, mb, bias, ty, tx0, len, j * g->tw + tx0);
-                else
-                    wg_output_row(y + img * yout, g, mb, bias, ty, tx0, len, j * g->tw + tx0);
+                }
             }
-        }
+        else
+            WG_FOR_CHUNKS(g, r0, nrow, ch, wg_output_row(y, g, mb, bias, &ch));
     }
 }
 
@@ -1233,30 +1309,28 @@ static void wg_conv(float *y, const float *x, const float *pu, const float *bias
  * the tiles on the micro-kernel (both operands transposed into k-major strips, 16 x 16 at a
  * time), and dw += G^T Z G once at the end. */
 
-/* E for tiles tx0..tx0+len-1 of tile row ty of every channel of one image of dy (M, Ho, Wo),
- * into strips [m][NR] (g->es floats each) at block tile index t.  A = [1 0; 1 1; 1 -1; 0 -1]. */
-static void wg_grad_row(float *ep, const wg_geom *g, const float *dy, int ty, int tx0, int len,
-                        int t)
+/* E for the chunk's tiles of every channel of the images of dy (M, Ho, Wo), into strips
+ * [m][NR] (g->es floats each) at the chunk's t.  A = [1 0; 1 1; 1 -1; 0 -1]. */
+static void wg_grad_row(float *ep, const wg_geom *g, const float *dy, const wg_chunk *ch)
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const int c0 = 2 * tx0;
-    const __mmask16 l0 = lanes(g->wo - c0), l1 = lanes(g->wo - c0 - 16);
-    const int rows = g->ho - 2 * ty < 2 ? g->ho - 2 * ty : 2;
+    const int c0 = 2 * ch->tx0, len = ch->len, t = ch->t;
     const int lane0 = t % NR, split = lane0 + len > NR;
     const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
     const __mmask16 m1c = lanes(__builtin_popcount(m1)); /* m1's lanes, compressed */
     float *p0 = ep + (size_t)(t / NR) * g->es + lane0, *p1 = ep + (size_t)(t / NR + 1) * g->es;
-    const size_t plane = (size_t)g->ho * g->wo;
+    const size_t plane = (size_t)g->ho * g->wo, yout = (size_t)g->m * plane;
     for (int c = 0; c < g->m; c++) {
         __m512 f[2][4]; /* f[i] = (e A^T)[i] */
         for (int i = 0; i < 2; i++) {
-            if (i >= rows) {
-                f[i][0] = f[i][1] = f[i][2] = f[i][3] = _mm512_setzero_ps();
-                continue;
+            const float *rows[4] = {NULL, NULL, NULL, NULL};
+            for (int q = 0; q < ch->G; q++) {
+                int oy = 2 * ch->ty[q] + i;
+                if (ch->im[q] >= 0 && oy < g->ho)
+                    rows[q] = dy + ch->im[q] * yout + c * plane + (size_t)oy * g->wo;
             }
-            const float *row = dy + c * plane + (size_t)(2 * ty + i) * g->wo + c0;
-            __m512 v0 = _mm512_maskz_loadu_ps(l0, row), v1 = _mm512_maskz_loadu_ps(l1, row + 16);
+            __m512 v0 = wg_gload(rows, ch->G, 0, c0, g->wo), v1 = wg_gload(rows, ch->G, 1, c0, g->wo);
             __m512 e0 = _mm512_permutex2var_ps(v0, ev, v1), e1 = _mm512_permutex2var_ps(v0, od, v1);
             f[i][0] = e0;
             f[i][1] = _mm512_add_ps(e0, e1);
@@ -1289,7 +1363,6 @@ static size_t wg_dw_floats(const wg_geom *g)
 static void wg_dw(float *dw, const float *dy, const float *x, int n, const wg_geom *g,
                   float *scratch)
 {
-    const size_t xin = (size_t)g->k * g->h * g->w, yout = (size_t)g->m * g->ho * g->wo;
     const size_t mp = pad_to((size_t)g->m, 16), pas = mp * g->nbt, pbs = g->ldz * g->nbt;
     const size_t zs = pad_to((size_t)g->m, MR) * g->ldz;
     const int nstr = g->nbt / NR;
@@ -1306,14 +1379,10 @@ static void wg_dw(float *dw, const float *dy, const float *x, int n, const wg_ge
     for (int r0 = 0; r0 < total; r0 += rpb) {
         int nrow = total - r0 < rpb ? total - r0 : rpb, nt = nrow * g->tw;
         int ntp = (nt + 15) / 16 * 16; /* the GEMM's reduction: tiles padded with zeros */
-        for (int j = 0; j < nrow; j++) {
-            int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
-            for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
-                int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
-                wg_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
-                wg_grad_row(ep, g, dy + img * yout, ty, tx0, len, j * g->tw + tx0);
-            }
-        }
+        WG_FOR_CHUNKS(g, r0, nrow, ch, {
+            wg_input_row(vp, g, x, &ch);
+            wg_grad_row(ep, g, dy, &ch);
+        });
         if (nt % NR)
             for (int xi = 0; xi < 16; xi++) {
                 float *v = vp + xi * g->xs + (size_t)(nt / NR) * g->ss;

@@ -469,6 +469,8 @@ int main(void)
         test_conv_direct(1, 9, 5, 40, 12, 3, 1, 1, 1); /* 20 tiles per row: two 16-lane chunks */
         test_conv_direct(2, 12, 70, 67, 10, 3, 1, 1, 0);
         test_conv_direct(3, 17, 13, 14, 15, 3, 1, 1, 1);
+        test_conv_direct(2, 11, 15, 15, 9, 3, 1, 1, 0); /* rows of 8 and 4 tiles, 2 / 4 per vector */
+        test_conv_direct(3, 10, 7, 8, 12, 3, 1, 1, 1);
         test_conv_direct(2, 5, 9, 9, 7, 3, 2, 1, 1); /* not Winograd's: the fallbacks */
         test_conv_direct(2, 3, 8, 8, 12, 3, 1, 1, 0);
         for (int train = 0; train < 2; train++)
