@@ -829,11 +829,11 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
  * M[xi] (M x tiles) = U[xi] (M x K) . V[xi] (K x tiles) on the 8x32 micro-kernel: 2.25x fewer
  * multiply-adds than the direct convolution.  Forward: M = Co, K = Ci, U from w.  Input
  * gradient: the same with dy as input, M = Ci, K = Co, U from the flipped, transposed
- * weights and pad 2 - pad.  Tiles are processed in blocks of whole tile rows (up to
- * wg_block_tiles): the input transform writes V straight into the packed B strips, the
- * GEMMs write M (rows padded to MR), the output transform writes every output once.  Both
- * transforms run on one tile row at a time, 16 tiles per vector (masked when the row is
- * shorter).  The weight gradient stays on the implicit GEMM. */
+ * weights and pad 2 - pad.  Weight gradient: see wg_dw.  Tiles are processed in blocks of
+ * whole tile rows (wg_geom.nbt tiles, V and M about 512 KB each): the input transform writes
+ * V straight into the packed B strips, the GEMMs write M (rows padded to MR), the output
+ * transform writes every output once.  The transforms hold 16 tiles per vector (wg_chunk).
+ * F(4x4, 3x3) (NN_CONV_WINOGRAD4) below reuses the blocking with 36 GEMMs. */
 #define WG_MIN_K 8 /* smaller reductions (the 3-channel stem) stay on the implicit GEMM */
 
 static int wg_ok(const nn_conv2d_dims *d, int k)
