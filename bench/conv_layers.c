@@ -1,5 +1,6 @@
 /* conv_layers.c - per-layer conv2d timings of ResNet-8 (CIFAR, batch 32) for each conv
- * algorithm: forward, and backward (weight + input gradient; none for the stem's input).
+ * algorithm: forward, backward (weight + input gradient; none for the stem's input), and the
+ * backward's weight gradient alone (dw_ms: backward with din = NULL).
  *
  * What it is: random tensors, one warm-up call, then reps calls per kernel, wall-clock ms per
  * call and the direct convolution's GFLOP/s (2 flops per multiply-add; Winograd does fewer).
@@ -30,8 +31,8 @@ int main(int argc, char **argv)
     const int n = 32, nl = (int)(sizeof L / sizeof L[0]);
     rng r;
     rng_init(&r, 1, "bench", 0, 0);
-    printf("%-14s %-9s %9s %9s %9s %9s\n", "layer", "algo", "fwd_ms", "fwd_GF/s", "bwd_ms",
-           "bwd_GF/s");
+    printf("%-14s %-9s %9s %9s %9s %9s %9s\n", "layer", "algo", "fwd_ms", "fwd_GF/s", "bwd_ms",
+           "bwd_GF/s", "dw_ms");
     static const char *names[4] = {"blas", "igemm", "winograd", "winograd4"};
     double tot[4][2] = {{0}};
     for (int l = 0; l < nl; l++) {
@@ -66,10 +67,14 @@ int main(int argc, char **argv)
             for (int i = 0; i < reps; i++)
                 nn_conv2d_backward(din, dw, NULL, dy, x, w, &d, ws);
             double tb = (tool_now() - t0) / reps;
+            t0 = tool_now();
+            for (int i = 0; i < reps; i++)
+                nn_conv2d_backward(NULL, dw, NULL, dy, x, w, &d, ws);
+            double tw = (tool_now() - t0) / reps;
             double fb = flops * (din ? 2 : 1);
             tot[a][0] += tf, tot[a][1] += tb;
-            printf("%-14s %-9s %9.2f %9.1f %9.2f %9.1f\n", L[l].name, names[a], 1e3 * tf,
-                   flops / tf / 1e9, 1e3 * tb, fb / tb / 1e9);
+            printf("%-14s %-9s %9.2f %9.1f %9.2f %9.1f %9.2f\n", L[l].name, names[a], 1e3 * tf,
+                   flops / tf / 1e9, 1e3 * tb, fb / tb / 1e9, 1e3 * tw);
         }
         free(x), free(w), free(y), free(dy), free(dx), free(dw), free(ws);
     }
