@@ -387,7 +387,7 @@ static void stage_scatter(float *dst, const float *src, int g, int rows, size_t 
 #define NC 512
 #define SPAD 64 /* floats between packed strips: their starts do not alias mod 4 KB */
 
-#define NN_CONV_DEFAULT NN_CONV_IGEMM
+#define NN_CONV_DEFAULT NN_CONV_WINOGRAD
 static int conv_algo = -1; /* -1: not chosen yet (conv_algo_get reads FEDSM_CONV_ALGO) */
 
 static size_t pad_to(size_t x, size_t m)
