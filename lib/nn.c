@@ -1836,7 +1836,9 @@ void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
     if (algo != NN_CONV_BLAS) {
         int wgo = algo == NN_CONV_WINOGRAD || algo == NN_CONV_WINOGRAD4;
         t.wg = din && wgo && wg_ok(d, d->co) ? (algo == NN_CONV_WINOGRAD4 ? 4 : 2) : 0;
-        t.wgdw = wgo && wg_ok(d, d->ci < d->co ? d->ci : d->co);
+        /* Winograd weight gradient from 16x16 maps up: on 8x8 maps (16 tiles per image) the
+         * per-thread Z (16 Co Ci floats) costs more than it saves (measured, ResNet-8 layer3) */
+        t.wgdw = wgo && wg_ok(d, d->ci < d->co ? d->ci : d->co) && d->ho * d->wo >= 256;
         if (t.wg == 4)
             wg4_pack_weights(ws, w, d->ci, d->co, 9, (size_t)d->ci * 9, 1);
         else if (t.wg)
