@@ -23,11 +23,13 @@ section_train() {
          "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     local have_torch=1
     "$PY" -c 'import torch' 2>/dev/null || { have_torch=0; echo "(no python3-torch: PyTorch columns n/a)"; }
-    printf '%-7s | %9s %9s %9s %6s | %9s %9s %9s %6s | %8s %8s %6s\n' \
-        threads fedsm blas torch ratio fedsm_cpu blas_cpu torch_cpu ratio GF/s_cpu peak %peak
+    printf '%-7s | %9s %9s %9s %9s %6s | %9s %9s %9s %9s %6s | %8s %8s %6s\n' \
+        threads fedsm igemm blas torch ratio fedsm_cpu igemm_cpu blas_cpu torch_cpu ratio \
+        GF/s_cpu peak %peak
     for t in $THREADS; do
         peak=$("$BUILD/bench/peak_fma" "$t" | field cpu_gflops)
-        c=$("$BUILD/bench/train_resnet8" "$t" 32 "$SECS" igemm)
+        c=$("$BUILD/bench/train_resnet8" "$t" 32 "$SECS" default)
+        g=$("$BUILD/bench/train_resnet8" "$t" 32 "$SECS" igemm)
         b=$("$BUILD/bench/train_resnet8" "$t" 32 "$SECS" blas)
         tr=nan; trc=nan
         if [ $have_torch = 1 ]; then
@@ -35,15 +37,18 @@ section_train() {
             tr=$(echo "$o" | field images_per_s); trc=$(echo "$o" | field cpu_images_per_s)
         fi
         awk -v t="$t" -v ci="$(echo "$c" | field images_per_s)" -v cc="$(echo "$c" | field cpu_images_per_s)" \
+            -v gi="$(echo "$g" | field images_per_s)" -v gc="$(echo "$g" | field cpu_images_per_s)" \
             -v bi="$(echo "$b" | field images_per_s)" -v bc="$(echo "$b" | field cpu_images_per_s)" \
             -v ti="$tr" -v tc="$trc" -v cg="$(echo "$c" | field cpu_gflops)" -v pk="$peak" 'BEGIN {
             r1 = (ti == "nan") ? "n/a" : sprintf("%.2f", ci / ti);
             r2 = (tc == "nan") ? "n/a" : sprintf("%.2f", cc / tc);
-            printf "%-7s | %9.1f %9.1f %9s %6s | %9.1f %9.1f %9s %6s | %8.1f %8.1f %5.1f%%\n",
-                   t, ci, bi, ti, r1, cc, bc, tc, r2, cg, pk, 100 * cg / pk }'
+            printf "%-7s | %9.1f %9.1f %9.1f %9s %6s | %9.1f %9.1f %9.1f %9s %6s | %8.1f %8.1f %5.1f%%\n",
+                   t, ci, gi, bi, ti, r1, cc, gc, bc, tc, r2, cg, pk, 100 * cg / pk }'
     done
-    echo "fedsm = own implicit-GEMM conv kernels (AVX-512), blas = im2col + OpenBLAS sgemm;"
-    echo "ratio = fedsm / torch; images/s; peak = measured FMA peak (bench/peak_fma), per CPU-second."
+    echo "fedsm = the default conv algorithm ($(echo "$c" | field conv) here: FEDSM_CONV_ALGO or nn's"
+    echo "default), igemm = own implicit-GEMM kernels (AVX-512), blas = im2col + OpenBLAS sgemm;"
+    echo "ratio = fedsm / torch; images/s; GF/s counts 3x the direct conv's forward FLOPs (Winograd"
+    echo "does fewer: its GF/s and %peak are effective rates); peak = bench/peak_fma, per CPU-second."
 }
 
 want() { [ -z "${BENCH_SECTIONS:-}" ] || [[ " $BENCH_SECTIONS " == *" $1 "* ]]; }

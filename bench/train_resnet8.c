@@ -4,7 +4,8 @@
  * What it is: random normalised inputs, the model's own init, warm-up steps, then timed
  * steps for about --seconds.  FLOPs counted as 3x the forward convolution and linear
  * multiply-adds (2 flops each), the usual training estimate.  Not a data-loading benchmark.
- * Usage: train_resnet8 [threads [batch [seconds [igemm|blas]]]]  (default 1 32 5 igemm) */
+ * Usage: train_resnet8 [threads [batch [seconds [igemm|blas|winograd|winograd4|default]]]]
+ * (default 1 32 5 default: nn's default conv algorithm, or FEDSM_CONV_ALGO's) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,13 @@ int main(int argc, char **argv)
     double seconds = argc > 3 ? atof(argv[3]) : 5.0;
     tool_set_threads(threads); /* what every tool does: OpenBLAS ... */
     nn_set_threads(threads);   /* ... and nn's pool */
-    int algo =
-        nn_set_conv_algo(argc > 4 && !strcmp(argv[4], "blas") ? NN_CONV_BLAS : NN_CONV_IGEMM);
+    const char *an = argc > 4 ? argv[4] : "default";
+    int algo = !strcmp(an, "blas")       ? nn_set_conv_algo(NN_CONV_BLAS)
+               : !strcmp(an, "igemm")    ? nn_set_conv_algo(NN_CONV_IGEMM)
+               : !strcmp(an, "winograd") ? nn_set_conv_algo(NN_CONV_WINOGRAD)
+               : !strcmp(an, "winograd4") ? nn_set_conv_algo(NN_CONV_WINOGRAD4)
+                                         : nn_conv_algo();
+    static const char *names[] = {"blas", "igemm", "winograd", "winograd4"};
     model_config c;
     model_config_default(&c, "resnet8");
     model *m = model_new(&c);
@@ -91,7 +97,7 @@ int main(int argc, char **argv)
     double gf = 3.0 * forward_flops(m) * ips / 1e9, cgf = 3.0 * forward_flops(m) * cips / 1e9;
     printf("c threads=%d batch=%d conv=%s steps=%d images_per_s=%.1f cpu_images_per_s=%.1f "
            "gflops=%.1f cpu_gflops=%.1f loss=%.3f\n",
-           threads, n, algo == NN_CONV_BLAS ? "blas" : "igemm", steps, ips, cips, gf, cgf, loss);
+           threads, n, names[algo], steps, ips, cips, gf, cgf, loss);
     model_free(m);
     free(x);
     free(xa);

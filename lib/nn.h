@@ -34,11 +34,18 @@ int nn_threads(void);
 
 /* ---- conv2d (no groups, no dilation; square or rectangular kernels) ---- */
 /* Algorithm: NN_CONV_IGEMM, our implicit-GEMM kernels (im2col fused into the packing of an
- * 8x32 AVX-512 micro-kernel; the default in AVX-512 builds), or NN_CONV_BLAS (im2col +
- * OpenBLAS sgemm per image; the only one elsewhere).  Returns the algorithm in effect.  Not
- * thread-safe; call outside kernels. */
-enum { NN_CONV_BLAS = 0, NN_CONV_IGEMM = 1 };
+ * 8x32 AVX-512 micro-kernel); NN_CONV_WINOGRAD, the implicit GEMM except Winograd F(2x2,
+ * 3x3) for the forward, input and weight gradients of 3x3 stride-1 convolutions with
+ * pad <= 2 and at least 8 channels on the reduced side (the default in AVX-512 builds);
+ * NN_CONV_WINOGRAD4, the same with F(4x4, 3x3) for the forward and input gradient (4x fewer
+ * multiply-adds there, about 10x the rounding error of F(2x2)); or NN_CONV_BLAS (im2col +
+ * OpenBLAS sgemm per image; the only one elsewhere).  Without a call, the environment
+ * variable FEDSM_CONV_ALGO (blas, igemm, winograd, winograd4) picks it.  Returns the
+ * algorithm in effect.  Not thread-safe; call outside kernels. */
+enum { NN_CONV_BLAS = 0, NN_CONV_IGEMM = 1, NN_CONV_WINOGRAD = 2, NN_CONV_WINOGRAD4 = 3 };
 int nn_set_conv_algo(int algo);
+/* The algorithm in effect (after FEDSM_CONV_ALGO, when nn_set_conv_algo was not called). */
+int nn_conv_algo(void);
 
 typedef struct nn_conv2d_dims {
     int n, ci, h, w; /* input (N, Ci, H, W) */

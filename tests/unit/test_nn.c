@@ -4,7 +4,10 @@
  * rule written out, crop/flip against a direct reference, and bitwise run-to-run
  * determinism at 2 threads.
  *
- * Convolutions and BatchNorm run at 1 and 2 threads, and with both conv algorithms.
+ * Convolutions and BatchNorm run at 1 and 2 threads, and with every conv algorithm
+ * (implicit GEMM, im2col + OpenBLAS, Winograd F(2x2, 3x3) and F(4x4, 3x3)); convolutions are also checked against a
+ * direct double-precision convolution (forward, dx, dw, db) in odd and even sizes, N = 1..3,
+ * channel counts that are not multiples of 16.
  * Method: L = sum(r * out) with a fixed random r (accumulated in double); the analytic
  * gradient is backward(dout = r); the numeric one is the fp32 central difference
  * (L(x + h) - L(x - h)) / 2h, h = 1e-2 (1e-3 for max pool, whose inputs sit on a 0.05 grid).
@@ -102,6 +105,64 @@ static void test_conv(int n, int ci, int h, int w, int co, int k, int s, int pad
     }
     free(c.x), free(c.w), free(c.b), free(c.y), free(c.r), free(c.ws), free(dx), free(dw);
     free(db);
+}
+
+/* ---- conv against a direct double-precision convolution (forward, dx, dw, db) ----
+ * Error = max |ours - reference| / max |reference| per tensor; tolerance 1e-5 (fp32 sums of
+ * up to Ci*9 products; Winograd adds the transforms' rounding). */
+#define DIRECT_TOL 1e-5
+static double rel_err(const float *a, const double *ref, size_t n)
+{
+    double d = 0, mx = 0;
+    for (size_t i = 0; i < n; i++)
+        d = fmax(d, fabs(a[i] - ref[i])), mx = fmax(mx, fabs(ref[i]));
+    return d / fmax(mx, 1e-30);
+}
+static void test_conv_direct(int n, int ci, int h, int w, int co, int k, int s, int pad, int bias)
+{
+    nn_conv2d_dims d = nn_conv2d_make(n, ci, h, w, co, k, s, pad);
+    size_t nx = (size_t)n * ci * h * w, nw = (size_t)co * ci * k * k,
+           ny = (size_t)n * co * d.ho * d.wo;
+    float *x = randv(nx, 1), *wt = randv(nw, 0.3f), *b = bias ? randv(co, 0.1f) : NULL;
+    float *dy = randv(ny, 1), *y = zerov(ny), *dx = zerov(nx), *dw = zerov(nw), *db = zerov(co);
+    float *ws = zerov(nn_conv2d_ws_floats(&d));
+    double *ry = calloc(ny, sizeof(double)), *rdx = calloc(nx, sizeof(double)),
+           *rdw = calloc(nw, sizeof(double)), *rdb = calloc(co, sizeof(double));
+    for (size_t i = 0; i < nx; i++) /* stale values must not leak into an overwritten dx */
+        dx[i] = 1e30f;
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < co; o++)
+            for (int oy = 0; oy < d.ho; oy++)
+                for (int ox = 0; ox < d.wo; ox++) {
+                    size_t yi = (((size_t)i * co + o) * d.ho + oy) * d.wo + ox;
+                    double acc = bias ? b[o] : 0;
+                    rdb[o] += dy[yi];
+                    for (int c = 0; c < ci; c++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * s - pad + ky, ix = ox * s - pad + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                    continue;
+                                size_t xi = (((size_t)i * ci + c) * h + iy) * w + ix;
+                                size_t wi = (((size_t)o * ci + c) * k + ky) * k + kx;
+                                acc += (double)x[xi] * wt[wi];
+                                rdx[xi] += (double)dy[yi] * wt[wi];
+                                rdw[wi] += (double)dy[yi] * x[xi];
+                            }
+                    ry[yi] = acc;
+                }
+    nn_conv2d_forward(y, x, wt, b, &d, ws);
+    nn_conv2d_backward(dx, dw, bias ? db : NULL, dy, x, wt, &d, ws);
+    double e[4] = {rel_err(y, ry, ny), rel_err(dx, rdx, nx), rel_err(dw, rdw, nw),
+                   bias ? rel_err(db, rdb, co) : 0};
+    static const char *what[4] = {"y", "dx", "dw", "db"};
+    for (int j = 0; j < 4; j++)
+        CHECK_MSG(e[j] <= DIRECT_TOL, "conv k%d s%d p%d %dx%d %d->%d n%d %s: direct error %.3g", k,
+                  s, pad, h, w, ci, co, n, what[j], e[j]);
+    fprintf(stderr, "  conv k%d s%d p%d %2dx%-2d %2d->%-2d n%d  vs direct: y %.1e dx %.1e dw %.1e\n",
+            k, s, pad, h, w, ci, co, n, e[0], e[1], e[2]);
+    free(x), free(wt), free(b), free(dy), free(y), free(dx), free(dw), free(db), free(ws);
+    free(ry), free(rdx), free(rdw), free(rdb);
 }
 
 /* ---- batchnorm ---- */
@@ -346,8 +407,9 @@ static void test_augment(void)
 }
 
 /* ---- determinism at a fixed thread count ---- */
-static void test_determinism(void)
+static void test_determinism(int algo)
 {
+    nn_set_conv_algo(algo);
     nn_set_threads(2);
     nn_conv2d_dims d = nn_conv2d_make(6, 16, 12, 12, 24, 3, 1, 1);
     size_t nx = 6 * 16 * 144, nw = 24 * 16 * 9, ny = 6 * 24 * 144;
@@ -372,21 +434,45 @@ static void test_determinism(void)
     for (int k = 0; k < 2; k++)
         free(y[k]), free(dx[k]), free(dw[k]);
     free(x), free(w), free(dy), free(ws), free(dw1);
+    nn_set_conv_algo(NN_CONV_IGEMM);
 }
 
 int main(void)
 {
     rng_init(&R, 42, "test", 0, 0);
-    for (int run = 0; run < 3; run++) { /* 1 thread, 2 threads, 2 threads with OpenBLAS conv */
-        int threads = run == 0 ? 1 : 2;
+    static const int algos[] = {NN_CONV_IGEMM, NN_CONV_BLAS, NN_CONV_WINOGRAD, NN_CONV_WINOGRAD4};
+    static const char *names[] = {"igemm", "blas", "winograd", "winograd4"};
+    for (int run = 0; run < 8; run++) { /* each algorithm at 1 and 2 threads */
+        int threads = 1 + run % 2, algo = algos[run / 2];
         nn_set_threads(threads);
-        nn_set_conv_algo(run == 2 ? NN_CONV_BLAS : NN_CONV_IGEMM);
-        fprintf(stderr, "threads %d, conv %s\n", threads, run == 2 ? "blas" : "default");
+        int got = nn_set_conv_algo(algo);
+        fprintf(stderr, "threads %d, conv %s%s\n", threads, names[run / 2],
+                got != algo ? " (not in this build: blas)" : "");
         test_conv(2, 3, 6, 5, 4, 3, 1, 1, 1);
         test_conv(3, 4, 7, 7, 5, 3, 2, 1, 0);
         test_conv(2, 4, 6, 6, 3, 1, 1, 0, 0);
         test_conv(2, 4, 7, 6, 3, 1, 2, 0, 0);
         test_conv(1, 2, 11, 10, 3, 7, 2, 3, 1);
+        /* 3x3 stride 1 with >= 8 channels: Winograd's shapes (odd and even sizes, pads 0-2) */
+        test_conv(2, 9, 7, 6, 10, 3, 1, 1, 1);
+        test_conv(1, 12, 5, 8, 9, 3, 1, 0, 0);
+        test_conv(3, 8, 6, 5, 11, 3, 1, 2, 0);
+        test_conv_direct(1, 9, 7, 6, 10, 3, 1, 1, 1);
+        test_conv_direct(2, 13, 8, 8, 20, 3, 1, 1, 0);
+        test_conv_direct(3, 20, 9, 11, 13, 3, 1, 1, 1);
+        test_conv_direct(2, 24, 33, 31, 40, 3, 1, 1, 0); /* rows of 16+ tiles, block splits */
+        test_conv_direct(3, 37, 16, 16, 9, 3, 1, 1, 0);
+        test_conv_direct(2, 10, 4, 4, 70, 3, 1, 1, 0);   /* many tiles per 32-column strip */
+        test_conv_direct(2, 11, 10, 9, 12, 3, 1, 0, 1);
+        test_conv_direct(1, 16, 6, 7, 16, 3, 1, 2, 0);
+        test_conv_direct(2, 8, 1, 1, 8, 3, 1, 1, 0);
+        test_conv_direct(1, 9, 5, 40, 12, 3, 1, 1, 1); /* 20 tiles per row: two 16-lane chunks */
+        test_conv_direct(2, 12, 70, 67, 10, 3, 1, 1, 0);
+        test_conv_direct(3, 17, 13, 14, 15, 3, 1, 1, 1);
+        test_conv_direct(2, 11, 15, 15, 9, 3, 1, 1, 0); /* rows of 8 and 4 tiles, 2 / 4 per vector */
+        test_conv_direct(3, 10, 7, 8, 12, 3, 1, 1, 1);
+        test_conv_direct(2, 5, 9, 9, 7, 3, 2, 1, 1); /* not Winograd's: the fallbacks */
+        test_conv_direct(2, 3, 8, 8, 12, 3, 1, 1, 0);
         for (int train = 0; train < 2; train++)
             for (int relu = 0; relu < 2; relu++)
                 test_bn(train, relu);
@@ -398,6 +484,8 @@ int main(void)
     test_losses();
     test_sgd();
     test_augment();
-    test_determinism();
+    test_determinism(NN_CONV_IGEMM);
+    test_determinism(NN_CONV_WINOGRAD);
+    test_determinism(NN_CONV_WINOGRAD4);
     TEST_MAIN_END();
 }
