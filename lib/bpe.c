@@ -1,5 +1,6 @@
 /* bpe.c - CLIP byte-level BPE (see bpe.h).  Sections: unicode helpers, clean-up,
  * vocabulary and merge tables (open-addressing hashes), BPE merge loop, pre-tokenizer. */
+#include "utf8.h"
 #include "bpe.h"
 
 #include "err.h"
@@ -79,18 +80,6 @@ static uint32_t *utf8_decode(const char *s, size_t len, size_t *n_out)
     }
     *n_out = n;
     return o;
-}
-
-static size_t utf8_put(char *o, uint32_t cp)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 63)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 63));
-        o[2] = (char)(0x80 | (cp & 63)); return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 63));
-    o[2] = (char)(0x80 | ((cp >> 6) & 63)); o[3] = (char)(0x80 | (cp & 63)); return 4;
 }
 
 /* ---- clean-up: html unescape (subset), whitespace, lower ---- */

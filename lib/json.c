@@ -1,6 +1,7 @@
 /* json.c - the small JSON reader of json.h.  Recursive descent over a length-bounded
  * buffer; every read checks the end first.  Follows RFC 8259 (strict: no comments, no
  * trailing commas, no NaN). */
+#include "utf8.h"
 #include "json.h"
 
 #include "err.h"
@@ -46,18 +47,6 @@ static int hex4(jp *p, unsigned *out)
     return 0;
 }
 
-static size_t put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 63)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 63));
-        o[2] = (char)(0x80 | (cp & 63)); return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 63));
-    o[2] = (char)(0x80 | ((cp >> 6) & 63)); o[3] = (char)(0x80 | (cp & 63)); return 4;
-}
-
 /* At the opening quote.  Output is never longer than the input span. */
 static int jp_string(jp *p, char **out, size_t *out_len)
 {
@@ -99,7 +88,7 @@ static int jp_string(jp *p, char **out, size_t *out_len)
                 if (lo >= 0xDC00 && lo < 0xE000) cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 else { free(o); return jp_fail(p, "bad surrogate pair"); }
             }
-            k += put_utf8(o + k, cp);
+            k += utf8_put(o + k, cp);
             break;
         }
         default: free(o); return jp_fail(p, "bad escape");
