@@ -17,18 +17,8 @@ static int same_layout(const tensor *a, const tensor *b)
     return 1;
 }
 
-int fedavg_records(record *out, record *const *in, const double *w, int n)
+int fedavg_check_layout(record *const *in, int n)
 {
-    if (n <= 0)
-        return err_set(ERR_USAGE, "nothing to average");
-    double total = 0;
-    for (int k = 0; k < n; k++) {
-        if (!(w[k] >= 0))
-            return err_set(ERR_USAGE, "negative weight for %s", in[k]->src);
-        total += w[k];
-    }
-    if (!(total > 0))
-        return err_set(ERR_RUNTIME, "the weights sum to zero (no samples?)");
     const record *r0 = in[0];
     for (int k = 1; k < n; k++) {
         if (in[k]->n_tensors != r0->n_tensors)
@@ -44,6 +34,25 @@ int fedavg_records(record *out, record *const *in, const double *w, int n)
                                r0->src);
         }
     }
+    return 0;
+}
+
+int fedavg_records(record *out, record *const *in, const double *w, int n)
+{
+    if (n <= 0)
+        return err_set(ERR_USAGE, "nothing to average");
+    double total = 0;
+    for (int k = 0; k < n; k++) {
+        if (!(w[k] >= 0))
+            return err_set(ERR_USAGE, "negative weight for %s", in[k]->src);
+        total += w[k];
+    }
+    if (!(total > 0))
+        return err_set(ERR_RUNTIME, "the weights sum to zero (no samples?)");
+    int rc = fedavg_check_layout(in, n);
+    if (rc)
+        return rc;
+    const record *r0 = in[0];
     double *acc = NULL;
     size_t acc_n = 0;
     for (int i = 0; i < r0->n_tensors; i++) {

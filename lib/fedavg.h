@@ -10,9 +10,11 @@
 #include "record.h"
 
 /* Adds to out (a new record) the weighted average of the tensors of in[0..n).  Every
- * input must have the same tensor names, dtypes and shapes as in[0] (ERR_FORMAT naming
- * the stream and tensor otherwise); weights must be >= 0 with a positive sum. */
+ * input must pass fedavg_check_layout; weights must be >= 0 with a positive sum. */
 int fedavg_records(record *out, record *const *in, const double *w, int n);
+/* 0 when every in[k] has the tensor names, dtypes and shapes of in[0]; else ERR_FORMAT
+ * naming the stream and tensor ("another architecture?"). */
+int fedavg_check_layout(record *const *in, int n);
 /* 0 when every float tensor of r is finite; else ERR_RUNTIME naming the tensor and the
  * count of bad values ("who" prefixes the message, e.g. "update of client 7"). */
 int check_finite(const record *r, const char *who);

@@ -317,11 +317,8 @@ int main(int argc, char **argv)
         tool_fail(err_last());
     if (g) { /* the model must keep the global model's tensor set */
         record *pair[2] = {g, m};
-        record *tmp = rec_new("model");
-        double w2[2] = {0, 1};
-        if (fedavg_records(tmp, pair, w2, 2))
+        if (fedavg_check_layout(pair, 2))
             tool_fail(err_last());
-        rec_free(tmp);
     }
     /* meta: the architecture and classes of the inputs, plus what this round was */
     const mval *src_meta = (g ? g : ups[0])->meta;
