@@ -3,6 +3,7 @@
  * model's multiply-adds.  Usage: clip WEIGHTS [THREADS].  Not a test. */
 #include "clip.h"
 #include "err.h"
+#include "nn.h"
 #include "tool.h"
 
 #include <stdio.h>
@@ -24,12 +25,12 @@ int main(int argc, char **argv)
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     tool_set_threads(threads);
+    nn_set_threads(threads);
     clip_model *m = clip_load(argv[1], NULL);
     if (!m) {
         fprintf(stderr, "bench-clip: %s\n", err_msg());
         return 1;
     }
-    m->threads = argc > 3 ? atoi(argv[3]) : 1;
     int S = m->image_size, G = m->grid, P = m->patch;
     double img_flops = tower_flops(&m->vision, G * G + 1) + 2.0 * G * G * 3 * P * P * m->vision.width +
                        2.0 * m->vision.width * m->embed_dim;

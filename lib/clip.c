@@ -7,11 +7,14 @@
 
 #include "err.h"
 #include "json.h"
+#include "nn.h"
 #include "safetensors.h"
 
 #include <cblas.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,140 +24,444 @@ const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 /* ---- kernels ---- */
 
-/* y: (M, N) = x: (M, K) . w^T (w: (N, K)) + b: (N) */
-static void linear_forward(float *y, const float *x, const float *w, const float *b, int M, int N, int K)
+#if defined(__AVX512F__)
+/* exp of 16 lanes: Cephes' expf (n = round(x log2 e), x - n ln 2 in two parts, degree-5
+ * polynomial, 2^n by scalef), within 2 ulp of libm over the float range; NaN stays NaN. */
+static inline __m512 exp16(__m512 x)
 {
-    for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof *y);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 1.0f, y, N);
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
 }
 
-/* y: (M, D) = layernorm(x: (M, D)) * g + b */
+/* lanes [0, n) of a 16-lane block, n in 0..16 */
+static inline __mmask16 lanes(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n > 0 ? n : 0)) - 1);
+}
+#endif
+
+/* x[0..n) = act(x[0..n)): QuickGELU x * sigmoid(1.702 x), or the exact (erf) GELU */
+static void gelu_forward(float *x, size_t n, bool quick)
+{
+    if (!quick) {
+        for (size_t k = 0; k < n; k++) x[k] = 0.5f * x[k] * (1.0f + erff(x[k] * 0.70710678f));
+        return;
+    }
+    size_t k = 0;
+#if defined(__AVX512F__)
+    for (; k < n; k += 16) {
+        __mmask16 mk = lanes((int)(n - k < 16 ? n - k : 16));
+        __m512 v = _mm512_maskz_loadu_ps(mk, x + k);
+        __m512 e = exp16(_mm512_mul_ps(v, _mm512_set1_ps(-1.702f)));
+        _mm512_mask_storeu_ps(x + k, mk, _mm512_div_ps(v, _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+    }
+#endif
+    for (; k < n; k++) x[k] = x[k] / (1.0f + expf(-1.702f * x[k]));
+}
+
+/* y: (M, D) = layernorm(x: (M, D)) * g + b; y may be x.  Two passes (mean, then the
+ * centred variance) with 16 partial sums per row. */
 static void layernorm_forward(float *y, const float *x, const float *g, const float *b, int M, int D, float eps)
 {
     for (int i = 0; i < M; i++) {
         const float *xi = x + (size_t)i * D;
         float *yi = y + (size_t)i * D;
+#if defined(__AVX512F__)
+        __m512 s = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
+        for (int k = 0; k < D; k += 16) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(lanes(D - k), xi + k));
+        float mean = _mm512_reduce_add_ps(s) / (float)D;
+        __m512 mv = _mm512_set1_ps(mean);
+        for (int k = 0; k < D; k += 16) {
+            __mmask16 mk = lanes(D - k);
+            __m512 d = _mm512_maskz_sub_ps(mk, _mm512_maskz_loadu_ps(mk, xi + k), mv);
+            ss = _mm512_fmadd_ps(d, d, ss);
+        }
+        float rstd = 1.0f / sqrtf(_mm512_reduce_add_ps(ss) / (float)D + eps);
+        __m512 rv = _mm512_set1_ps(rstd);
+        for (int k = 0; k < D; k += 16) {
+            __mmask16 mk = lanes(D - k);
+            __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, xi + k), mv), rv);
+            _mm512_mask_storeu_ps(yi + k, mk,
+                                  _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(mk, g + k), _mm512_maskz_loadu_ps(mk, b + k)));
+        }
+#else
         double s = 0, ss = 0;
         for (int k = 0; k < D; k++) s += xi[k];
         float mean = (float)(s / D);
         for (int k = 0; k < D; k++) { float d = xi[k] - mean; ss += (double)d * d; }
         float rstd = 1.0f / sqrtf((float)(ss / D) + eps);
         for (int k = 0; k < D; k++) yi[k] = (xi[k] - mean) * rstd * g[k] + b[k];
+#endif
     }
 }
 
-static void gelu_forward(float *x, size_t n, bool quick)
+/* The matrix products: y (M, N) [+]= x (M, K) . w^T (w: (N, K), packed by nn_packb) + b (N),
+ * then the activation when act.  Columns [n0, n1) only, so a product can be split over threads by column. */
+typedef struct {
+    float *y;
+    const float *x, *w, *b;
+    int M, N, K;
+    bool acc, act, quick;
+} lin_job;
+
+static void lin_cols(const lin_job *j, int n0, int n1)
 {
-    if (quick)
-        for (size_t k = 0; k < n; k++) x[k] = x[k] / (1.0f + expf(-1.702f * x[k]));
+    int n = n1 - n0;
+    if (n <= 0) return;
+    for (int i = 0; i < j->M; i++) {
+        float *yi = j->y + (size_t)i * j->N + n0;
+        if (j->acc)
+            for (int k = 0; k < n; k++) yi[k] += j->b[n0 + k];
+        else
+            memcpy(yi, j->b + n0, (size_t)n * sizeof *yi);
+    }
+    nn_gemm_packb(j->y, (size_t)j->N, j->x, (size_t)j->K, j->w, j->M, j->N, j->K, n0, n1);
+    if (j->act)
+        for (int i = 0; i < j->M; i++) gelu_forward(j->y + (size_t)i * j->N + n0, (size_t)n, j->quick);
+}
+
+/* [lo, hi) = part tid of nt of 0..n, boundaries on multiples of align */
+static void split_range(int n, int align, int tid, int nt, int *lo, int *hi)
+{
+    int blocks = (n + align - 1) / align;
+    *lo = (int)((long)blocks * tid / nt) * align;
+    *hi = (int)((long)blocks * (tid + 1) / nt) * align;
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
+}
+
+static void lin_task(void *ctx, int tid, int nt)
+{
+    const lin_job *j = ctx;
+    int n0, n1;
+    split_range(j->N, 64, tid, nt, &n0, &n1);
+    lin_cols(j, n0, n1);
+}
+
+/* par: split the columns over nn's pool (one sequence); else on this thread */
+static void linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K, bool acc, int act,
+                   bool par)
+{
+    lin_job j = {y, x, w, b, M, N, K, acc, act != 0, act == 1};
+    if (par && nn_threads() > 1)
+        nn_parallel(lin_task, &j);
     else
-        for (size_t k = 0; k < n; k++) x[k] = 0.5f * x[k] * (1.0f + erff(x[k] * 0.70710678f));
+        lin_cols(&j, 0, N);
 }
 
-/* One (sequence, head): o: (T, hd) with row stride D; qkv: (T, 3D) */
-static void attention_head(float *o, const float *qkv, float *att, int T, int D, int hd, int h, bool causal)
+/* Scratch floats attention_head needs: K transposed (hd, Tp) and one row of scores (Tp),
+ * Tp = T rounded up to 16. */
+static size_t att_floats(int T, int hd)
 {
-    const float *q = qkv + (size_t)h * hd, *k = qkv + D + (size_t)h * hd, *v = qkv + 2 * D + (size_t)h * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, 3 * D, k, 3 * D, 0.0f, att, T);
-    for (int i = 0; i < T; i++) {
-        float *a = att + (size_t)i * T;
-        int n = causal ? i + 1 : T;
-        float mx = a[0];
-        for (int j = 1; j < n; j++) mx = a[j] > mx ? a[j] : mx;
-        float s = 0;
-        for (int j = 0; j < n; j++) { a[j] = expf(a[j] - mx); s += a[j]; }
-        float inv = 1.0f / s;
-        for (int j = 0; j < n; j++) a[j] *= inv;
-        for (int j = n; j < T; j++) a[j] = 0;
+    size_t Tp = ((size_t)T + 15) & ~(size_t)15;
+    return Tp * ((size_t)hd + 1);
+}
+
+/* One (sequence, head): o (T, hd) with row stride ldo; q, k, v (T, hd) with row stride ld.
+ * softmax(q k^T / sqrt(hd) [causal]) v, row by row: the scores of row i against K^T as
+ * 16-wide vectors, then o_i = sum_j p_j v_j. */
+static void attention_head(float *o, int ldo, const float *q, const float *k, const float *v, int ld, int T, int hd,
+                           bool causal, float *scratch)
+{
+    int Tp = (T + 15) & ~15;
+    float *kt = scratch, *p = scratch + (size_t)Tp * hd;
+    for (int d = 0; d < hd; d++) {
+        float *r = kt + (size_t)d * Tp;
+        for (int j = 0; j < T; j++) r[j] = k[(size_t)j * ld + d];
+        for (int j = T; j < Tp; j++) r[j] = 0;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, att, T, v, 3 * D, 0.0f, o, D);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < T; i++) {
+        const float *qi = q + (size_t)i * ld;
+        float *oi = o + (size_t)i * ldo;
+        int n = causal ? i + 1 : T;
+#if defined(__AVX512F__)
+        int nv = (n + 15) / 16;
+        for (int jb = 0; jb < nv; jb += 4) {
+            int w = nv - jb < 4 ? nv - jb : 4;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            const float *kb = kt + (size_t)jb * 16;
+            for (int d = 0; d < hd; d++) {
+                __m512 qd = _mm512_set1_ps(qi[d]);
+                const float *kr = kb + (size_t)d * Tp;
+                a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr), a0);
+                if (w > 1) a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr + 16), a1);
+                if (w > 2) a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr + 32), a2);
+                if (w > 3) a3 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr + 48), a3);
+            }
+            float *pb = p + (size_t)jb * 16;
+            _mm512_storeu_ps(pb, a0);
+            if (w > 1) _mm512_storeu_ps(pb + 16, a1);
+            if (w > 2) _mm512_storeu_ps(pb + 32, a2);
+            if (w > 3) _mm512_storeu_ps(pb + 48, a3);
+        }
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < n; j += 16) mx = _mm512_mask_max_ps(mx, lanes(n - j), mx, _mm512_loadu_ps(p + j));
+        __m512 sv = _mm512_set1_ps(scale), m = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * scale), sum = _mm512_setzero_ps();
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 mk = lanes(n - j);
+            __m512 e = _mm512_maskz_mov_ps(mk, exp16(_mm512_fmsub_ps(_mm512_loadu_ps(p + j), sv, m)));
+            _mm512_storeu_ps(p + j, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        float inv = 1.0f / _mm512_reduce_add_ps(sum);
+        for (int d0 = 0; d0 < hd; d0 += 64) {
+            __mmask16 m0 = lanes(hd - d0), m1 = lanes(hd - d0 - 16), m2 = lanes(hd - d0 - 32), m3 = lanes(hd - d0 - 48);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int j = 0; j < n; j++) {
+                __m512 pj = _mm512_set1_ps(p[j]);
+                const float *vj = v + (size_t)j * ld + d0;
+                a0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, vj), a0);
+                a1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, vj + 16), a1);
+                a2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m2, vj + 32), a2);
+                a3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m3, vj + 48), a3);
+            }
+            __m512 iv = _mm512_set1_ps(inv);
+            _mm512_mask_storeu_ps(oi + d0, m0, _mm512_mul_ps(a0, iv));
+            _mm512_mask_storeu_ps(oi + d0 + 16, m1, _mm512_mul_ps(a1, iv));
+            _mm512_mask_storeu_ps(oi + d0 + 32, m2, _mm512_mul_ps(a2, iv));
+            _mm512_mask_storeu_ps(oi + d0 + 48, m3, _mm512_mul_ps(a3, iv));
+        }
+#else
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            float s = 0;
+            for (int d = 0; d < hd; d++) s += qi[d] * kt[(size_t)d * Tp + j];
+            p[j] = s * scale;
+            mx = p[j] > mx ? p[j] : mx;
+        }
+        float sum = 0;
+        for (int j = 0; j < n; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+        float inv = 1.0f / sum;
+        for (int d = 0; d < hd; d++) {
+            float a = 0;
+            for (int j = 0; j < n; j++) a += p[j] * v[(size_t)j * ld + d];
+            oi[d] = a * inv;
+        }
+#endif
+    }
 }
 
 typedef struct {
-    float *o;
+    float *o, *scratch;
     const float *qkv;
-    float *att;
-    int B, T, D, hd, H, causal, first, step;
+    int B, T, D, H;
+    bool causal;
 } att_job;
 
-static void *attention_worker(void *arg)
+/* (sequence, head) pairs [lo, hi) of o: (B*T, D) from qkv: (B*T, 3D) */
+static void attention_pairs(const att_job *j, int lo, int hi, float *scratch)
 {
-    att_job *j = arg;
-    for (int bh = j->first; bh < j->B * j->H; bh += j->step) {
+    int hd = j->D / j->H;
+    for (int bh = lo; bh < hi; bh++) {
         int b = bh / j->H, h = bh % j->H;
-        attention_head(j->o + (size_t)b * j->T * j->D + (size_t)h * j->hd, j->qkv + (size_t)b * j->T * 3 * j->D,
-                       j->att, j->T, j->D, j->hd, h, j->causal);
+        const float *qkv = j->qkv + (size_t)b * j->T * 3 * j->D + (size_t)h * hd;
+        attention_head(j->o + (size_t)b * j->T * j->D + (size_t)h * hd, j->D, qkv, qkv + j->D, qkv + 2 * j->D, 3 * j->D,
+                       j->T, hd, j->causal, scratch);
     }
-    return NULL;
 }
 
-/* o: (B*T, D) from qkv: (B*T, 3D); att: scratch threads * T * T */
-static void attention_forward(float *o, const float *qkv, float *att, int B, int T, int D, int H, bool causal, int threads)
+static void att_task(void *ctx, int tid, int nt)
 {
-    att_job jobs[64];
-    pthread_t tid[64];
-    int nt = threads < 1 ? 1 : threads > 64 ? 64 : threads;
-    if (nt > B * H) nt = B * H;
-    for (int t = 0; t < nt; t++)
-        jobs[t] = (att_job){o, qkv, att + (size_t)t * T * T, B, T, D, D / H, H, causal, t, nt};
-    int started = 1;
-    for (int t = 1; t < nt; t++, started++)
-        if (pthread_create(&tid[t], NULL, attention_worker, &jobs[t])) break;
-    attention_worker(&jobs[0]);
-    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
-    for (int t = started; t < nt; t++) attention_worker(&jobs[t]); /* thread creation failed */
+    const att_job *j = ctx;
+    int lo, hi;
+    split_range(j->B * j->H, 1, tid, nt, &lo, &hi);
+    attention_pairs(j, lo, hi, j->scratch + (size_t)tid * att_floats(j->T, j->D / j->H));
 }
 
 /* ---- towers ---- */
 
+/* One chunk's activations, carved from one allocation made on the calling thread (so the
+ * workers cannot fail): x (R, D) the residual stream, h (R, D), qkv (R, 3D), mlp (R, M),
+ * att: attention scratch for each of the threads that may share the chunk. */
 typedef struct {
-    float *h, *qkv, *att, *mlp;
+    float *x, *h, *qkv, *mlp, *att, *extra;
 } tower_scratch;
 
-/* x: (B*T, D), updated in place through all layers */
-static void tower_forward(const clip_tower *tw, float *x, int B, int T, bool causal, tower_scratch *s, int threads)
+static size_t scratch_floats(const clip_tower *tw, int R, int T, int threads, size_t extra)
 {
-    int D = tw->width, M = tw->mlp, R = B * T;
+    size_t D = (size_t)tw->width;
+    return (size_t)R * (2 * D + 3 * D + (size_t)tw->mlp) + (size_t)threads * att_floats(T, tw->width / tw->heads) + extra;
+}
+
+static void scratch_carve(tower_scratch *s, float *mem, const clip_tower *tw, int R, int T, int threads)
+{
+    size_t D = (size_t)tw->width;
+    s->x = mem;
+    s->h = s->x + (size_t)R * D;
+    s->qkv = s->h + (size_t)R * D;
+    s->mlp = s->qkv + (size_t)R * 3 * D;
+    s->att = s->mlp + (size_t)R * tw->mlp;
+    s->extra = s->att + (size_t)threads * att_floats(T, tw->width / tw->heads);
+}
+
+/* s->x: (B*T, D), updated in place through all layers.  par: one small batch, each product
+ * and the attention heads split over nn's pool; else all on this thread. */
+static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, bool causal, bool par)
+{
+    int D = tw->width, M = tw->mlp, R = B * T, act = tw->quick_gelu ? 1 : 2;
+    float *x = s->x;
     for (int l = 0; l < tw->layers; l++) {
         const clip_layer *L = &tw->l[l];
         layernorm_forward(s->h, x, L->ln1_w, L->ln1_b, R, D, tw->ln_eps);
-        linear_forward(s->qkv, s->h, L->qkv_w, L->qkv_b, R, 3 * D, D);
-        attention_forward(s->h, s->qkv, s->att, B, T, D, tw->heads, causal, threads);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, D, D, 1.0f, s->h, D, L->out_w, D, 1.0f, x, D);
-        for (int i = 0; i < R; i++)
-            for (int k = 0; k < D; k++) x[(size_t)i * D + k] += L->out_b[k];
+        linear(s->qkv, s->h, L->qkv_w, L->qkv_b, R, 3 * D, D, false, 0, par);
+        att_job aj = {s->h, s->att, s->qkv, B, T, D, tw->heads, causal};
+        if (par && nn_threads() > 1 && B * tw->heads > 1)
+            nn_parallel(att_task, &aj);
+        else
+            attention_pairs(&aj, 0, B * tw->heads, s->att);
+        linear(x, s->h, L->out_w, L->out_b, R, D, D, true, 0, par);
         layernorm_forward(s->h, x, L->ln2_w, L->ln2_b, R, D, tw->ln_eps);
-        linear_forward(s->mlp, s->h, L->fc1_w, L->fc1_b, R, M, D);
-        gelu_forward(s->mlp, (size_t)R * M, tw->quick_gelu);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, D, M, 1.0f, s->mlp, M, L->fc2_w, M, 1.0f, x, D);
-        for (int i = 0; i < R; i++)
-            for (int k = 0; k < D; k++) x[(size_t)i * D + k] += L->fc2_b[k];
+        linear(s->mlp, s->h, L->fc1_w, L->fc1_b, R, M, D, false, act, par);
+        linear(x, s->mlp, L->fc2_w, L->fc2_b, R, D, M, true, 0, par);
     }
 }
 
-static int scratch_new(tower_scratch *s, const clip_tower *tw, int R, int T, int threads)
+/* Runs the batch [0, batch) as nt contiguous chunks, one per thread of nn's pool, each chunk
+ * through the whole tower single-threaded (no synchronisation inside a forward pass), when
+ * there are at least as many samples as threads; else as one chunk whose products are split
+ * over the pool. */
+typedef struct {
+    const clip_model *m;
+    const int32_t *tokens;
+    const int *eot;
+    int ctx;
+    const float *pixels;
+    float *out;
+    int batch, nt;
+    bool par;
+    float **mem; /* per chunk */
+    int *T;      /* per chunk: tokens per sequence */
+} enc_job;
+
+static void text_chunk(const enc_job *j, int b0, int nb, int T, float *mem);
+static void image_chunk(const enc_job *j, int b0, int nb, float *mem);
+
+static void enc_task(void *ctx, int tid, int nt)
 {
-    size_t D = (size_t)tw->width, M = (size_t)tw->mlp;
-    s->h = malloc((size_t)R * D * sizeof(float));
-    s->qkv = malloc((size_t)R * 3 * D * sizeof(float));
-    s->att = malloc((size_t)(threads < 1 ? 1 : threads) * T * T * sizeof(float));
-    s->mlp = malloc((size_t)R * M * sizeof(float));
-    if (!s->h || !s->qkv || !s->att || !s->mlp) return err_set(ERR_INTERNAL, "out of memory for CLIP activations");
-    return 0;
+    const enc_job *j = ctx;
+    int lo, hi;
+    split_range(j->batch, 1, tid, nt, &lo, &hi);
+    if (hi <= lo) return;
+    if (j->tokens)
+        text_chunk(j, lo, hi - lo, j->T[tid], j->mem[tid]);
+    else
+        image_chunk(j, lo, hi - lo, j->mem[tid]);
 }
 
-static void scratch_free(tower_scratch *s)
+/* Sizes and allocates each chunk's scratch, then runs.  0 or ERR_INTERNAL (memory). */
+static int encode(enc_job *j)
 {
-    free(s->h); free(s->qkv); free(s->att); free(s->mlp);
+    int pool = nn_threads();
+    j->nt = pool > 1 && j->batch >= pool ? pool : 1;
+    j->par = j->nt == 1 && pool > 1;
+    int nt = j->nt, rc = 0, thr = j->par ? pool : 1;
+    float *mem[NN_MAX_THREADS] = {0};
+    int T[NN_MAX_THREADS];
+    j->mem = mem;
+    j->T = T;
+    for (int t = 0; t < nt && !rc; t++) {
+        int lo, hi;
+        split_range(j->batch, 1, t, nt, &lo, &hi);
+        size_t n;
+        if (j->tokens) {
+            T[t] = 1;
+            for (int b = lo; b < hi; b++)
+                if (j->eot[b] + 1 > T[t]) T[t] = j->eot[b] + 1; /* causal: later positions cannot change the EOT row */
+            n = scratch_floats(&j->m->text, (hi - lo) * T[t], T[t], thr, (size_t)(hi - lo) * j->m->text.width);
+        } else {
+            const clip_model *m = j->m;
+            int G = m->grid, Tv = G * G + 1;
+            T[t] = Tv;
+            n = scratch_floats(&m->vision, (hi - lo) * Tv, Tv, thr,
+                               (size_t)(hi - lo) * G * G * 3 * m->patch * m->patch);
+        }
+        mem[t] = malloc((n ? n : 1) * sizeof(float));
+        if (!mem[t]) rc = err_set(ERR_INTERNAL, "out of memory for CLIP activations (%zu MB)", n * sizeof(float) >> 20);
+    }
+    if (!rc) {
+        if (nt > 1)
+            nn_parallel(enc_task, j);
+        else
+            enc_task(j, 0, 1);
+    }
+    for (int t = 0; t < nt; t++) free(mem[t]);
+    return rc;
+}
+
+static void text_chunk(const enc_job *j, int b0, int nb, int T, float *mem)
+{
+    const clip_model *m = j->m;
+    int D = m->text.width;
+    tower_scratch s;
+    scratch_carve(&s, mem, &m->text, nb * T, T, j->par ? nn_threads() : 1);
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < T; i++) {
+            const float *te = m->tok_emb + (size_t)j->tokens[(size_t)(b0 + b) * j->ctx + i] * D,
+                        *pe = m->tpos + (size_t)i * D;
+            float *xi = s.x + ((size_t)b * T + i) * D;
+            for (int k = 0; k < D; k++) xi[k] = te[k] + pe[k];
+        }
+    tower_forward(&m->text, &s, nb, T, true, j->par);
+    for (int b = 0; b < nb; b++)
+        layernorm_forward(s.extra + (size_t)b * D, s.x + ((size_t)b * T + j->eot[b0 + b]) * D, m->final_ln_w,
+                          m->final_ln_b, 1, D, m->text.ln_eps);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, m->embed_dim, D, 1.0f, s.extra, D, m->tproj, D, 0.0f,
+                j->out + (size_t)b0 * m->embed_dim, m->embed_dim);
+}
+
+static void image_chunk(const enc_job *j, int b0, int nb, float *mem)
+{
+    const clip_model *m = j->m;
+    int D = m->vision.width, P = m->patch, G = m->grid, S = m->image_size, T = G * G + 1, K = 3 * P * P;
+    const float *pixels = j->pixels + (size_t)b0 * 3 * S * S;
+    tower_scratch s;
+    scratch_carve(&s, mem, &m->vision, nb * T, T, j->par ? nn_threads() : 1);
+    float *cols = s.extra;
+    /* patch embedding as a matrix product: cols (B*G*G, 3*P*P) . patch_w^T */
+    for (int b = 0; b < nb; b++)
+        for (int py = 0; py < G; py++)
+            for (int px = 0; px < G; px++) {
+                float *c = cols + (((size_t)b * G + py) * G + px) * K;
+                for (int ch = 0; ch < 3; ch++)
+                    for (int ky = 0; ky < P; ky++)
+                        memcpy(c + ((size_t)ch * P + ky) * P,
+                               pixels + (((size_t)b * 3 + ch) * S + (size_t)py * P + ky) * S + (size_t)px * P,
+                               (size_t)P * sizeof(float));
+            }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb * G * G, D, K, 1.0f, cols, K, m->patch_w, K, 0.0f, s.h, D);
+    for (int b = 0; b < nb; b++)
+        for (int t = 0; t < T; t++) {
+            float *xi = s.x + ((size_t)b * T + t) * D;
+            const float *src = t ? s.h + ((size_t)b * G * G + t - 1) * D : m->class_emb, *pe = m->vpos + (size_t)t * D;
+            for (int k = 0; k < D; k++) xi[k] = src[k] + pe[k];
+        }
+    layernorm_forward(s.x, s.x, m->pre_ln_w, m->pre_ln_b, nb * T, D, m->vision.ln_eps);
+    tower_forward(&m->vision, &s, nb, T, false, j->par);
+    for (int b = 0; b < nb; b++)
+        layernorm_forward(s.h + (size_t)b * D, s.x + (size_t)b * T * D, m->post_ln_w, m->post_ln_b, 1, D,
+                          m->vision.ln_eps);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, m->embed_dim, D, 1.0f, s.h, D, m->vproj, D, 0.0f,
+                j->out + (size_t)b0 * m->embed_dim, m->embed_dim);
 }
 
 int clip_encode_text(const clip_model *m, const int32_t *tokens, int batch, int ctx, float *out)
 {
     if (ctx > m->context)
         return err_set(ERR_USAGE, "token context %d is longer than the model's %d", ctx, m->context);
-    int D = m->text.width, T = 1;
-    int *eot = malloc((size_t)(batch > 0 ? batch : 1) * sizeof *eot);
+    if (batch <= 0) return 0;
+    int *eot = malloc((size_t)batch * sizeof *eot);
     if (!eot) return err_set(ERR_INTERNAL, "out of memory");
     for (int b = 0; b < batch; b++) {
         const int32_t *t = tokens + (size_t)b * ctx;
@@ -166,73 +473,18 @@ int clip_encode_text(const clip_model *m, const int32_t *tokens, int batch, int 
             }
             if (t[i] > t[eot[b]]) eot[b] = i;
         }
-        if (eot[b] + 1 > T) T = eot[b] + 1; /* causal: later positions cannot change the EOT row */
     }
-    int threads = m->threads;
-    float *x = malloc((size_t)batch * T * D * sizeof *x);
-    tower_scratch s = {0};
-    int rc = x ? scratch_new(&s, &m->text, batch * T, T, threads) : err_set(ERR_INTERNAL, "out of memory");
-    if (!rc) {
-        for (int b = 0; b < batch; b++)
-            for (int i = 0; i < T; i++) {
-                const float *te = m->tok_emb + (size_t)tokens[(size_t)b * ctx + i] * D, *pe = m->tpos + (size_t)i * D;
-                float *xi = x + ((size_t)b * T + i) * D;
-                for (int k = 0; k < D; k++) xi[k] = te[k] + pe[k];
-            }
-        tower_forward(&m->text, x, batch, T, true, &s, threads);
-        for (int b = 0; b < batch; b++) {
-            float *row = s.h + (size_t)b * D;
-            layernorm_forward(row, x + ((size_t)b * T + eot[b]) * D, m->final_ln_w, m->final_ln_b, 1, D, m->text.ln_eps);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, m->embed_dim, D, 1.0f, s.h, D, m->tproj, D, 0.0f,
-                    out, m->embed_dim);
-    }
-    scratch_free(&s);
-    free(x);
+    enc_job j = {.m = m, .tokens = tokens, .eot = eot, .ctx = ctx, .out = out, .batch = batch};
+    int rc = encode(&j);
     free(eot);
     return rc;
 }
 
 int clip_encode_image(const clip_model *m, const float *pixels, int batch, float *out)
 {
-    int D = m->vision.width, P = m->patch, G = m->grid, S = m->image_size, T = G * G + 1, K = 3 * P * P;
-    int threads = m->threads;
-    float *x = malloc((size_t)batch * T * D * sizeof *x);
-    float *cols = malloc((size_t)batch * G * G * K * sizeof *cols);
-    tower_scratch s = {0};
-    int rc = x && cols ? scratch_new(&s, &m->vision, batch * T, T, threads) : err_set(ERR_INTERNAL, "out of memory");
-    if (!rc) {
-        /* patch embedding as a matrix product: cols (B*G*G, 3*P*P) . patch_w^T */
-        for (int b = 0; b < batch; b++)
-            for (int py = 0; py < G; py++)
-                for (int px = 0; px < G; px++) {
-                    float *c = cols + (((size_t)b * G + py) * G + px) * K;
-                    for (int ch = 0; ch < 3; ch++)
-                        for (int ky = 0; ky < P; ky++)
-                            memcpy(c + ((size_t)ch * P + ky) * P,
-                                   pixels + (((size_t)b * 3 + ch) * S + (size_t)py * P + ky) * S + (size_t)px * P,
-                                   (size_t)P * sizeof(float));
-                }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch * G * G, D, K, 1.0f, cols, K, m->patch_w, K, 0.0f,
-                    s.h, D);
-        for (int b = 0; b < batch; b++)
-            for (int t = 0; t < T; t++) {
-                float *xi = x + ((size_t)b * T + t) * D;
-                const float *src = t ? s.h + ((size_t)b * G * G + t - 1) * D : m->class_emb, *pe = m->vpos + (size_t)t * D;
-                for (int k = 0; k < D; k++) xi[k] = src[k] + pe[k];
-            }
-        layernorm_forward(x, x, m->pre_ln_w, m->pre_ln_b, batch * T, D, m->vision.ln_eps);
-        tower_forward(&m->vision, x, batch, T, false, &s, threads);
-        for (int b = 0; b < batch; b++)
-            layernorm_forward(s.h + (size_t)b * D, x + (size_t)b * T * D, m->post_ln_w, m->post_ln_b, 1, D,
-                              m->vision.ln_eps);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, m->embed_dim, D, 1.0f, s.h, D, m->vproj, D, 0.0f,
-                    out, m->embed_dim);
-    }
-    scratch_free(&s);
-    free(cols);
-    free(x);
-    return rc;
+    if (batch <= 0) return 0;
+    enc_job j = {.m = m, .pixels = pixels, .out = out, .batch = batch};
+    return encode(&j);
 }
 
 void clip_l2_normalize(float *x, int n, int d)
@@ -255,6 +507,7 @@ typedef struct {
     float *slab;
     int64_t used, cap;
     int rc;
+    float *tmp; /* a plain weight on its way to packing */
 } loader;
 
 /* Reserves n floats in the slab (counting pass when slab is NULL). */
@@ -298,6 +551,35 @@ static const float *load2(loader *L, const char *name, int64_t a, int64_t b)
     return load(L, name, 2, s);
 }
 
+/* A linear layer's weight w (N, K), stored packed for nn_gemm_packb: begin_packed reserves
+ * the packed size and (loading pass) a plain (N, K) buffer L->tmp to load into;
+ * end_packed packs it. */
+static float *begin_packed(loader *L, int64_t N, int64_t K)
+{
+    float *dst = take(L, (int64_t)nn_packb_floats((int)N, (int)K));
+    if (dst && !L->rc) {
+        L->tmp = malloc((size_t)(N * K) * sizeof(float));
+        if (!L->tmp) L->rc = err_set(ERR_INTERNAL, "out of memory");
+    }
+    return dst;
+}
+
+static const float *end_packed(loader *L, float *dst, int64_t N, int64_t K)
+{
+    if (dst && L->tmp && !L->rc) nn_packb(dst, L->tmp, (int)N, (int)K);
+    free(L->tmp);
+    L->tmp = NULL;
+    return dst;
+}
+
+static const float *load_packed(loader *L, const char *name, int64_t N, int64_t K)
+{
+    float *dst = begin_packed(L, N, K);
+    int64_t s2[2] = {N, K};
+    load_into(L, L->tmp, name, 2, s2, N * K);
+    return end_packed(L, dst, N, K);
+}
+
 static int count_layers(const st_file *f, const char *prefix)
 {
     char name[256];
@@ -318,7 +600,7 @@ static void load_tower(loader *L, clip_tower *tw, const char *prefix)
         clip_layer *c = &tw->l[l];
         c->ln1_w = load1(L, NAME("layer_norm1.weight"), D);
         c->ln1_b = load1(L, NAME("layer_norm1.bias"), D);
-        float *qkv_w = take(L, 3 * D * D), *qkv_b = take(L, 3 * D);
+        float *qkv_w = begin_packed(L, 3 * D, D), *qkv_b = take(L, 3 * D);
         static const char *const qkv[3] = {"q_proj", "k_proj", "v_proj"};
         int64_t s2[2] = {D, D}, s1[1] = {D};
         for (int k = 0; k < 3; k++) {
@@ -326,19 +608,19 @@ static void load_tower(loader *L, clip_tower *tw, const char *prefix)
             snprintf(w, sizeof w, "self_attn.%s.weight", qkv[k]);
             snprintf(b, sizeof b, "self_attn.%s.bias", qkv[k]);
             snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, l, w);
-            load_into(L, qkv_w ? qkv_w + k * D * D : NULL, n, 2, s2, D * D);
+            load_into(L, L->tmp ? L->tmp + k * D * D : NULL, n, 2, s2, D * D);
             snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, l, b);
             load_into(L, qkv_b ? qkv_b + k * D : NULL, n, 1, s1, D);
         }
-        c->qkv_w = qkv_w;
+        c->qkv_w = end_packed(L, qkv_w, 3 * D, D);
         c->qkv_b = qkv_b;
-        c->out_w = load2(L, NAME("self_attn.out_proj.weight"), D, D);
+        c->out_w = load_packed(L, NAME("self_attn.out_proj.weight"), D, D);
         c->out_b = load1(L, NAME("self_attn.out_proj.bias"), D);
         c->ln2_w = load1(L, NAME("layer_norm2.weight"), D);
         c->ln2_b = load1(L, NAME("layer_norm2.bias"), D);
-        c->fc1_w = load2(L, NAME("mlp.fc1.weight"), M, D);
+        c->fc1_w = load_packed(L, NAME("mlp.fc1.weight"), M, D);
         c->fc1_b = load1(L, NAME("mlp.fc1.bias"), M);
-        c->fc2_w = load2(L, NAME("mlp.fc2.weight"), D, M);
+        c->fc2_w = load_packed(L, NAME("mlp.fc2.weight"), D, M);
         c->fc2_b = load1(L, NAME("mlp.fc2.bias"), D);
     }
 #undef NAME
@@ -425,7 +707,6 @@ clip_model *clip_load(const char *path, const char *config_json)
     if (!f) return NULL;
     clip_model *m = calloc(1, sizeof *m);
     if (!m) { err_set(ERR_INTERNAL, "out of memory"); st_close(f); return NULL; }
-    m->threads = 1;
     const st_tensor *ce = need(f, "vision_model.embeddings.class_embedding", 1),
                     *pe = need(f, "vision_model.embeddings.patch_embedding.weight", 4),
                     *vp = need(f, "vision_model.embeddings.position_embedding.weight", 2),
@@ -475,13 +756,13 @@ clip_model *clip_load(const char *path, const char *config_json)
     float lsv;
     if (st_to_f32(f, ls, &lsv, 1)) goto fail;
     m->logit_scale = lsv;
-    loader L = {f, NULL, 0, 0, 0};
+    loader L = {f, NULL, 0, 0, 0, NULL};
     load_all(&L, m); /* counting pass: checks names and shapes, sizes the slab */
     if (L.rc) goto fail;
     m->n_params = L.used;
     m->slab = malloc((size_t)L.used * sizeof(float));
     if (!m->slab) { err_set(ERR_INTERNAL, "out of memory for %lld CLIP parameters", (long long)L.used); goto fail; }
-    L = (loader){f, m->slab, 0, L.used, 0};
+    L = (loader){f, m->slab, 0, L.used, 0, NULL};
     load_all(&L, m);
     if (L.rc) goto fail;
     st_close(f);

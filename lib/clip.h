@@ -8,7 +8,14 @@
  * num_attention_heads, hidden_act, layer_norm_eps), else width/64 (CLIP's convention).
  * The input image size is patch * sqrt(positions - 1) (224 for the released models; a
  * tiny test model can use 32).  Weights are converted (F32/F16/BF16) into one owned f32
- * slab; q/k/v projections are fused into one matrix per layer.
+ * slab; q/k/v projections are fused into one matrix per layer, and the blocks' linear
+ * weights are packed once for nn_gemm_packb (no per-call packing of weights).
+ *
+ * Threads: the encoders run on nn's pool (nn_set_threads).  A batch of at least as many
+ * samples as threads is cut into one contiguous chunk per thread, each chunk run through
+ * the whole tower on its thread with single-threaded OpenBLAS products; a smaller batch
+ * splits each product's columns and the attention heads over the pool instead.  Results
+ * do not depend on the chunking beyond float rounding of the products.
  *
  * Not here: tokenising (bpe.h), image decoding (image.h), bf16 compute. */
 #ifndef FEDSM_CLIP_H
@@ -19,6 +26,7 @@
 
 typedef struct clip_layer {
     const float *ln1_w, *ln1_b;
+    /* linear weights (N, K) are held packed for nn_gemm_packb (nn.h) */
     const float *qkv_w, *qkv_b; /* [3D, D], [3D]: q, k, v stacked */
     const float *out_w, *out_b; /* [D, D], [D] */
     const float *ln2_w, *ln2_b;
@@ -52,9 +60,6 @@ typedef struct clip_model {
     const float *tproj;          /* [E, Dt] */
     float *slab;
     int64_t n_params;
-    int threads;                 /* clip's own attention loop (default 1: more threads fight
-                                  * OpenBLAS's spinning workers on few cores); OpenBLAS
-                                  * threads are set separately (tool_set_threads) */
 } clip_model;
 
 /* Loads path (a model.safetensors); config_json may be NULL to look for config.json in the

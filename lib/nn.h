@@ -31,6 +31,13 @@
  * with the --threads value (after tool_set_threads, which sets OpenBLAS to n). */
 void nn_set_threads(int n);
 int nn_threads(void);
+#define NN_MAX_THREADS 256
+/* Runs fn(ctx, tid, nt) for tid = 0..nt-1, nt = nn_threads(), on the pool (tid 0 on the
+ * calling thread) and returns when all are done; OpenBLAS is held at one thread.  For
+ * other modules' parallel loops (clip.c).  Not reentrant: fn must not call nn kernels or
+ * nn_parallel. */
+typedef void (*nn_task_fn)(void *ctx, int tid, int nt);
+void nn_parallel(nn_task_fn fn, void *ctx);
 
 /* ---- conv2d (no groups, no dilation; square or rectangular kernels) ---- */
 /* Algorithm: NN_CONV_IGEMM, our implicit-GEMM kernels (im2col fused into the packing of an
@@ -108,6 +115,17 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *in, int n, int
 /* din: (N, C, H, W) overwritten (zero, plus dout routed to each argmax). */
 void nn_maxpool_backward(float *din, const float *dout, const int32_t *argmax, int n, int c, int h,
                          int w, int ho, int wo);
+
+/* ---- matrix product with a packed right operand (inference of fixed weights) ---- */
+/* c (M, ldc) += a (M, K; row stride lda) . w^T over output columns [n0, n1) only, w (N, K)
+ * packed once by nn_packb into bp (nn_packb_floats(N, K) floats).  Runs on the calling
+ * thread (callers split columns or rows over threads); n0 a multiple of 32 unless 0.
+ * AVX-512 builds: the conv micro-kernel on 32-column strips of w^T, so no per-call packing
+ * of the weights; elsewhere bp is w and the product is OpenBLAS sgemm. */
+size_t nn_packb_floats(int N, int K);
+void nn_packb(float *bp, const float *w, int N, int K);
+void nn_gemm_packb(float *c, size_t ldc, const float *a, size_t lda, const float *bp, int M, int N, int K, int n0,
+                   int n1);
 
 /* ---- linear ---- */
 /* out: (N, O) = in (N, I) @ w^T (w: (O, I)) + b (O, or NULL). */

@@ -9,6 +9,7 @@
 #include "clip.h"
 #include "err.h"
 #include "json.h"
+#include "nn.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -60,7 +61,7 @@ static void check_model(const char *file, const json *refs, const char *dt)
     clip_model *m = clip_load(path, NULL);
     CHECK_MSG(m != NULL, "%s: %s", path, err_msg());
     if (!m) return;
-    m->threads = 2;
+    nn_set_threads(2);
     CHECK(m->image_size == 32 && m->patch == 8 && m->vision.heads == 2 && m->text.heads == 4);
     CHECK(m->vision.layers == 2 && m->text.layers == 2 && m->embed_dim == 24 && m->vocab == 1000);
     const json *r = json_get(refs, dt), *texts = json_get(refs, "texts"), *imgs = json_get(refs, "images");
@@ -100,6 +101,31 @@ static void check_model(const char *file, const json *refs, const char *dt)
     }
     fprintf(stderr, "%s: image max relative error %.2e\n", file, worst);
     CHECK(worst <= 1e-4);
+    /* the same on 1 and 3 threads: one chunk, then columns and heads split over the pool
+     * (batch 2 < 3 threads), then one chunk per thread (batch 3); texts likewise */
+    float *alt = malloc((size_t)(nt + ni + 1) * E * sizeof *alt);
+    static const int thr[3] = {1, 3, 3}, nb[3] = {0, 2, 3};
+    for (int q = 0; q < 3; q++) {
+        nn_set_threads(thr[q]);
+        int b = nb[q] ? nb[q] : ni + 1, bt = nb[q] ? nb[q] : nt;
+        CHECK(clip_encode_image(m, px, b, alt) == 0);
+        double e = 0;
+        for (int s = 0; s < b; s++) {
+            double md = 0, mb = 0;
+            for (int k = s * E; k < (s + 1) * E; k++) {
+                md = fmax(md, fabs(alt[k] - out[k]));
+                mb = fmax(mb, fabs(out[k]));
+            }
+            e = fmax(e, md / (mb > 0 ? mb : 1));
+        }
+        CHECK_MSG(e <= 1e-4, "image, %d threads, batch %d: %.2e from 2 threads", thr[q], b, e);
+        CHECK(clip_encode_text(m, tok, bt, 77, alt) == 0);
+        worst = 0;
+        for (int k = 0; k < bt; k++) worst = fmax(worst, rel_err(alt + k * E, &rt->items[k], E));
+        CHECK_MSG(worst <= 1e-4, "text, %d threads, batch %d: %.2e", thr[q], bt, worst);
+    }
+    nn_set_threads(2);
+    free(alt);
     /* bad token ids are an error, not a crash */
     tok[5] = 5000;
     CHECK(clip_encode_text(m, tok, 1, 77, out) == ERR_USAGE);

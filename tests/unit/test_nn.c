@@ -314,6 +314,30 @@ static void test_linear(void)
     free(c.x), free(c.w), free(c.b), free(c.y), free(c.r), free(dx), free(dw), free(db);
 }
 
+/* ---- the packed-weight product (clip.c's matrix products) against fp64 ---- */
+static void test_gemm_packb(int M, int N, int K, int n0, int n1, size_t ldc, size_t lda)
+{
+    float *a = randv((int)((size_t)M * lda), 1), *w = randv(N * K, 1), *c = randv((int)((size_t)M * ldc), 1);
+    float *c0 = malloc((size_t)M * ldc * sizeof *c0), *bp = malloc(nn_packb_floats(N, K) * sizeof *bp);
+    memcpy(c0, c, (size_t)M * ldc * sizeof *c0);
+    nn_packb(bp, w, N, K);
+    nn_gemm_packb(c, ldc, a, lda, bp, M, N, K, n0, n1);
+    double worst = 0;
+    int outside = 0;
+    for (int i = 0; i < M; i++)
+        for (size_t j = 0; j < ldc; j++) {
+            double r = c0[i * ldc + j];
+            if ((int)j >= n0 && (int)j < n1)
+                for (int k = 0; k < K; k++) r += (double)a[i * lda + k] * w[j * K + k];
+            else
+                outside += c[i * ldc + j] != c0[i * ldc + j]; /* columns outside [n0, n1) untouched */
+            worst = fmax(worst, fabs(c[i * ldc + j] - r) / sqrt((double)K));
+        }
+    CHECK_MSG(worst < 1e-5 && !outside, "gemm_packb %dx%dx%d cols [%d,%d): error %.2e, %d changed outside", M, N, K,
+              n0, n1, worst, outside);
+    free(a), free(w), free(c), free(c0), free(bp);
+}
+
 /* ---- losses ---- */
 typedef struct {
     int n, c, kd;
@@ -481,6 +505,14 @@ int main(void)
     nn_set_threads(1);
     test_pools();
     test_linear();
+    /* ragged rows, columns and depths; column ranges; K beyond one 512 slice; M beyond a
+     * 48-row block; strided rows */
+    test_gemm_packb(1, 1, 1, 0, 1, 1, 1);
+    test_gemm_packb(13, 37, 19, 0, 37, 37, 19);
+    test_gemm_packb(50, 96, 64, 32, 96, 96, 64);
+    test_gemm_packb(50, 96, 64, 0, 64, 100, 70);
+    test_gemm_packb(97, 70, 1100, 64, 70, 70, 1100);
+    test_gemm_packb(130, 200, 515, 0, 200, 203, 515);
     test_losses();
     test_sgd();
     test_augment();
