@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/clip.sh - CLIP ViT-B/32 encoders, C (build/bench/clip) vs PyTorch fp32 in the same
 # run, same random weights of the real size: images/s at batch 1 and 64, prompts/s, ratio,
-# GFLOP/s against a 420 GFLOP/s 2-core AVX-512 FMA peak.  PyTorch is measured with and
-# without OMP_WAIT_POLICY=PASSIVE.  Env: BUILD (build dir), THREADS (default 2),
+# GFLOP/s against this machine's fp32 FMA peak at THREADS threads, measured in the same run
+# (build/bench/peak_fma); then the same with bf16 matrix products against PyTorch in bf16.
+# PyTorch is measured with and without OMP_WAIT_POLICY=PASSIVE.  Env: BUILD (build dir), THREADS (default 2),
 # CLIP_BENCH_WEIGHTS (reuse a weights file; default: made in a temp dir, ~600 MB).
 # Timings on a shared machine are noisy: compare numbers from the same run only.
 set -eu
@@ -19,24 +20,29 @@ if [ -z "$W" ]; then
     $PY bench/clip_torch.py save "$W"
 fi
 out=$(mktemp /tmp/fedsm-clip-bench-out.XXXXXX)
+peak=$("$BUILD/bench/peak_fma" "$THREADS" | sed -n 's/.* gflops=\([0-9.]*\).*/\1/p' | tail -n1)
+echo "peak_fma ${THREADS} threads: ${peak} GFLOP/s"
 "$BUILD/bench/clip" "$W" "$THREADS" | tee "$out"
-FEDSM_THREADS=$THREADS OMP_WAIT_POLICY=PASSIVE $PY bench/clip_torch.py time "$W" | sed 's/^torch /torch_passive /' | tee -a "$out"
+FEDSM_THREADS=$THREADS OMP_WAIT_POLICY=PASSIVE $PY bench/clip_torch.py time "$W" | sed 's/^torch\([_a-z0-9]*\) /torch\1_passive /' | tee -a "$out"
 FEDSM_THREADS=$THREADS $PY bench/clip_torch.py time "$W" | tee -a "$out"
-awk -v peak=420 '
+awk -v peak="${peak:-0}" '
     { v[$1 " " $2] = $3 }
     END {
-        printf "\nCLIP ViT-B/32 fp32, %s threads        C     torch(PASSIVE)  torch(default)  C/best torch\n", ENVIRON["THREADS"] ? ENVIRON["THREADS"] : 2
         n = split("image_b1 image_b64 text_b64", k, " ")
-        for (i = 1; i <= n; i++) {
-            c = v["c " k[i]]; tp = v["torch_passive " k[i]]; td = v["torch " k[i]]
-            b = tp; if (td > b) b = td
-            r = 0; if (b > 0) r = c / b
-            unit = "images/s "; if (index(k[i], "text")) unit = "prompts/s"
-            printf "%-10s %s %8.2f %14.2f %15.2f %12.2f\n", k[i], unit, c, tp, td, r
+        for (p = 0; p < 2; p++) {
+            c_ = p ? "c_bf16" : "c"; t_ = p ? "torch_bf16" : "torch"
+            printf "\nCLIP ViT-B/32 %s, %s threads      C     torch(PASSIVE)  torch(default)  C/best torch\n", p ? "bf16" : "fp32", ENVIRON["THREADS"] ? ENVIRON["THREADS"] : 2
+            for (i = 1; i <= n; i++) {
+                c = v[c_ " " k[i]]; tp = v[t_ "_passive " k[i]]; td = v[t_ " " k[i]]
+                b = tp; if (td > b) b = td
+                r = 0; if (b > 0) r = c / b
+                unit = "images/s "; if (index(k[i], "text")) unit = "prompts/s"
+                printf "%-10s %s %8.2f %14.2f %15.2f %12.2f\n", k[i], unit, c, tp, td, r
+            }
+            g = v["c gflop_per_image"]
+            tb = v[t_ "_passive image_b64"]; if (v[t_ " image_b64"] > tb) tb = v[t_ " image_b64"]
+            printf "C GFLOP/s: batch 1 %.1f, batch 64 %.1f (%.0f%% of the measured %.0f GFLOP/s fp32 FMA peak); torch batch 64 best %.1f\n",
+                v[c_ " gflops_b1"], v[c_ " gflops_b64"], (peak > 0 ? 100 * v[c_ " gflops_b64"] / peak : 0), peak, g * tb
         }
-        g = v["c gflop_per_image"]
-        printf "C GFLOP/s: batch 1 %.1f, batch 64 %.1f (%.0f%% of %d peak); torch batch 64 best %.1f\n",
-            v["c gflops_b1"], v["c gflops_b64"], 100 * v["c gflops_b64"] / peak, peak,
-            g * (v["torch_passive image_b64"] > v["torch image_b64"] ? v["torch_passive image_b64"] : v["torch image_b64"])
     }' "$out"
 rm -f "$out"

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """clip_torch.py - the PyTorch side of bench/clip.sh.
   clip_torch.py save PATH        random ViT-B/32 CLIP (real sizes) as F32 safetensors
-  clip_torch.py time PATH        PyTorch fp32 images/s (batch 1, 64) and prompts/s with the
-                                 same weights (tests/clip_ref.py, the reference model)
+  clip_torch.py time PATH        PyTorch images/s (batch 1, 64) and prompts/s with the same
+                                 weights (tests/clip_ref.py, the reference model), in fp32
+                                 and then with the model and inputs in bf16
 Threads: torch.set_num_threads(FEDSM_THREADS, default 2).  Prints 'torch KEY VALUE' lines."""
 import json
 import os
@@ -50,16 +51,20 @@ def main():
         return
     model.load_state_dict(load(path))
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for b, reps in ((1, 10), (64, 2)):
-            px = torch.randn(b, 3, 224, 224, generator=g)
-            dt = timeit(lambda: model.encode_image(px), reps)
-            print(f"torch image_b{b} {b / dt:.2f}", flush=True)
-        ids = torch.randint(1, 49000, (64, 12), generator=g)
-        ids[:, 0] = 49406
-        ids[:, -1] = 49407  # 64 prompts of 12 tokens, padded to the longest as HF does
-        dt = timeit(lambda: model.encode_text(ids), 5)
-        print(f"torch text_b64 {64 / dt:.2f}", flush=True)
+    ids = torch.randint(1, 49000, (64, 12), generator=g)
+    ids[:, 0] = 49406
+    ids[:, -1] = 49407  # 64 prompts of 12 tokens, padded to the longest as HF does
+    pxs = {b: torch.randn(b, 3, 224, 224, generator=g) for b in (1, 64)}
+    # fp32, then the whole model in bf16 ("torch_bf16" lines: PyTorch's own bf16 CPU path)
+    for tag, dtype in (("torch", torch.float32), ("torch_bf16", torch.bfloat16)):
+        model = model.to(dtype)
+        with torch.no_grad():
+            for b, reps in ((1, 10), (64, 2)):
+                px = pxs[b].to(dtype)
+                dt = timeit(lambda: model.encode_image(px), reps)
+                print(f"{tag} image_b{b} {b / dt:.2f}", flush=True)
+            dt = timeit(lambda: model.encode_text(ids), 5)
+            print(f"{tag} text_b64 {64 / dt:.2f}", flush=True)
 
 
 main()

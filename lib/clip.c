@@ -111,6 +111,7 @@ static void layernorm_forward(float *y, const float *x, const float *g, const fl
 typedef struct {
     float *y;
     const float *x, *w, *b;
+    const uint16_t *wh; /* bf16 copy of w, or NULL */
     int M, N, K;
     bool acc, act, quick;
 } lin_job;
@@ -126,7 +127,10 @@ static void lin_cols(const lin_job *j, int n0, int n1)
         else
             memcpy(yi, j->b + n0, (size_t)n * sizeof *yi);
     }
-    nn_gemm_packb(j->y, (size_t)j->N, j->x, (size_t)j->K, j->w, j->M, j->N, j->K, n0, n1);
+    if (j->wh)
+        nn_gemm_packb_bf16(j->y, (size_t)j->N, j->x, (size_t)j->K, j->wh, j->M, j->N, j->K, n0, n1);
+    else
+        nn_gemm_packb(j->y, (size_t)j->N, j->x, (size_t)j->K, j->w, j->M, j->N, j->K, n0, n1);
     if (j->act)
         for (int i = 0; i < j->M; i++) gelu_forward(j->y + (size_t)i * j->N + n0, (size_t)n, j->quick);
 }
@@ -150,10 +154,10 @@ static void lin_task(void *ctx, int tid, int nt)
 }
 
 /* par: split the columns over nn's pool (one sequence); else on this thread */
-static void linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K, bool acc, int act,
-                   bool par)
+static void linear(float *y, const float *x, const float *w, const uint16_t *wh, const float *b, int M, int N, int K,
+                   bool acc, int act, bool par)
 {
-    lin_job j = {y, x, w, b, M, N, K, acc, act != 0, act == 1};
+    lin_job j = {y, x, w, b, wh, M, N, K, acc, act != 0, act == 1};
     if (par && nn_threads() > 1)
         nn_parallel(lin_task, &j);
     else
@@ -315,16 +319,16 @@ static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, 
     for (int l = 0; l < tw->layers; l++) {
         const clip_layer *L = &tw->l[l];
         layernorm_forward(s->h, x, L->ln1_w, L->ln1_b, R, D, tw->ln_eps);
-        linear(s->qkv, s->h, L->qkv_w, L->qkv_b, R, 3 * D, D, false, 0, par);
+        linear(s->qkv, s->h, L->qkv_w, L->qkv_h, L->qkv_b, R, 3 * D, D, false, 0, par);
         att_job aj = {s->h, s->att, s->qkv, B, T, D, tw->heads, causal};
         if (par && nn_threads() > 1 && B * tw->heads > 1)
             nn_parallel(att_task, &aj);
         else
             attention_pairs(&aj, 0, B * tw->heads, s->att);
-        linear(x, s->h, L->out_w, L->out_b, R, D, D, true, 0, par);
+        linear(x, s->h, L->out_w, L->out_h, L->out_b, R, D, D, true, 0, par);
         layernorm_forward(s->h, x, L->ln2_w, L->ln2_b, R, D, tw->ln_eps);
-        linear(s->mlp, s->h, L->fc1_w, L->fc1_b, R, M, D, false, act, par);
-        linear(x, s->mlp, L->fc2_w, L->fc2_b, R, D, M, true, 0, par);
+        linear(s->mlp, s->h, L->fc1_w, L->fc1_h, L->fc1_b, R, M, D, false, act, par);
+        linear(x, s->mlp, L->fc2_w, L->fc2_h, L->fc2_b, R, D, M, true, 0, par);
     }
 }
 
@@ -773,9 +777,41 @@ fail:
     return NULL;
 }
 
+int clip_use_bf16(clip_model *m)
+{
+    if (m->slab_h) return 0;
+    size_t total = 0;
+    for (int k = 0; k < 2; k++) {
+        const clip_tower *tw = k ? &m->text : &m->vision;
+        size_t D = (size_t)tw->width, M = (size_t)tw->mlp;
+        total += (size_t)tw->layers * (nn_packb_bf16_size(3 * (int)D, (int)D) + nn_packb_bf16_size((int)D, (int)D) +
+                                       nn_packb_bf16_size((int)M, (int)D) + nn_packb_bf16_size((int)D, (int)M));
+    }
+    uint16_t *h = malloc((total ? total : 1) * sizeof *h);
+    if (!h) return err_set(ERR_INTERNAL, "out of memory for bf16 CLIP weights (%zu MB)", total * 2 >> 20);
+    m->slab_h = h;
+    for (int k = 0; k < 2; k++) {
+        clip_tower *tw = k ? &m->text : &m->vision;
+        int D = tw->width, M = tw->mlp;
+        for (int l = 0; l < tw->layers; l++) {
+            clip_layer *L = &tw->l[l];
+            const float *w[4] = {L->qkv_w, L->out_w, L->fc1_w, L->fc2_w};
+            const uint16_t **dst[4] = {&L->qkv_h, &L->out_h, &L->fc1_h, &L->fc2_h};
+            int N[4] = {3 * D, D, M, D}, K[4] = {D, D, D, M};
+            for (int q = 0; q < 4; q++) {
+                nn_packb_bf16_from_packb(h, w[q], N[q], K[q]);
+                *dst[q] = h;
+                h += nn_packb_bf16_size(N[q], K[q]);
+            }
+        }
+    }
+    return 0;
+}
+
 void clip_free(clip_model *m)
 {
     if (!m) return;
+    free(m->slab_h);
     free(m->vision.l);
     free(m->text.l);
     free(m->slab);

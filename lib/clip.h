@@ -17,7 +17,7 @@
  * splits each product's columns and the attention heads over the pool instead.  Results
  * do not depend on the chunking beyond float rounding of the products.
  *
- * Not here: tokenising (bpe.h), image decoding (image.h), bf16 compute. */
+ * Not here: tokenising (bpe.h), image decoding (image.h). */
 #ifndef FEDSM_CLIP_H
 #define FEDSM_CLIP_H
 
@@ -32,6 +32,7 @@ typedef struct clip_layer {
     const float *ln2_w, *ln2_b;
     const float *fc1_w, *fc1_b; /* [M, D], [M] */
     const float *fc2_w, *fc2_b; /* [D, M], [D] */
+    const uint16_t *qkv_h, *out_h, *fc1_h, *fc2_h; /* bf16 copies (clip_use_bf16), else NULL */
 } clip_layer;
 
 typedef struct clip_tower {
@@ -59,6 +60,7 @@ typedef struct clip_model {
     const float *final_ln_w, *final_ln_b;
     const float *tproj;          /* [E, Dt] */
     float *slab;
+    uint16_t *slab_h;            /* the bf16 copies, when clip_use_bf16 made them */
     int64_t n_params;
 } clip_model;
 
@@ -66,6 +68,12 @@ typedef struct clip_model {
  * same directory.  Returns owned or NULL (ERR_IO, ERR_FORMAT naming the tensor). */
 clip_model *clip_load(const char *path, const char *config_json);
 void clip_free(clip_model *m); /* NULL-safe */
+/* From now on the blocks' matrix products run in bf16 (inputs rounded to bf16, sums in
+ * fp32; nn_gemm_packb_bf16): packs bf16 copies of those weights once (+50% memory).  About
+ * 2x faster with AVX512-BF16; embeddings move by about 1e-2 of their largest entry.
+ * Attention, LayerNorm, activations, embeddings and projections stay fp32.
+ * 0 or ERR_INTERNAL (memory). */
+int clip_use_bf16(clip_model *m);
 
 /* Text features before normalisation.  tokens: (B, ctx) ids, each row with its EOT at the
  * position of the row's largest id (Hugging Face pooling: argmax).  out: (B, E).

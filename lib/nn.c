@@ -1579,6 +1579,160 @@ void nn_gemm_packb(float *c, size_t ldc, const float *a, size_t lda, const float
 }
 #endif
 
+/* bf16 products: w^T in 32-column strips of k-pairs, element (strip s, pair p, column j,
+ * half t) at ((s * KP + p) * 32 + j) * 2 + t, KP = ceil(K / 2), zeros past N and K; the
+ * left operand is rounded to bf16 (nearest even) as it is packed; sums in fp32. */
+#define BF_NR 32
+
+static uint16_t bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* NaN stays a quiet NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+size_t nn_packb_bf16_size(int N, int K)
+{
+    return ((size_t)N + BF_NR - 1) / BF_NR * BF_NR * (((size_t)K + 1) / 2 * 2);
+}
+
+void nn_packb_bf16(uint16_t *bp, const float *w, int N, int K)
+{
+    size_t KP = ((size_t)K + 1) / 2, S = ((size_t)N + BF_NR - 1) / BF_NR;
+    for (size_t s = 0; s < S; s++)
+        for (size_t p = 0; p < KP; p++)
+            for (int j = 0; j < BF_NR; j++)
+                for (int t = 0; t < 2; t++) {
+                    size_t n = s * BF_NR + j, k = 2 * p + t;
+                    bp[((s * KP + p) * BF_NR + j) * 2 + t] = n < (size_t)N && k < (size_t)K ? bf16_round(w[n * K + k]) : 0;
+                }
+}
+
+void nn_packb_bf16_from_packb(uint16_t *hp, const float *bp, int N, int K)
+{
+#ifdef NN_IGEMM
+    size_t KP = ((size_t)K + 1) / 2, S = ((size_t)N + BF_NR - 1) / BF_NR;
+    for (size_t s = 0; s < S; s++)
+        for (size_t p = 0; p < KP; p++)
+            for (int j = 0; j < BF_NR; j++)
+                for (int t = 0; t < 2; t++) {
+                    size_t k = 2 * p + t;
+                    hp[((s * KP + p) * BF_NR + j) * 2 + t] = k < (size_t)K ? bf16_round(bp[(s * K + k) * NR + j]) : 0;
+                }
+#else
+    nn_packb_bf16(hp, bp, N, K); /* bp is w itself here */
+#endif
+}
+
+#if defined(NN_IGEMM) && defined(__AVX512BF16__)
+int nn_bf16_native(void)
+{
+    return 1;
+}
+
+/* c (8 x 32, row stride ldc) += a (kp x 8 bf16 pairs) . b (kp x 32 x 2 bf16) */
+static void kernel_bf16_8x32(float *c, size_t ldc, const uint32_t *a, const uint16_t *b, int kp)
+{
+    for (int r = 0; r < 8; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + 16), _MM_HINT_T0);
+    }
+    __m512 x0[8], x1[8];
+    for (int r = 0; r < 8; r++)
+        x0[r] = x1[r] = _mm512_setzero_ps();
+    for (int k = 0; k < kp; k++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r]);
+            x0[r] = _mm512_dpbf16_ps(x0[r], av, b0);
+            x1[r] = _mm512_dpbf16_ps(x1[r], av, b1);
+        }
+        a += 8;
+        b += 2 * BF_NR;
+    }
+    for (int r = 0; r < 8; r++) {
+        float *p = c + r * ldc;
+        _mm512_storeu_ps(p, _mm512_add_ps(x0[r], _mm512_loadu_ps(p)));
+        _mm512_storeu_ps(p + 16, _mm512_add_ps(x1[r], _mm512_loadu_ps(p + 16)));
+    }
+}
+
+void nn_gemm_packb_bf16(float *c, size_t ldc, const float *a, size_t lda, const uint16_t *bp, int M, int N, int K,
+                        int n0, int n1)
+{
+    (void)N;
+    if (M <= 0 || n1 <= n0 || K <= 0)
+        return;
+    const int KP = (K + 1) / 2, PC = PB_KC / 2; /* pairs per slice */
+    _Alignas(64) uint32_t ap[PB_MC * (PB_KC / 2)];
+    for (int p0 = 0; p0 < KP; p0 += PC) {
+        int pc = KP - p0 < PC ? KP - p0 : PC;
+        for (int m0 = 0; m0 < M; m0 += PB_MC) {
+            int mc = M - m0 < PB_MC ? M - m0 : PB_MC;
+            for (int s = 0; s < mc; s += 8)
+                for (int r = 0; r < 8; r++) {
+                    const float *row = m0 + s + r < M ? a + (size_t)(m0 + s + r) * lda : NULL;
+                    uint32_t *o = ap + (size_t)s * pc + r;
+                    for (int p = 0; p < pc; p++) {
+                        int k = 2 * (p0 + p);
+                        uint32_t lo = row ? bf16_round(row[k]) : 0, hi = row && k + 1 < K ? bf16_round(row[k + 1]) : 0;
+                        o[(size_t)p * 8] = lo | hi << 16;
+                    }
+                }
+            for (int n = n0 / BF_NR * BF_NR; n < n1; n += BF_NR) {
+                int nr = n1 - n < BF_NR ? n1 - n : BF_NR;
+                const uint16_t *b = bp + ((size_t)n / BF_NR * KP + p0) * BF_NR * 2;
+                for (int s = 0; s < mc; s += 8) {
+                    int mr = mc - s < 8 ? mc - s : 8;
+                    float *cc = c + (size_t)(m0 + s) * ldc + n;
+                    if (mr == 8 && nr == BF_NR) {
+                        kernel_bf16_8x32(cc, ldc, ap + (size_t)s * pc, b, pc);
+                        continue;
+                    }
+                    _Alignas(64) float t[8 * BF_NR] = {0};
+                    kernel_bf16_8x32(t, BF_NR, ap + (size_t)s * pc, b, pc);
+                    for (int r = 0; r < mr; r++)
+                        for (int j = 0; j < nr; j++)
+                            cc[(size_t)r * ldc + j] += t[r * BF_NR + j];
+                }
+            }
+        }
+    }
+}
+#else
+int nn_bf16_native(void)
+{
+    return 0;
+}
+
+static float bf16_float(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* the same arithmetic (bf16 inputs, fp32 sums), scalar */
+void nn_gemm_packb_bf16(float *c, size_t ldc, const float *a, size_t lda, const uint16_t *bp, int M, int N, int K,
+                        int n0, int n1)
+{
+    (void)N;
+    size_t KP = ((size_t)K + 1) / 2;
+    for (int i = 0; i < M; i++)
+        for (int n = n0; n < n1; n++) {
+            const uint16_t *b = bp + ((size_t)n / BF_NR * KP * BF_NR + n % BF_NR) * 2;
+            float s = 0;
+            for (int k = 0; k < K; k++)
+                s += bf16_float(bf16_round(a[(size_t)i * lda + k])) * bf16_float(b[(size_t)k / 2 * BF_NR * 2 + k % 2]);
+            c[(size_t)i * ldc + n] += s;
+        }
+}
+#endif
+
 static size_t conv_shared_floats(const nn_conv2d_dims *d)
 {
 #ifdef NN_IGEMM

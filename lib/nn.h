@@ -127,6 +127,18 @@ void nn_packb(float *bp, const float *w, int N, int K);
 void nn_gemm_packb(float *c, size_t ldc, const float *a, size_t lda, const float *bp, int M, int N, int K, int n0,
                    int n1);
 
+/* The same in bf16: w packed by nn_packb_bf16 into nn_packb_bf16_size(N, K) values; a is
+ * rounded to bf16 (nearest even) on the fly; products summed in fp32 (AVX512-BF16
+ * VDPBF16PS when nn_bf16_native(), else a slow scalar loop with the same arithmetic).
+ * Accuracy is bf16's: about 3 significant digits per input. */
+size_t nn_packb_bf16_size(int N, int K);
+void nn_packb_bf16(uint16_t *bp, const float *w, int N, int K);
+/* The same from the fp32 packing (nn_packb's bp), when w itself is gone. */
+void nn_packb_bf16_from_packb(uint16_t *hp, const float *bp, int N, int K);
+void nn_gemm_packb_bf16(float *c, size_t ldc, const float *a, size_t lda, const uint16_t *bp, int M, int N, int K,
+                        int n0, int n1);
+int nn_bf16_native(void);
+
 /* ---- linear ---- */
 /* out: (N, O) = in (N, I) @ w^T (w: (O, I)) + b (O, or NULL). */
 void nn_linear_forward(float *out, const float *in, const float *w, const float *b, int n,

@@ -84,6 +84,8 @@ _Noreturn static void usage(void)
            "  -f, --force               recompute even when the output is up to date\n"
            "  -o, --out STREAM          output (file, '-', or ZeroMQ endpoint)\n"
            "      --threads N           compute threads (default: FEDSM_THREADS or 1)\n"
+           "      --bf16                the encoders' matrix products in bf16 (about 1.5-2x faster with\n"
+           "                            AVX512-BF16; embeddings move by about 1e-2 relative)\n"
            "      --seed N              accepted for uniformity; clip-embed uses no randomness\n"
            "  -q, --quiet / -v, --verbose / -h, --help / -V, --version\n\n"
            "example: clip-embed -w data/clip/model.safetensors -s client-00.mpk.zst -o teach.mpk.zst\n"
@@ -363,6 +365,7 @@ static int teacher_for_shard(const clip_model *m, const record *s, const float *
     }
     if (!rc) rc = rec_set_float(t, "logit_scale", scale);
     if (!rc) rc = rec_set_str(t, "shard", src);
+    if (!rc) rc = rec_set_str(t, "precision", m->slab_h ? "bf16" : "fp32");
     if (!rc) rc = rec_set_str(t, "producer", "clip-embed " FEDSM_VERSION);
     if (!rc) rc = rec_set_str(t, "inputs", digest);
     if (rc) {
@@ -431,9 +434,9 @@ int main(int argc, char **argv)
                *rel_path = NULL, *import_path = NULL, *out_path = NULL;
     char *shards[MAX_SHARDS];
     int n_shards = 0, batch = 32;
-    bool tokenize = false, force = false;
+    bool tokenize = false, force = false, bf16 = false;
     char *vocab_owned = NULL; /* vocabulary found beside the weights */
-    enum { O_VOCAB = 256, O_CONFIG, O_REL, O_IMPORT, O_TOKENIZE, O_THREADS, O_SEED };
+    enum { O_VOCAB = 256, O_CONFIG, O_REL, O_IMPORT, O_TOKENIZE, O_THREADS, O_SEED, O_BF16 };
     static const struct option opts[] = {
         {"weights", required_argument, 0, 'w'}, {"vocab", required_argument, 0, O_VOCAB},
         {"config", required_argument, 0, O_CONFIG}, {"classes", required_argument, 0, 'c'},
@@ -442,6 +445,7 @@ int main(int argc, char **argv)
         {"tokenize", no_argument, 0, O_TOKENIZE}, {"batch", required_argument, 0, 'b'},
         {"force", no_argument, 0, 'f'}, {"out", required_argument, 0, 'o'},
         {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
+        {"bf16", no_argument, 0, O_BF16},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     int c;
@@ -464,6 +468,7 @@ int main(int argc, char **argv)
         case 'o': out_path = optarg; break;
         case O_THREADS: tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
         case O_SEED: tool_parse_seed("--seed", optarg); break;
+        case O_BF16: bf16 = true; break;
         case 'q': tool_verbosity = 0; break;
         case 'v': tool_verbosity++; break;
         case 'h': usage();
@@ -528,6 +533,7 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < prompts.n; k++) digest_str(&dc, "prompt", prompts.v[k]);
     for (size_t k = 0; k < rel.n; k++) digest_str(&dc, "relevance_prompt", rel.v[k]);
     for (int k = 0; k < n_shards; k++) digest_file(&dc, "shard", shards[k]);
+    if (bf16 && weights) digest_str(&dc, "precision", "bf16"); /* absent: fp32, as before the option */
     uint8_t d[32];
     char digest[65];
     sha256_final(&dc, d);
@@ -558,6 +564,7 @@ int main(int argc, char **argv)
         double t0 = tool_now();
         m = clip_load(weights, config);
         if (!m) fail_code(err_last());
+        if (bf16 && clip_use_bf16(m)) fail_code(err_last());
         tool_log(1, "%s: vision %d layers x %d (patch %d, %d px), text %d layers x %d, embed %d, logit scale %.2f (%.1f s)",
                  weights, m->vision.layers, m->vision.width, m->patch, m->image_size, m->text.layers, m->text.width,
                  m->embed_dim, expf(m->logit_scale), tool_now() - t0);

@@ -1,7 +1,7 @@
 # clip-embed tool tests: help/version/usage errors, a full run on the tiny committed CLIP
 # with a small merges file and shards written here (checked in Python: shapes, unit norms,
 # logits = exp(logit_scale) v.t, index copied, S symmetric with unit diagonal), caching,
-# --import, --tokenize, and corrupt/missing weights (exit 3/4, one error line, no output).
+# --bf16, --import, --tokenize, and corrupt/missing weights (exit 3/4, one error line, no output).
 . "$(dirname "$0")/lib.sh"
 BIN=${FEDSM_BIN:-build/bin}/clip-embed
 FIX=tests/fixtures/clip
@@ -104,6 +104,23 @@ expect_rc 0 "${RUN[@]}" -o "$T/out.mpk.zst" && grep -q 'up to date' "$T/err" || 
 [ "$(stat -c %Y.%s "$T/out.mpk.zst")" = "$before" ] || fail "cached run rewrote the output"
 printf 'a photo of the {}\n' > "$T/p.txt"
 expect_rc 0 "${RUN[@]}" -p "$T/p.txt" -o "$T/out.mpk.zst" && ! grep -q 'up to date' "$T/err" || fail "changed prompts reused the cache"
+
+# --bf16: its own cache entry, precision in the meta, teacher embeddings near fp32's
+expect_rc 0 "${RUN[@]}" --bf16 -o "$T/out16.mpk.zst" && ! grep -q 'up to date' "$T/err" || fail "--bf16 run"
+$PY - "$T/out.mpk.zst" "$T/out16.mpk.zst" <<'PYEOF' || fail "--bf16 output"
+import sys, io, msgpack, zstandard, numpy as np
+def recs(p):
+    raw = zstandard.ZstdDecompressor().stream_reader(open(p, "rb"), read_across_frames=True).read()
+    return list(msgpack.Unpacker(io.BytesIO(raw), raw=False))
+arr = lambda t: np.frombuffer(t["data"], dtype=t["type"]).reshape(t["shape"])
+a, b = recs(sys.argv[1]), recs(sys.argv[2])
+assert a[1]["meta"]["precision"] == "fp32" and b[1]["meta"]["precision"] == "bf16"
+assert a[0]["meta"]["inputs"] != b[0]["meta"]["inputs"]
+for ra, rb in zip(a[1:3], b[1:3]):
+    va, vb = arr(ra["tensors"]["embeddings"]), arr(rb["tensors"]["embeddings"])
+    d = np.abs(va - vb).max()
+    assert 0 < d < 2e-2, d
+PYEOF
 
 # --import: class embeddings from a .npy, no weights needed without shards
 expect_rc 0 "$BIN" --import "$T/emb.npy" -c "$T/classes.txt" -o "$T/imp.mpk.zst"

@@ -125,6 +125,15 @@ static void check_model(const char *file, const json *refs, const char *dt)
         CHECK_MSG(worst <= 1e-4, "text, %d threads, batch %d: %.2e", thr[q], bt, worst);
     }
     nn_set_threads(2);
+    /* bf16 products: within bf16's precision of the fp32 reference */
+    CHECK(clip_use_bf16(m) == 0);
+    CHECK(clip_encode_text(m, tok, nt, 77, alt) == 0);
+    double wt = 0, wi = 0;
+    for (int k = 0; k < nt; k++) wt = fmax(wt, rel_err(alt + k * E, &rt->items[k], E));
+    CHECK(clip_encode_image(m, px, ni, alt) == 0);
+    for (int k = 0; k < ni; k++) wi = fmax(wi, rel_err(alt + k * E, &ri->items[k], E));
+    fprintf(stderr, "%s: bf16 text %.2e, image %.2e max relative error\n", file, wt, wi);
+    CHECK(wt <= 1e-2 && wi <= 1e-2 && wt > 1e-5 && wi > 1e-5);
     free(alt);
     /* bad token ids are an error, not a crash */
     tok[5] = 5000;

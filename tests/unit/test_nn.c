@@ -338,6 +338,56 @@ static void test_gemm_packb(int M, int N, int K, int n0, int n1, size_t ldc, siz
     free(a), free(w), free(c), free(c0), free(bp);
 }
 
+/* bf16 (round to nearest even) of x, as a float */
+static double bf16_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
+    float y;
+    memcpy(&y, &u, 4);
+    return y;
+}
+
+/* bf16 product: exact products of the bf16-rounded inputs, summed in fp32 */
+static void test_gemm_packb_bf16(int M, int N, int K, int n0, int n1, size_t ldc, size_t lda)
+{
+    float *a = randv((size_t)M * lda, 1), *w = randv((size_t)N * K, 1), *c = randv((size_t)M * ldc, 1);
+    float *c0 = malloc((size_t)M * ldc * sizeof *c0);
+    uint16_t *bp = malloc(nn_packb_bf16_size(N, K) * sizeof *bp);
+    memcpy(c0, c, (size_t)M * ldc * sizeof *c0);
+    nn_packb_bf16(bp, w, N, K);
+    { /* the bf16 packing made from the fp32 packing is the same */
+        float *fp = malloc(nn_packb_floats(N, K) * sizeof *fp);
+        uint16_t *hp = malloc(nn_packb_bf16_size(N, K) * sizeof *hp);
+        nn_packb(fp, w, N, K);
+        nn_packb_bf16_from_packb(hp, fp, N, K);
+        CHECK(!memcmp(hp, bp, nn_packb_bf16_size(N, K) * sizeof *hp));
+        free(fp), free(hp);
+    }
+    nn_gemm_packb_bf16(c, ldc, a, lda, bp, M, N, K, n0, n1);
+    double worst = 0, plain = 0;
+    int outside = 0;
+    for (int i = 0; i < M; i++)
+        for (size_t j = 0; j < ldc; j++) {
+            double r = c0[i * ldc + j], f = r;
+            if ((int)j >= n0 && (int)j < n1)
+                for (int k = 0; k < K; k++) {
+                    r += bf16_of(a[i * lda + k]) * bf16_of(w[j * K + k]);
+                    f += (double)a[i * lda + k] * w[j * K + k];
+                }
+            else
+                outside += c[i * ldc + j] != c0[i * ldc + j];
+            worst = fmax(worst, fabs(c[i * ldc + j] - r) / sqrt((double)K));
+            plain = fmax(plain, fabs(c[i * ldc + j] - f) / sqrt((double)K));
+        }
+    CHECK_MSG(worst < 1e-5 && !outside, "gemm_packb_bf16 %dx%dx%d cols [%d,%d): error %.2e, %d changed outside", M,
+              N, K, n0, n1, worst, outside);
+    /* and it is bf16, not fp32: about 2^-9 relative per product */
+    CHECK_MSG(plain < 2e-2 && (K < 16 || plain > 1e-5), "gemm_packb_bf16 vs fp32: %.2e", plain);
+    free(a), free(w), free(c), free(c0), free(bp);
+}
+
 /* ---- losses ---- */
 typedef struct {
     int n, c, kd;
@@ -513,6 +563,12 @@ int main(void)
     test_gemm_packb(50, 96, 64, 0, 64, 100, 70);
     test_gemm_packb(97, 70, 1100, 64, 70, 70, 1100);
     test_gemm_packb(130, 200, 515, 0, 200, 203, 515);
+    fprintf(stderr, "bf16 products: %s\n", nn_bf16_native() ? "AVX512-BF16" : "scalar fallback");
+    test_gemm_packb_bf16(1, 1, 1, 0, 1, 1, 1);
+    test_gemm_packb_bf16(13, 37, 19, 0, 37, 37, 19);
+    test_gemm_packb_bf16(50, 96, 64, 32, 96, 96, 64);
+    test_gemm_packb_bf16(97, 70, 1101, 64, 70, 70, 1101);
+    test_gemm_packb_bf16(130, 200, 515, 0, 200, 203, 515);
     test_losses();
     test_sgd();
     test_augment();
