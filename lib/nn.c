@@ -1676,10 +1676,17 @@ void nn_gemm_packb_bf16(float *c, size_t ldc, const float *a, size_t lda, const 
                 for (int r = 0; r < 8; r++) {
                     const float *row = m0 + s + r < M ? a + (size_t)(m0 + s + r) * lda : NULL;
                     uint32_t *o = ap + (size_t)s * pc + r;
-                    for (int p = 0; p < pc; p++) {
-                        int k = 2 * (p0 + p);
-                        uint32_t lo = row ? bf16_round(row[k]) : 0, hi = row && k + 1 < K ? bf16_round(row[k + 1]) : 0;
-                        o[(size_t)p * 8] = lo | hi << 16;
+                    for (int p = 0; p < pc; p += 16) { /* 32 floats -> 16 pairs (VCVTNE2PS2BF16: nearest even) */
+                        int k = 2 * (p0 + p), nk = K - k < 32 ? K - k : 32;
+                        _Alignas(64) uint32_t t[16];
+                        __m512 lo = _mm512_setzero_ps(), hi = lo;
+                        if (row) {
+                            lo = _mm512_maskz_loadu_ps(lanes(nk), row + k);
+                            hi = _mm512_maskz_loadu_ps(lanes(nk - 16), row + k + 16);
+                        }
+                        _mm512_store_si512(t, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                        for (int q = 0; q < 16 && p + q < pc; q++)
+                            o[(size_t)(p + q) * 8] = t[q];
                     }
                 }
             for (int n = n0 / BF_NR * BF_NR; n < n1; n += BF_NR) {
