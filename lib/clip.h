@@ -1,7 +1,8 @@
 /* clip.h - CLIP inference in fp32 on OpenBLAS: the ViT image tower and the causal text
  * transformer (Radford et al. 2021, "Learning Transferable Visual Models From Natural
- * Language Supervision"), read from a Hugging Face CLIPModel model.safetensors by tensor
- * name (vision_model.*, text_model.*, visual_projection, text_projection, logit_scale).
+ * Language Supervision"), read from a Hugging Face CLIPModel model.safetensors or
+ * pytorch_model.bin (safetensors.h reads both) by tensor name (vision_model.*,
+ * text_model.*, visual_projection, text_projection, logit_scale).
  *
  * Dimensions come from tensor shapes, so ViT-B/32, B/16 and L/14 load alike; head counts
  * from config.json beside the weights when present (text_config / vision_config
@@ -64,7 +65,7 @@ typedef struct clip_model {
     int64_t n_params;
 } clip_model;
 
-/* Loads path (a model.safetensors); config_json may be NULL to look for config.json in the
+/* Loads path (a model.safetensors or pytorch_model.bin); config_json may be NULL to look for config.json in the
  * same directory.  Returns owned or NULL (ERR_IO, ERR_FORMAT naming the tensor). */
 clip_model *clip_load(const char *path, const char *config_json);
 void clip_free(clip_model *m); /* NULL-safe */

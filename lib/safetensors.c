@@ -1,10 +1,13 @@
 /* safetensors.c - the mmap'd safetensors reader of safetensors.h.  Follows the format
  * description of huggingface/safetensors (README "Format"): 8-byte little-endian header
- * size, JSON header, byte buffer.  The header is limited to 100 MB as in the reference. */
+ * size, JSON header, byte buffer.  The header is limited to 100 MB as in the reference.
+ * st_open hands a zip archive (a torch.save checkpoint) to torchzip.c and refuses the
+ * legacy torch.save format with a sentence saying what to do. */
 #include "safetensors.h"
 
 #include "err.h"
 #include "json.h"
+#include "torchzip.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +33,7 @@ static const char *const dt_names[ST_DTYPE_COUNT] = {"F32", "F16", "BF16", "F64"
 static const size_t dt_sizes[ST_DTYPE_COUNT] = {4, 2, 2, 8, 8, 4, 2, 1, 1, 1};
 
 const char *st_dtype_name(st_dtype t) { return t < ST_DTYPE_COUNT ? dt_names[t] : "?"; }
+size_t st_dtype_size(st_dtype t) { return t < ST_DTYPE_COUNT ? dt_sizes[t] : 1; }
 
 float st_f16_to_f32(uint16_t h)
 {
@@ -114,6 +118,15 @@ static int parse_entry(const char *path, const char *name, const json *e, st_ten
     return 0;
 }
 
+/* The legacy torch.save format opens with the pickled magic number 0x1950a86a20f9469cfc6c
+ * (torch/serialization.py MAGIC_NUMBER): PROTO 2, LONG1 of 10 bytes. */
+static bool is_legacy_torch(const unsigned char *p, size_t len)
+{
+    static const unsigned char magic[14] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
+                                            0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+    return len >= sizeof magic && !memcmp(p, magic, sizeof magic);
+}
+
 st_file *st_open(const char *path)
 {
     st_file *f = calloc(1, sizeof *f);
@@ -132,7 +145,7 @@ st_file *st_open(const char *path)
         goto fail;
     }
     if (sb.st_size < 8) {
-        err_set(ERR_FORMAT, "%s: too short for a safetensors file (%lld bytes)", path,
+        err_set(ERR_FORMAT, "%s: too short for a safetensors or PyTorch checkpoint (%lld bytes)", path,
                 (long long)sb.st_size);
         close(fd);
         goto fail;
@@ -146,6 +159,17 @@ st_file *st_open(const char *path)
         goto fail;
     }
     const unsigned char *p = f->map;
+    if (tz_is_zip(p, f->map_len)) {
+        if (tz_read(path, p, f->map_len, &f->t, &f->n)) goto fail;
+        return f;
+    }
+    if (is_legacy_torch(p, f->map_len)) {
+        err_set(ERR_FORMAT,
+                "%s: a torch.save file in the legacy format of PyTorch < 1.6; load it and save it "
+                "again with a current torch.save (or as safetensors)",
+                path);
+        goto fail;
+    }
     uint64_t hlen = 0;
     for (int k = 7; k >= 0; k--) hlen = hlen << 8 | p[k];
     if (hlen > ST_MAX_HEADER || hlen > f->map_len - 8) {

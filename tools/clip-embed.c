@@ -61,15 +61,16 @@ _Noreturn static void die(int code, const char *fmt, ...)
 
 _Noreturn static void usage(void)
 {
-    printf("usage: clip-embed --weights model.safetensors [--classes names.txt] [--prompts T.txt]\n"
+    printf("usage: clip-embed --weights FILE [--classes names.txt] [--prompts T.txt]\n"
            "                  [--shard client-NN.mpk.zst ...] -o out.mpk.zst\n"
            "       clip-embed --tokenize --vocab bpe_simple_vocab_16e6.txt.gz < lines.txt\n"
-           "CLIP (Hugging Face CLIPModel safetensors: ViT-B/32, B/16, L/14, ...) in C: writes one\n"
+           "CLIP (Hugging Face CLIPModel weights: ViT-B/32, B/16, L/14, ...) in C: writes one\n"
            "`embeddings` record (tensors text [C,E] from --prompts, relevance_text [C,E] from\n"
            "--relevance-prompts, relevance [C,C] = their cosine; FedSM replaces the diagonal\n"
            "itself), then one `teacher` record per shard record (embeddings [N,E] normalised,\n"
            "logits [N,C] = exp(logit_scale) * v.t, index [N] from the shard).\n\n"
-           "  -w, --weights FILE        model.safetensors (config.json beside it sets head counts)\n"
+           "  -w, --weights FILE        model.safetensors or pytorch_model.bin (a torch.save zip);\n"
+           "                            config.json beside it sets head counts\n"
            "      --config FILE         config.json elsewhere\n"
            "      --vocab FILE          CLIP BPE merges (default: " VOCAB_NAME " beside the weights)\n"
            "  -c, --classes FILE        class names, one per line (default: the shards' meta classes)\n"

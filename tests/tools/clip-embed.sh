@@ -1,7 +1,8 @@
 # clip-embed tool tests: help/version/usage errors, a full run on the tiny committed CLIP
 # with a small merges file and shards written here (checked in Python: shapes, unit norms,
 # logits = exp(logit_scale) v.t, index copied, S symmetric with unit diagonal), caching,
-# --bf16, --import, --tokenize, and corrupt/missing weights (exit 3/4, one error line, no output).
+# --bf16, --import, --tokenize, the same run from a pytorch_model.bin (same tensors), and
+# corrupt/missing weights (exit 3/4, one error line, no output).
 . "$(dirname "$0")/lib.sh"
 BIN=${FEDSM_BIN:-build/bin}/clip-embed
 FIX=tests/fixtures/clip
@@ -84,6 +85,19 @@ for r, n, client in ((recs[1], 5, 0), (recs[2], 3, 1)):
     assert r["meta"]["client"] == client and r["meta"]["inputs"] == e["meta"]["inputs"]
 PYEOF
 
+# the same weights as a pytorch_model.bin (torch.save zip): the same tensors, bit for bit
+expect_rc 0 "$BIN" -w "$FIX/tiny.bin" "${RUN[@]:3}" -o "$T/bin.mpk.zst" || true
+$PY - "$T/out.mpk.zst" "$T/bin.mpk.zst" <<'PYEOF' || fail "tiny.bin output differs from tiny.safetensors"
+import sys, io, msgpack, zstandard
+def recs(p):
+    raw = zstandard.ZstdDecompressor().stream_reader(open(p, "rb"), read_across_frames=True).read()
+    return list(msgpack.Unpacker(io.BytesIO(raw), raw=False))
+a, b = recs(sys.argv[1]), recs(sys.argv[2])
+assert [r["kind"] for r in a] == [r["kind"] for r in b]
+for x, y in zip(a, b):
+    assert x["tensors"] == y["tensors"], x["kind"]
+PYEOF
+
 # encoded images (JPEG and PNG bytes + offsets)
 if [ -f "$T/enc.mpk.zst" ]; then
     expect_rc 0 "$BIN" -w "$FIX/tiny.safetensors" --vocab "$T/merges.txt.gz" -s "$T/enc.mpk.zst" -o "$T/enc-out.mpk.zst"
@@ -139,6 +153,9 @@ else echo "note: $VOCAB not found; real-vocabulary --tokenize check skipped"; fi
 head -c 20000 "$FIX/tiny.safetensors" > "$T/trunc.safetensors"
 expect_rc 3 "$BIN" -w "$T/trunc.safetensors" --vocab "$T/merges.txt.gz" -c "$T/classes.txt" -o "$T/bad.mpk.zst" \
     && expect_one_error_line && grep -q 'past the end' "$T/err" || fail "truncated weights message"
+head -c 200000 "$FIX/tiny.bin" > "$T/trunc.bin"
+expect_rc 3 "$BIN" -w "$T/trunc.bin" --vocab "$T/merges.txt.gz" -c "$T/classes.txt" -o "$T/bad.mpk.zst" \
+    && expect_one_error_line && grep -q 'truncated' "$T/err" || fail "truncated .bin message"
 printf '\x10\x00\x00\x00\x00\x00\x00\x00{"a": nonsense }' > "$T/json.safetensors"
 expect_rc 3 "$BIN" -w "$T/json.safetensors" --vocab "$T/merges.txt.gz" -c "$T/classes.txt" -o "$T/bad.mpk.zst" && expect_one_error_line
 expect_rc 4 "$BIN" -w "$T/missing.safetensors" --vocab "$T/merges.txt.gz" -c "$T/classes.txt" -o "$T/bad.mpk.zst" && expect_one_error_line

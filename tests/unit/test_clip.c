@@ -1,9 +1,10 @@
 /* test_clip.c - lib/clip against the independent PyTorch reference (tests/clip_ref.py,
  * fixtures from tests/make_clip_fixtures.py): text and image embeddings of a tiny random
  * CLIP stored as F32, F16 and BF16 (relative error <= 1e-4 of the vector's largest
- * entry); Pillow's bicubic resize + center crop on synthetic images (exact) and on real
- * CIFAR-10 JPEGs at 224 (exact, via tests/clip_pil_check.py when PIL and
- * ../shared/data are there). */
+ * entry), and as a torch.save pytorch_model.bin (tiny.bin: the bits of the F32
+ * safetensors, so the same embeddings bit for bit); Pillow's bicubic resize + center crop
+ * on synthetic images (exact) and on real CIFAR-10 JPEGs at 224 (exact, via
+ * tests/clip_pil_check.py when PIL and ../shared/data are there). */
 #include "testlib.h"
 
 #include "clip.h"
@@ -145,6 +146,40 @@ static void check_model(const char *file, const json *refs, const char *dt)
     clip_free(m);
 }
 
+/* tiny.bin, the same weights saved with torch.save (tests/fixtures_torchzip.py), loads to
+ * the same slab and gives the same embeddings as tiny.safetensors, bit for bit. */
+static void check_torch_bin(const json *refs)
+{
+    clip_model *a = clip_load(FIX "/tiny.safetensors", NULL), *b = clip_load(FIX "/tiny.bin", NULL);
+    CHECK_MSG(a && b, "%s", err_msg());
+    if (a && b) {
+        CHECK(a->n_params == b->n_params && a->logit_scale == b->logit_scale);
+        CHECK(a->n_params == b->n_params && !memcmp(a->slab, b->slab, (size_t)a->n_params * sizeof(float)));
+        const json *texts = json_get(refs, "texts"), *imgs = json_get(refs, "images");
+        int nt = (int)texts->n, ni = (int)imgs->n, E = a->embed_dim, S = a->image_size;
+        int32_t *tok = malloc((size_t)nt * 77 * sizeof *tok);
+        float *px = malloc((size_t)ni * 3 * S * S * sizeof *px), *oa = malloc((size_t)(nt + ni) * E * sizeof *oa),
+              *ob = malloc((size_t)(nt + ni) * E * sizeof *ob);
+        uint8_t *u = malloc((size_t)3 * S * S);
+        for (int k = 0; k < nt; k++)
+            for (int i = 0; i < 77; i++) tok[k * 77 + i] = (int32_t)texts->items[k].items[i].i;
+        for (int k = 0; k < ni; k++) {
+            for (int q = 0; q < 3 * S * S; q++) u[q] = (uint8_t)imgs->items[k].items[q].i;
+            CHECK(clip_preprocess(px + (size_t)k * 3 * S * S, u, S, S, S) == 0);
+        }
+        CHECK(clip_encode_text(a, tok, nt, 77, oa) == 0 && clip_encode_text(b, tok, nt, 77, ob) == 0);
+        CHECK(clip_encode_image(a, px, ni, oa + nt * E) == 0 && clip_encode_image(b, px, ni, ob + nt * E) == 0);
+        CHECK_MSG(!memcmp(oa, ob, (size_t)(nt + ni) * E * sizeof *oa), "tiny.bin embeddings differ from tiny.safetensors");
+        free(tok);
+        free(px);
+        free(oa);
+        free(ob);
+        free(u);
+    }
+    clip_free(a);
+    clip_free(b);
+}
+
 static void check_preprocess(const json *refs)
 {
     const json *p = json_get(refs, "preprocess");
@@ -224,6 +259,8 @@ int main(void)
     check_model("tiny.safetensors", refs, "F32");
     check_model("tiny-f16.safetensors", refs, "F16");
     check_model("tiny-bf16.safetensors", refs, "BF16");
+    check_model("tiny.bin", refs, "F32"); /* torch.save of the F32 weights */
+    check_torch_bin(refs);
     check_preprocess(refs);
     check_real_images();
     /* normalisation */
