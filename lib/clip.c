@@ -172,11 +172,11 @@ static size_t att_floats(int T, int hd)
     return Tp * ((size_t)hd + 1);
 }
 
-/* One (sequence, head): o (T, hd) with row stride ldo; q, k, v (T, hd) with row stride ld.
- * softmax(q k^T / sqrt(hd) [causal]) v, row by row: the scores of row i against K^T as
- * 16-wide vectors, then o_i = sum_j p_j v_j. */
+/* One (sequence, head), query rows [i0, i1): o (i1 - i0, hd) with row stride ldo; q, k, v
+ * (T, hd) with row stride ld.  softmax(q k^T / sqrt(hd) [causal]) v, row by row: the
+ * scores of row i against K^T as 16-wide vectors, then o_i = sum_j p_j v_j. */
 static void attention_head(float *o, int ldo, const float *q, const float *k, const float *v, int ld, int T, int hd,
-                           bool causal, float *scratch)
+                           bool causal, float *scratch, int i0, int i1)
 {
     int Tp = (T + 15) & ~15;
     float *kt = scratch, *p = scratch + (size_t)Tp * hd;
@@ -186,9 +186,9 @@ static void attention_head(float *o, int ldo, const float *q, const float *k, co
         for (int j = T; j < Tp; j++) r[j] = 0;
     }
     float scale = 1.0f / sqrtf((float)hd);
-    for (int i = 0; i < T; i++) {
+    for (int i = i0; i < i1; i++) {
         const float *qi = q + (size_t)i * ld;
-        float *oi = o + (size_t)i * ldo;
+        float *oi = o + (size_t)(i - i0) * ldo;
         int n = causal ? i + 1 : T;
 #if defined(__AVX512F__)
         int nv = (n + 15) / 16;
@@ -260,19 +260,20 @@ static void attention_head(float *o, int ldo, const float *q, const float *k, co
 typedef struct {
     float *o, *scratch;
     const float *qkv;
+    const int *pool; /* NULL: every row; else only row pool[b] of sequence b, into o row b */
     int B, T, D, H;
     bool causal;
 } att_job;
 
-/* (sequence, head) pairs [lo, hi) of o: (B*T, D) from qkv: (B*T, 3D) */
+/* (sequence, head) pairs [lo, hi) of o: (B*T, D) (or (B, D) when pooled) from qkv: (B*T, 3D) */
 static void attention_pairs(const att_job *j, int lo, int hi, float *scratch)
 {
     int hd = j->D / j->H;
     for (int bh = lo; bh < hi; bh++) {
-        int b = bh / j->H, h = bh % j->H;
+        int b = bh / j->H, h = bh % j->H, i0 = j->pool ? j->pool[b] : 0, i1 = j->pool ? i0 + 1 : j->T;
         const float *qkv = j->qkv + (size_t)b * j->T * 3 * j->D + (size_t)h * hd;
-        attention_head(j->o + (size_t)b * j->T * j->D + (size_t)h * hd, j->D, qkv, qkv + j->D, qkv + 2 * j->D, 3 * j->D,
-                       j->T, hd, j->causal, scratch);
+        float *o = j->o + (size_t)b * (j->pool ? 1 : j->T) * j->D + (size_t)h * hd;
+        attention_head(o, j->D, qkv, qkv + j->D, qkv + 2 * j->D, 3 * j->D, j->T, hd, j->causal, scratch, i0, i1);
     }
 }
 
@@ -311,24 +312,37 @@ static void scratch_carve(tower_scratch *s, float *mem, const clip_tower *tw, in
 }
 
 /* s->x: (B*T, D), updated in place through all layers.  par: one small batch, each product
- * and the attention heads split over nn's pool; else all on this thread. */
-static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, bool causal, bool par)
+ * and the attention heads split over nn's pool; else all on this thread.  pool: the row of
+ * each sequence the caller reads (EOT, class token): the last layer computes only those
+ * rows after its q/k/v (the other rows of s->x are left one layer behind). */
+static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, bool causal, bool par,
+                          const int *pool)
 {
-    int D = tw->width, M = tw->mlp, R = B * T, act = tw->quick_gelu ? 1 : 2;
-    float *x = s->x;
+    int D = tw->width, M = tw->mlp, act = tw->quick_gelu ? 1 : 2;
     for (int l = 0; l < tw->layers; l++) {
         const clip_layer *L = &tw->l[l];
-        layernorm_forward(s->h, x, L->ln1_w, L->ln1_b, R, D, tw->ln_eps);
-        linear(s->qkv, s->h, L->qkv_w, L->qkv_h, L->qkv_b, R, 3 * D, D, false, 0, par);
-        att_job aj = {s->h, s->att, s->qkv, B, T, D, tw->heads, causal};
+        bool last = pool && l == tw->layers - 1;
+        int R = last ? B : B * T; /* rows after the attention */
+        layernorm_forward(s->h, s->x, L->ln1_w, L->ln1_b, B * T, D, tw->ln_eps);
+        linear(s->qkv, s->h, L->qkv_w, L->qkv_h, L->qkv_b, B * T, 3 * D, D, false, 0, par);
+        att_job aj = {s->h, s->att, s->qkv, last ? pool : NULL, B, T, D, tw->heads, causal};
         if (par && nn_threads() > 1 && B * tw->heads > 1)
             nn_parallel(att_task, &aj);
         else
             attention_pairs(&aj, 0, B * tw->heads, s->att);
+        float *x = s->x;
+        if (last) { /* the pooled rows, gathered into the free q/k/v buffer */
+            x = s->qkv;
+            for (int b = 0; b < B; b++)
+                memcpy(x + (size_t)b * D, s->x + ((size_t)b * T + pool[b]) * D, (size_t)D * sizeof *x);
+        }
         linear(x, s->h, L->out_w, L->out_h, L->out_b, R, D, D, true, 0, par);
         layernorm_forward(s->h, x, L->ln2_w, L->ln2_b, R, D, tw->ln_eps);
         linear(s->mlp, s->h, L->fc1_w, L->fc1_h, L->fc1_b, R, M, D, false, act, par);
         linear(x, s->mlp, L->fc2_w, L->fc2_h, L->fc2_b, R, D, M, true, 0, par);
+        if (last)
+            for (int b = 0; b < B; b++)
+                memcpy(s->x + ((size_t)b * T + pool[b]) * D, x + (size_t)b * D, (size_t)D * sizeof *x);
     }
 }
 
@@ -339,7 +353,7 @@ static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, 
 typedef struct {
     const clip_model *m;
     const int32_t *tokens;
-    const int *eot;
+    const int *pool; /* per sample: the row the output is read from (text: EOT; image: 0) */
     int ctx;
     const float *pixels;
     float *out;
@@ -382,7 +396,7 @@ static int encode(enc_job *j)
         if (j->tokens) {
             T[t] = 1;
             for (int b = lo; b < hi; b++)
-                if (j->eot[b] + 1 > T[t]) T[t] = j->eot[b] + 1; /* causal: later positions cannot change the EOT row */
+                if (j->pool[b] + 1 > T[t]) T[t] = j->pool[b] + 1; /* causal: later positions cannot change the EOT row */
             n = scratch_floats(&j->m->text, (hi - lo) * T[t], T[t], thr, (size_t)(hi - lo) * j->m->text.width);
         } else {
             const clip_model *m = j->m;
@@ -417,9 +431,9 @@ static void text_chunk(const enc_job *j, int b0, int nb, int T, float *mem)
             float *xi = s.x + ((size_t)b * T + i) * D;
             for (int k = 0; k < D; k++) xi[k] = te[k] + pe[k];
         }
-    tower_forward(&m->text, &s, nb, T, true, j->par);
+    tower_forward(&m->text, &s, nb, T, true, j->par, j->pool + b0);
     for (int b = 0; b < nb; b++)
-        layernorm_forward(s.extra + (size_t)b * D, s.x + ((size_t)b * T + j->eot[b0 + b]) * D, m->final_ln_w,
+        layernorm_forward(s.extra + (size_t)b * D, s.x + ((size_t)b * T + j->pool[b0 + b]) * D, m->final_ln_w,
                           m->final_ln_b, 1, D, m->text.ln_eps);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, m->embed_dim, D, 1.0f, s.extra, D, m->tproj, D, 0.0f,
                 j->out + (size_t)b0 * m->embed_dim, m->embed_dim);
@@ -452,7 +466,7 @@ static void image_chunk(const enc_job *j, int b0, int nb, float *mem)
             for (int k = 0; k < D; k++) xi[k] = src[k] + pe[k];
         }
     layernorm_forward(s.x, s.x, m->pre_ln_w, m->pre_ln_b, nb * T, D, m->vision.ln_eps);
-    tower_forward(&m->vision, &s, nb, T, false, j->par);
+    tower_forward(&m->vision, &s, nb, T, false, j->par, j->pool + b0);
     for (int b = 0; b < nb; b++)
         layernorm_forward(s.h + (size_t)b * D, s.x + (size_t)b * T * D, m->post_ln_w, m->post_ln_b, 1, D,
                           m->vision.ln_eps);
@@ -478,7 +492,7 @@ int clip_encode_text(const clip_model *m, const int32_t *tokens, int batch, int 
             if (t[i] > t[eot[b]]) eot[b] = i;
         }
     }
-    enc_job j = {.m = m, .tokens = tokens, .eot = eot, .ctx = ctx, .out = out, .batch = batch};
+    enc_job j = {.m = m, .tokens = tokens, .pool = eot, .ctx = ctx, .out = out, .batch = batch};
     int rc = encode(&j);
     free(eot);
     return rc;
@@ -487,8 +501,12 @@ int clip_encode_text(const clip_model *m, const int32_t *tokens, int batch, int 
 int clip_encode_image(const clip_model *m, const float *pixels, int batch, float *out)
 {
     if (batch <= 0) return 0;
-    enc_job j = {.m = m, .pixels = pixels, .out = out, .batch = batch};
-    return encode(&j);
+    int *cls = calloc((size_t)batch, sizeof *cls); /* the class token: row 0 */
+    if (!cls) return err_set(ERR_INTERNAL, "out of memory");
+    enc_job j = {.m = m, .pixels = pixels, .pool = cls, .out = out, .batch = batch};
+    int rc = encode(&j);
+    free(cls);
+    return rc;
 }
 
 void clip_l2_normalize(float *x, int n, int d)

@@ -1522,6 +1522,41 @@ void nn_packb(float *bp, const float *w, int N, int K)
         }
 }
 
+/* o (kc x 8, k-major) = rows 0..7 of a (row stride lda), columns 0..kc-1; rows >= nrows
+ * are zeros.  Whole strips go 8 x 8 blocks at a time through an AVX transpose. */
+static void pack_rows8(float *o, const float *a, size_t lda, int nrows, int kc)
+{
+    int k = 0;
+    if (nrows >= 8)
+        for (; k + 8 <= kc; k += 8) {
+            __m256 r0 = _mm256_loadu_ps(a + k), r1 = _mm256_loadu_ps(a + lda + k),
+                   r2 = _mm256_loadu_ps(a + 2 * lda + k), r3 = _mm256_loadu_ps(a + 3 * lda + k),
+                   r4 = _mm256_loadu_ps(a + 4 * lda + k), r5 = _mm256_loadu_ps(a + 5 * lda + k),
+                   r6 = _mm256_loadu_ps(a + 6 * lda + k), r7 = _mm256_loadu_ps(a + 7 * lda + k);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+                   t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+                   t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = o + (size_t)k * 8;
+            _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    for (int r = 0; r < 8; r++) {
+        const float *row = r < nrows ? a + (size_t)r * lda : NULL;
+        for (int q = k; q < kc; q++)
+            o[(size_t)q * 8 + r] = row ? row[q] : 0.0f;
+    }
+}
+
 void nn_gemm_packb(float *c, size_t ldc, const float *a, size_t lda, const float *bp, int M, int N, int K, int n0,
                    int n1)
 {
@@ -1534,15 +1569,8 @@ void nn_gemm_packb(float *c, size_t ldc, const float *a, size_t lda, const float
         int kc = K - k0 < PB_KC ? K - k0 : PB_KC;
         for (int m0 = 0; m0 < M; m0 += PB_MC) {
             int mc = M - m0 < PB_MC ? M - m0 : PB_MC;
-            for (int s = 0; s < mc; s += MR) {
-                float *o = ap + (size_t)s * kc;
-                const float *rows[MR];
-                for (int r = 0; r < MR; r++)
-                    rows[r] = m0 + s + r < M ? a + (size_t)(m0 + s + r) * lda + k0 : NULL;
-                for (int k = 0; k < kc; k++)
-                    for (int r = 0; r < MR; r++)
-                        o[k * MR + r] = rows[r] ? rows[r][k] : 0.0f;
-            }
+            for (int s = 0; s < mc; s += MR)
+                pack_rows8(ap + (size_t)s * kc, a + (size_t)(m0 + s) * lda + k0, lda, M - m0 - s, kc);
             for (int n = n0 / NR * NR; n < n1; n += NR) {
                 int nr = n1 - n < NR ? n1 - n : NR;
                 const float *b = bp + ((size_t)n / NR * K + k0) * NR;
