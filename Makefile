@@ -106,9 +106,15 @@ $(BUILD)/fuzz/fuzz_record: tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(wildcard l
 	mkdir -p $(BUILD)/fuzz
 	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(PKG_LIBS) -lm
 
-fuzz-build: $(BUILD)/fuzz/fuzz_record
+FUZZ_WEIGHTS_SRC := lib/safetensors.c lib/torchzip.c lib/json.c lib/err.c
+$(BUILD)/fuzz/fuzz_weights: tests/fuzz/fuzz_weights.c $(FUZZ_WEIGHTS_SRC) $(wildcard lib/*.h)
+	mkdir -p $(BUILD)/fuzz
+	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_weights.c $(FUZZ_WEIGHTS_SRC) -lz -lm
+
+fuzz-build: $(BUILD)/fuzz/fuzz_record $(BUILD)/fuzz/fuzz_weights
 fuzz: deps-test fuzz-build
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_record $${FUZZ_SECONDS:-3600}
+	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_weights $${FUZZ_SECONDS:-3600} tests/fuzz/corpus-weights
 
 # ---- benchmarks (not tests): ratios against PyTorch measured in the same run ----
 bench: deps-bench

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh - runs every unit test binary and every tool test script; prints
 # "N passed, N failed" (and skips) last.  A test exits 0 pass, 77 skip, else fail.
-# Env: BUILD (build dir), FUZZ_SECONDS (0 skips the fuzz run), TESTS (a filter regex).
+# Env: BUILD (build dir), FUZZ_SECONDS (0 skips the fuzz runs; record's length, default 60),
+# FUZZ_WEIGHTS_SECONDS (the weight readers', default 30), TESTS (a filter regex).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -29,6 +30,9 @@ for t in tests/tools/*.sh; do
 done
 if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_record" ]; then
     run_one "fuzz/record" tests/fuzz/run.sh "$BUILD/fuzz/fuzz_record" "${FUZZ_SECONDS:-60}"
+fi
+if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_weights" ]; then
+    run_one "fuzz/weights" tests/fuzz/run.sh "$BUILD/fuzz/fuzz_weights" "${FUZZ_WEIGHTS_SECONDS:-30}" tests/fuzz/corpus-weights
 fi
 echo "logs: $logdir"
 [ ${#failed[@]} = 0 ] || echo "failed: ${failed[*]}"
