@@ -5,7 +5,7 @@
  * What it is: random tensors, one warm-up call, then reps calls per kernel, wall-clock ms per
  * call and the direct convolution's GFLOP/s (2 flops per multiply-add; Winograd does fewer).
  * Not a training benchmark (bench/train_resnet8.c is).
- * Usage: conv_layers [threads [reps [algos]]]  (default 1 5 "igemm,winograd,winograd4") */
+ * Usage: conv_layers [threads [reps [algos]]]  (default 1 5 "igemm,winograd") */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +17,7 @@
 int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 5;
-    const char *algos = argc > 3 ? argv[3] : "igemm,winograd,winograd4";
+    const char *algos = argc > 3 ? argv[3] : "igemm,winograd";
     tool_set_threads(threads);
     nn_set_threads(threads);
     static const struct {
@@ -33,8 +33,8 @@ int main(int argc, char **argv)
     rng_init(&r, 1, "bench", 0, 0);
     printf("%-14s %-9s %9s %9s %9s %9s %9s\n", "layer", "algo", "fwd_ms", "fwd_GF/s", "bwd_ms",
            "bwd_GF/s", "dw_ms");
-    static const char *names[4] = {"blas", "igemm", "winograd", "winograd4"};
-    double tot[4][2] = {{0}};
+    static const char *names[3] = {"blas", "igemm", "winograd"};
+    double tot[3][2] = {{0}};
     for (int l = 0; l < nl; l++) {
         nn_conv2d_dims d = nn_conv2d_make(n, L[l].ci, L[l].h, L[l].h, L[l].co, L[l].k, L[l].s, L[l].p);
         size_t nx = (size_t)n * d.ci * d.h * d.w, nw = (size_t)d.co * d.ci * d.kh * d.kw,
@@ -49,7 +49,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < ny; i++)
             dy[i] = (float)rng_normal(&r);
         double flops = 2.0 * nw * d.ho * d.wo * n;
-        for (int a = 0; a < 4; a++) {
+        for (int a = 0; a < 3; a++) {
             char key[16];
             snprintf(key, sizeof key, "%s,", names[a]);
             char list[256];
@@ -78,7 +78,7 @@ int main(int argc, char **argv)
         }
         free(x), free(w), free(y), free(dy), free(dx), free(dw), free(ws);
     }
-    for (int a = 0; a < 4; a++)
+    for (int a = 0; a < 3; a++)
         if (tot[a][0] > 0)
             printf("%-14s %-9s %9.2f %9s %9.2f   (threads %d)\n", "total", names[a],
                    1e3 * tot[a][0], "", 1e3 * tot[a][1], threads);

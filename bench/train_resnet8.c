@@ -4,7 +4,7 @@
  * What it is: random normalised inputs, the model's own init, warm-up steps, then timed
  * steps for about --seconds.  FLOPs counted as 3x the forward convolution and linear
  * multiply-adds (2 flops each), the usual training estimate.  Not a data-loading benchmark.
- * Usage: train_resnet8 [threads [batch [seconds [igemm|blas|winograd|winograd4|default]]]]
+ * Usage: train_resnet8 [threads [batch [seconds [igemm|blas|winograd|default]]]]
  * (default 1 32 5 default: nn's default conv algorithm, or FEDSM_CONV_ALGO's) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,9 +56,8 @@ int main(int argc, char **argv)
     int algo = !strcmp(an, "blas")       ? nn_set_conv_algo(NN_CONV_BLAS)
                : !strcmp(an, "igemm")    ? nn_set_conv_algo(NN_CONV_IGEMM)
                : !strcmp(an, "winograd") ? nn_set_conv_algo(NN_CONV_WINOGRAD)
-               : !strcmp(an, "winograd4") ? nn_set_conv_algo(NN_CONV_WINOGRAD4)
                                          : nn_conv_algo();
-    static const char *names[] = {"blas", "igemm", "winograd", "winograd4"};
+    static const char *names[] = {"blas", "igemm", "winograd"};
     model_config c;
     model_config_default(&c, "resnet8");
     model *m = model_new(&c);

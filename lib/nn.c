@@ -2,7 +2,7 @@
  * cross-entropy, distillation loss, SGD, crop/flip.
  *
  * Sections: thread pool; 16-lane vector helpers; conv2d (our implicit GEMM on AVX-512 builds,
- * with Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3 stride-1 convolutions on the same
+ * with Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions on the same
  * micro-kernel, and im2col + OpenBLAS sgemm, grouped per ~512 output columns, everywhere);
  * BatchNorm2d; elementwise; pooling; linear; losses; SGD; augmentation.
  * Work is split over our own pool with a static split and a fixed reduction order, so results
@@ -838,7 +838,7 @@ static void igemm_dw(float *dw, const float *dy, const float *x, const nn_conv2d
  * whole tile rows (wg_geom.nbt tiles, V and M about 512 KB each): the input transform writes
  * V straight into the packed B strips, the GEMMs write M (rows padded to MR), the output
  * transform writes every output once.  The transforms hold 16 tiles per vector (wg_chunk).
- * F(4x4, 3x3) (NN_CONV_WINOGRAD4) below reuses the blocking with 36 GEMMs. */
+ */
 #define WG_MIN_K 8 /* smaller reductions (the 3-channel stem) stay on the implicit GEMM */
 
 static int wg_ok(const nn_conv2d_dims *d, int k)
@@ -884,7 +884,7 @@ static void wg_pack_weights(float *pu, const float *w, int m, int k, size_t sm, 
 /* geometry of one Winograd convolution: x (N, K, H, W) -> y (N, M, Ho, Wo), pad p */
 typedef struct {
     int k, h, w, m, ho, wo, pad;
-    int r, nx;     /* output tile size (2: F(2x2, 3x3), 4: F(4x4, 3x3)), (r + 2)^2 */
+    int r, nx;     /* output tile size (2: F(2x2, 3x3)), (r + 2)^2 */
     int th, tw;    /* tile rows / columns per image */
     int nbt;       /* tile capacity of a block (multiple of NR) */
     size_t ss, xs; /* V: floats per packed strip, per xi */
@@ -1087,201 +1087,19 @@ static void wg_output_row(float *y, const wg_geom *g, const float *mb, const flo
     }
 }
 
-/* ---- F(4x4, 3x3): 6 x 6 input patches at (4 ty - pad, 4 tx - pad), 36 GEMMs, 4x fewer
- * multiply-adds than direct (Lavin & Gray's matrices, points 0, +-1, +-2):
- *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
- *          0 4 0 -5 0 1]
- *   G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
- *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
-
-/* pu [36 xi][M/MR strips][K][MR] = G g G^T (computed in double), as wg_pack_weights */
-static void wg4_pack_weights(float *pu, const float *w, int m, int k, size_t sm, size_t sk,
-                             int flip)
-{
-    static const double G[6][3] = {{0.25, 0, 0},
-                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                   {0, 0, 1}};
-    const size_t xs = pad_to((size_t)m, MR) * k;
-    for (int ms = 0; ms * MR < m; ms++)
-        for (int kk = 0; kk < k; kk++)
-            for (int r = 0; r < MR; r++) {
-                int mm = ms * MR + r;
-                float *o = pu + ((size_t)ms * k + kk) * MR + r;
-                if (mm >= m) {
-                    for (int x = 0; x < 36; x++)
-                        o[x * xs] = 0;
-                    continue;
-                }
-                const float *g0 = w + mm * sm + kk * sk;
-                double g[3][3], t[6][3];
-                for (int i = 0; i < 9; i++)
-                    g[i / 3][i % 3] = g0[flip ? 8 - i : i];
-                for (int i = 0; i < 6; i++)
-                    for (int j = 0; j < 3; j++)
-                        t[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
-                for (int i = 0; i < 6; i++)
-                    for (int j = 0; j < 6; j++)
-                        o[(6 * i + j) * xs] =
-                            (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
-            }
-}
-
-/* t[0..5] = B^T d[0..5] */
-#define WG4_BT(t, d)                                                                               \
-    do {                                                                                           \
-        const __m512 f4_ = _mm512_set1_ps(4.0f), f5_ = _mm512_set1_ps(-5.0f),                      \
-                     f2_ = _mm512_set1_ps(2.0f), m4_ = _mm512_set1_ps(-4.0f);                      \
-        __m512 d42_ = _mm512_sub_ps(d[4], d[2]);                                                   \
-        t[0] = _mm512_fmadd_ps(f4_, d[0], _mm512_fmadd_ps(f5_, d[2], d[4]));                       \
-        t[1] = _mm512_fmadd_ps(m4_, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));         \
-        t[2] = _mm512_fmadd_ps(f4_, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));         \
-        t[3] = _mm512_fmadd_ps(f2_, _mm512_sub_ps(d[3], d[1]), d42_);                              \
-        t[4] = _mm512_fmadd_ps(f2_, _mm512_sub_ps(d[1], d[3]), d42_);                              \
-        t[5] = _mm512_fmadd_ps(f4_, d[1], _mm512_fmadd_ps(f5_, d[3], d[5]));                       \
-    } while (0)
-
-/* as wg_input_row, F(4x4, 3x3) */
-static void wg4_input_row(float *vp, const wg_geom *g, const float *x, int ty, int tx0, int len,
-                          int t)
-{
-    __m512i idx[4]; /* lanes 0..7: elements k, k + 4, ..., k + 28 of a register pair */
-    for (int k = 0; k < 4; k++)
-        idx[k] = _mm512_setr_epi32(k, k + 4, k + 8, k + 12, k + 16, k + 20, k + 24, k + 28, k,
-                                   k + 4, k + 8, k + 12, k + 16, k + 20, k + 24, k + 28);
-    const int c0 = 4 * tx0 - g->pad, y0 = 4 * ty - g->pad;
-    __mmask16 lm[6]; /* loads at columns c0 + 16 q (q < 4), c0 + 64, c0 + 65 (one lane) */
-    for (int q = 0; q < 6; q++) {
-        int a = c0 + (q < 4 ? 16 * q : 64 + (q - 4));
-        lm[q] = lanes(g->w - a) & (__mmask16)~lanes(-a) & (q == 5 ? 1 : 0xFFFF);
-    }
-    const int lane0 = t % NR, split = lane0 + len > NR;
-    const __mmask16 m0 = lanes(split ? NR - lane0 : len), m1 = lanes(len) & (__mmask16)~m0;
-    const __mmask16 m1c = lanes(__builtin_popcount(m1)); /* m1's lanes, compressed */
-    float *p0 = vp + (size_t)(t / NR) * g->ss + lane0, *p1 = vp + (size_t)(t / NR + 1) * g->ss;
-    const size_t plane = (size_t)g->h * g->w;
-    for (int c = 0; c < g->k; c++) {
-        __m512 r[6][6]; /* row transforms of the 6 input rows */
-        for (int i = 0; i < 6; i++) {
-            int y = y0 + i;
-            if (y < 0 || y >= g->h) {
-                for (int b = 0; b < 6; b++)
-                    r[i][b] = _mm512_setzero_ps();
-                continue;
-            }
-            uintptr_t row = (uintptr_t)(x + c * plane + (size_t)y * g->w) + (intptr_t)c0 * 4;
-            __m512 v[6], d[6];
-            for (int q = 0; q < 6; q++)
-                v[q] = _mm512_maskz_loadu_ps(lm[q], (const void *)(row + (q < 4 ? 64 * q : 256 + 4 * (q - 4))));
-            for (int k = 0; k < 4; k++)
-                d[k] = _mm512_shuffle_f32x4(_mm512_permutex2var_ps(v[0], idx[k], v[1]),
-                                            _mm512_permutex2var_ps(v[2], idx[k], v[3]), 0x44);
-            d[4] = _mm512_castsi512_ps(
-                _mm512_alignr_epi32(_mm512_castps_si512(v[4]), _mm512_castps_si512(d[0]), 1));
-            d[5] = _mm512_castsi512_ps(
-                _mm512_alignr_epi32(_mm512_castps_si512(v[5]), _mm512_castps_si512(d[1]), 1));
-            WG4_BT(r[i], d);
-        }
-        float *o0 = p0 + (size_t)c * NR, *o1 = p1 + (size_t)c * NR;
-        for (int b = 0; b < 6; b++) {
-            __m512 col[6] = {r[0][b], r[1][b], r[2][b], r[3][b], r[4][b], r[5][b]}, v[6];
-            WG4_BT(v, col);
-            for (int a = 0; a < 6; a++) {
-                size_t off = (size_t)(6 * a + b) * g->xs;
-                _mm512_mask_storeu_ps(o0 + off, m0, v[a]);
-                if (split)
-                    _mm512_mask_storeu_ps(o1 + off, m1c, _mm512_maskz_compress_ps(m1, v[a]));
-            }
-        }
-    }
-}
-
-/* y[0..3] = A^T m[0..5] */
-#define WG4_AT(y, m)                                                                               \
-    do {                                                                                           \
-        __m512 p12_ = _mm512_add_ps(m[1], m[2]), n12_ = _mm512_sub_ps(m[1], m[2]),                 \
-               p34_ = _mm512_add_ps(m[3], m[4]), n34_ = _mm512_sub_ps(m[3], m[4]);                 \
-        y[0] = _mm512_add_ps(_mm512_add_ps(m[0], p12_), p34_);                                     \
-        y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), n34_, n12_);                                  \
-        y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), p34_, p12_);                                  \
-        y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), n34_, n12_), m[5]);             \
-    } while (0)
-
-/* as wg_output_row, F(4x4, 3x3) */
-static void wg4_output_row(float *y, const wg_geom *g, const float *mb, const float *bias, int ty,
-                           int tx0, int len, int t)
-{
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi =
-        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    const __m512i qlo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
-    const __m512i qhi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-    const __mmask16 lm = lanes(len);
-    const int n = g->wo - 4 * tx0 < 4 * len ? g->wo - 4 * tx0 : 4 * len; /* output columns */
-    const int rows = g->ho - 4 * ty < 4 ? g->ho - 4 * ty : 4;
-    const size_t plane = (size_t)g->ho * g->wo;
-    for (int co = 0; co < g->m; co++) {
-        const float *src = mb + (size_t)co * g->ldc + t;
-        __m512 s[4][6]; /* s[j][a] = (M A)[a][j] */
-        for (int a = 0; a < 6; a++) {
-            __m512 m[6], yy[4];
-            for (int b = 0; b < 6; b++)
-                m[b] = _mm512_maskz_loadu_ps(lm, src + (6 * a + b) * g->ms_);
-            WG4_AT(yy, m);
-            for (int j = 0; j < 4; j++)
-                s[j][a] = yy[j];
-        }
-        __m512 bv = _mm512_set1_ps(bias ? bias[co] : 0.0f);
-        __m512 yc[4][4]; /* yc[j][i] = Y[i][j] */
-        for (int j = 0; j < 4; j++) {
-            WG4_AT(yc[j], s[j]);
-            if (bias)
-                for (int i = 0; i < 4; i++)
-                    yc[j][i] = _mm512_add_ps(yc[j][i], bv);
-        }
-        float *out = y + co * plane + (size_t)(4 * ty) * g->wo + 4 * tx0;
-        for (int i = 0; i < rows; i++) {
-            __m512 a0 = _mm512_permutex2var_ps(yc[0][i], lo, yc[1][i]),
-                   a1 = _mm512_permutex2var_ps(yc[0][i], hi, yc[1][i]),
-                   b0 = _mm512_permutex2var_ps(yc[2][i], lo, yc[3][i]),
-                   b1 = _mm512_permutex2var_ps(yc[2][i], hi, yc[3][i]);
-            __m512 o[4] = {
-                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a0), qlo, _mm512_castps_pd(b0))),
-                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a0), qhi, _mm512_castps_pd(b0))),
-                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a1), qlo, _mm512_castps_pd(b1))),
-                _mm512_castpd_ps(_mm512_permutex2var_pd(_mm512_castps_pd(a1), qhi, _mm512_castps_pd(b1)))};
-            float *op = out + (size_t)i * g->wo;
-            for (int q = 0; q * 16 < n; q++)
-                _mm512_mask_storeu_ps(op + 16 * q, lanes(n - 16 * q), o[q]);
-        }
-    }
-}
-
 /* y (n images (M, Ho, Wo)) = conv3x3(x (n images (K, H, W))) (+ bias) with pu = the packed
  * transformed weights; scratch: wg_thread_floats floats */
 static void wg_conv(float *y, const float *x, const float *pu, const float *bias, int n,
                     const wg_geom *g, float *scratch)
 {
     float *vp = scratch, *mb = scratch + g->nx * g->xs;
-    const size_t xin = (size_t)g->k * g->h * g->w, yout = (size_t)g->m * g->ho * g->wo;
     const size_t pus = pad_to((size_t)g->m, MR) * g->k;
     const int rpb = g->nbt / g->tw; /* tile rows per block */
     const int total = n * g->th;     /* tile rows of the n images */
     for (int r0 = 0; r0 < total; r0 += rpb) {
         int nrow = total - r0 < rpb ? total - r0 : rpb, nt = nrow * g->tw;
         int nstrips = (nt + NR - 1) / NR;
-        if (g->r == 4)
-            for (int j = 0; j < nrow; j++) {
-                int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
-                for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
-                    int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
-                    wg4_input_row(vp, g, x + img * xin, ty, tx0, len, j * g->tw + tx0);
-                }
-            }
-        else
-            WG_FOR_CHUNKS(g, r0, nrow, ch, wg_input_row(vp, g, x, &ch));
+        WG_FOR_CHUNKS(g, r0, nrow, ch, wg_input_row(vp, g, x, &ch));
         if (nt % NR) /* columns past the block's tiles: zeros (no stale NaN or denormals) */
             for (int xi = 0; xi < g->nx; xi++)
                 for (int c = 0; c < g->k; c++) {
@@ -1295,16 +1113,7 @@ static void wg_conv(float *y, const float *x, const float *pu, const float *bias
                     kernel_8x32(mb + xi * g->ms_ + (size_t)ms * MR * g->ldc + (size_t)ns * NR,
                                 g->ldc, 0, pu + xi * pus + (size_t)ms * g->k * MR,
                                 vp + xi * g->xs + (size_t)ns * g->ss, g->k);
-        if (g->r == 4)
-            for (int j = 0; j < nrow; j++) {
-                int img = (r0 + j) / g->th, ty = (r0 + j) % g->th;
-                for (int tx0 = 0; tx0 < g->tw; tx0 += 16) {
-                    int len = g->tw - tx0 < 16 ? g->tw - tx0 : 16;
-                    wg4_output_row(y + img * yout, g, mb, bias, ty, tx0, len, j * g->tw + tx0);
-                }
-            }
-        else
-            WG_FOR_CHUNKS(g, r0, nrow, ch, wg_output_row(y, g, mb, bias, &ch));
+        WG_FOR_CHUNKS(g, r0, nrow, ch, wg_output_row(y, g, mb, bias, &ch));
     }
 }
 
@@ -1458,7 +1267,7 @@ static wg_geom wg_bwd(const nn_conv2d_dims *d, int r)
 
 static size_t wg_shared_floats(const nn_conv2d_dims *d)
 {
-    size_t a = 36 * pad_to((size_t)d->co, MR) * d->ci, b = 36 * pad_to((size_t)d->ci, MR) * d->co;
+    size_t a = 16 * pad_to((size_t)d->co, MR) * d->ci, b = 16 * pad_to((size_t)d->ci, MR) * d->co;
     return (a > b ? a : b) + 16;
 }
 static size_t wg_tfl(const nn_conv2d_dims *d)
@@ -1802,8 +1611,7 @@ static int conv_algo_get(void)
         conv_algo = !e                        ? NN_CONV_DEFAULT
                     : !strcmp(e, "blas")      ? NN_CONV_BLAS
                     : !strcmp(e, "igemm")     ? NN_CONV_IGEMM
-                    : !strcmp(e, "winograd") ? NN_CONV_WINOGRAD
-                    : !strcmp(e, "winograd4") ? NN_CONV_WINOGRAD4
+                    : !strcmp(e, "winograd")  ? NN_CONV_WINOGRAD
                                               : NN_CONV_DEFAULT;
     }
     return conv_algo;
@@ -1820,9 +1628,7 @@ int nn_conv_algo(void)
 int nn_set_conv_algo(int algo)
 {
 #ifdef NN_IGEMM
-    conv_algo = algo == NN_CONV_BLAS || algo == NN_CONV_WINOGRAD || algo == NN_CONV_WINOGRAD4
-                    ? algo
-                    : NN_CONV_IGEMM;
+    conv_algo = algo == NN_CONV_BLAS || algo == NN_CONV_WINOGRAD ? algo : NN_CONV_IGEMM;
     return conv_algo;
 #else
     (void)algo;
@@ -1931,12 +1737,9 @@ void nn_conv2d_forward(float *out, const float *in, const float *w, const float 
     conv_task t = {.out = out, .in = in, .w = w, .b = b, .d = d, .ws = ws};
 #ifdef NN_IGEMM
     int algo = conv_algo_get();
-    if ((algo == NN_CONV_WINOGRAD || algo == NN_CONV_WINOGRAD4) && wg_ok(d, d->ci)) {
-        t.wg = algo == NN_CONV_WINOGRAD4 ? 4 : 2;
-        if (t.wg == 4)
-            wg4_pack_weights(ws, w, d->co, d->ci, (size_t)d->ci * 9, 9, 0);
-        else
-            wg_pack_weights(ws, w, d->co, d->ci, (size_t)d->ci * 9, 9, 0);
+    if (algo == NN_CONV_WINOGRAD && wg_ok(d, d->ci)) {
+        t.wg = 2;
+        wg_pack_weights(ws, w, d->co, d->ci, (size_t)d->ci * 9, 9, 0);
         t.pa = ws;
         nn_run(conv_forward_wg_task, &t);
         return;
@@ -2117,14 +1920,12 @@ void nn_conv2d_backward(float *din, float *dw, float *db, const float *dout, con
 #ifdef NN_IGEMM
     int algo = conv_algo_get();
     if (algo != NN_CONV_BLAS) {
-        int wgo = algo == NN_CONV_WINOGRAD || algo == NN_CONV_WINOGRAD4;
-        t.wg = din && wgo && wg_ok(d, d->co) ? (algo == NN_CONV_WINOGRAD4 ? 4 : 2) : 0;
+        int wgo = algo == NN_CONV_WINOGRAD;
+        t.wg = din && wgo && wg_ok(d, d->co) ? 2 : 0;
         /* Winograd weight gradient from 16x16 maps up: on 8x8 maps (16 tiles per image) the
          * per-thread Z (16 Co Ci floats) costs more than it saves (measured, ResNet-8 layer3) */
         t.wgdw = wgo && wg_ok(d, d->ci < d->co ? d->ci : d->co) && d->ho * d->wo >= 256;
-        if (t.wg == 4)
-            wg4_pack_weights(ws, w, d->ci, d->co, 9, (size_t)d->ci * 9, 1);
-        else if (t.wg)
+        if (t.wg)
             wg_pack_weights(ws, w, d->ci, d->co, 9, (size_t)d->ci * 9, 1);
         else if (din && conv_dx_as_conv(d))
             pack_a_flipped(ws, w, d);

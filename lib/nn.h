@@ -44,12 +44,11 @@ void nn_parallel(nn_task_fn fn, void *ctx);
  * 8x32 AVX-512 micro-kernel); NN_CONV_WINOGRAD, the implicit GEMM except Winograd F(2x2,
  * 3x3) for the forward, input and weight gradients of 3x3 stride-1 convolutions with
  * pad <= 2 and at least 8 channels on the reduced side (the default in AVX-512 builds);
- * NN_CONV_WINOGRAD4, the same with F(4x4, 3x3) for the forward and input gradient (4x fewer
- * multiply-adds there, about 10x the rounding error of F(2x2)); or NN_CONV_BLAS (im2col +
- * OpenBLAS sgemm per image; the only one elsewhere).  Without a call, the environment
- * variable FEDSM_CONV_ALGO (blas, igemm, winograd, winograd4) picks it.  Returns the
+ * or NN_CONV_BLAS (im2col + OpenBLAS sgemm per image; the only one elsewhere).  (An
+ * F(4x4, 3x3) variant was dropped: slower here and ~10x the rounding error.)  Without a
+ * call, the environment variable FEDSM_CONV_ALGO (blas, igemm, winograd) picks it.  Returns the
  * algorithm in effect.  Not thread-safe; call outside kernels. */
-enum { NN_CONV_BLAS = 0, NN_CONV_IGEMM = 1, NN_CONV_WINOGRAD = 2, NN_CONV_WINOGRAD4 = 3 };
+enum { NN_CONV_BLAS = 0, NN_CONV_IGEMM = 1, NN_CONV_WINOGRAD = 2 };
 int nn_set_conv_algo(int algo);
 /* The algorithm in effect (after FEDSM_CONV_ALGO, when nn_set_conv_algo was not called). */
 int nn_conv_algo(void);
