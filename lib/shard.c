@@ -44,9 +44,9 @@ static int load_encoded(shard *s, const char *spec)
         int64_t prev = i ? off[i - 1] : 0;
         if ((i == 0 && off[0] != 0) || off[i] < prev || off[i] > nb || (i == s->n && off[i] != nb))
             return err_set(ERR_FORMAT,
-                           "bad offsets (stream %s, record 0, field tensors.offsets[%lld]): %lld; "
-                           "offsets must rise from 0 to len(jpeg) = %lld",
-                           spec, (long long)i, (long long)off[i], (long long)nb);
+                           "bad offsets (stream %s, record 0, field tensors.offsets[%lld]): %lld "
+                           "after %lld; offsets must rise from 0 to len(jpeg) = %lld",
+                           spec, (long long)i, (long long)off[i], (long long)prev, (long long)nb);
     }
     const uint8_t *b = jp->data;
     for (int64_t i = 0; i < s->n; i++)
