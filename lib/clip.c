@@ -6,6 +6,7 @@
 #include "clip.h"
 
 #include "err.h"
+#include "imgaug.h"
 #include "json.h"
 #include "nn.h"
 #include "safetensors.h"
@@ -836,130 +837,11 @@ void clip_free(clip_model *m)
     free(m);
 }
 
-/* ---- preprocessing: Pillow's 8-bit bicubic resample (two passes), crop, normalise ---- */
-
-#define PREC_BITS 22 /* Pillow: 32 - 8 - 2 */
-
-static double bicubic(double x)
-{
-    const double a = -0.5;
-    if (x < 0) x = -x;
-    if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-    if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
-    return 0;
-}
-
-/* Fixed-point coefficients for resizing in_size -> out_size; *ksize per output. */
-static int resample_coeffs(int in_size, int out_size, int **bounds_out, int32_t **k_out, int *ksize_out)
-{
-    double scale = (double)in_size / out_size, fscale = scale < 1 ? 1 : scale, support = 2.0 * fscale;
-    int ksize = (int)ceil(support) * 2 + 1;
-    double *kk = malloc((size_t)out_size * ksize * sizeof *kk);
-    int32_t *ki = malloc((size_t)out_size * ksize * sizeof *ki);
-    int *bounds = malloc((size_t)out_size * 2 * sizeof *bounds);
-    if (!kk || !ki || !bounds) {
-        free(kk); free(ki); free(bounds);
-        return err_set(ERR_INTERNAL, "out of memory");
-    }
-    for (int xx = 0; xx < out_size; xx++) {
-        double center = (xx + 0.5) * scale, ww = 0, ss = 1.0 / fscale;
-        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
-        if (xmin < 0) xmin = 0;
-        if (xmax > in_size) xmax = in_size;
-        xmax -= xmin;
-        double *k = kk + (size_t)xx * ksize;
-        int x = 0;
-        for (; x < xmax; x++) { k[x] = bicubic((x + xmin - center + 0.5) * ss); ww += k[x]; }
-        for (x = 0; x < xmax; x++) if (ww != 0) k[x] /= ww;
-        for (; x < ksize; x++) k[x] = 0;
-        bounds[2 * xx] = xmin;
-        bounds[2 * xx + 1] = xmax;
-    }
-    for (size_t q = 0; q < (size_t)out_size * ksize; q++)
-        ki[q] = (int32_t)(kk[q] < 0 ? -0.5 + kk[q] * (1 << PREC_BITS) : 0.5 + kk[q] * (1 << PREC_BITS));
-    free(kk);
-    *bounds_out = bounds;
-    *k_out = ki;
-    *ksize_out = ksize;
-    return 0;
-}
-
-static uint8_t clip8(int32_t v)
-{
-    v >>= PREC_BITS;
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-}
-
-/* One plane (h, w) -> (oh, ow): horizontal pass, then vertical, as Pillow does. */
-static int resize_plane(uint8_t *out, const uint8_t *in, int h, int w, int oh, int ow)
-{
-    uint8_t *tmp = NULL;
-    const uint8_t *src = in;
-    int rc = 0;
-    if (ow != w) {
-        int *bd, ks;
-        int32_t *k;
-        if ((rc = resample_coeffs(w, ow, &bd, &k, &ks))) return rc;
-        tmp = malloc((size_t)h * ow);
-        if (!tmp) { free(bd); free(k); return err_set(ERR_INTERNAL, "out of memory"); }
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < ow; x++) {
-                int32_t ss = 1 << (PREC_BITS - 1);
-                const int32_t *kx = k + (size_t)x * ks;
-                const uint8_t *row = in + (size_t)y * w + bd[2 * x];
-                for (int q = 0; q < bd[2 * x + 1]; q++) ss += row[q] * kx[q];
-                tmp[(size_t)y * ow + x] = clip8(ss);
-            }
-        free(bd);
-        free(k);
-        src = tmp;
-    }
-    if (oh != h) {
-        int *bd, ks;
-        int32_t *k;
-        if ((rc = resample_coeffs(h, oh, &bd, &k, &ks))) { free(tmp); return rc; }
-        for (int y = 0; y < oh; y++) {
-            const int32_t *ky = k + (size_t)y * ks;
-            for (int x = 0; x < ow; x++) {
-                int32_t ss = 1 << (PREC_BITS - 1);
-                for (int q = 0; q < bd[2 * y + 1]; q++) ss += src[(size_t)(bd[2 * y] + q) * ow + x] * ky[q];
-                out[(size_t)y * ow + x] = clip8(ss);
-            }
-        }
-        free(bd);
-        free(k);
-    } else {
-        memcpy(out, src, (size_t)oh * ow);
-    }
-    free(tmp);
-    return 0;
-}
-
-/* Python's round() of d / 2 for an integer d >= 0 (half to even). */
-static int half_round_even(int d)
-{
-    int q = d / 2;
-    return (d % 2 && q % 2) ? q + 1 : q;
-}
+/* ---- preprocessing: Pillow's 8-bit bicubic resample (imgaug.c), crop, normalise ---- */
 
 int clip_resize_crop_u8(uint8_t *out, const uint8_t *chw, int h, int w, int size)
 {
-    if (h < 1 || w < 1 || size < 1 || h > 65535 || w > 65535)
-        return err_set(ERR_FORMAT, "bad image size %dx%d", w, h);
-    int oh, ow; /* torchvision Resize(int): shorter side to size, longer int(size * long / short) */
-    if (h <= w) { oh = size; ow = (int)((double)size * w / h); }
-    else { ow = size; oh = (int)((double)size * h / w); }
-    uint8_t *r = malloc((size_t)oh * ow);
-    if (!r) return err_set(ERR_INTERNAL, "out of memory");
-    int top = half_round_even(oh - size), left = half_round_even(ow - size);
-    for (int c = 0; c < 3; c++) {
-        int rc = resize_plane(r, chw + (size_t)c * h * w, h, w, oh, ow);
-        if (rc) { free(r); return rc; }
-        for (int y = 0; y < size; y++)
-            memcpy(out + ((size_t)c * size + y) * size, r + (size_t)(y + top) * ow + left, (size_t)size);
-    }
-    free(r);
-    return 0;
+    return imgaug_resize_center_crop(out, chw, h, w, size, size, IMGAUG_BICUBIC);
 }
 
 int clip_preprocess(float *out, const uint8_t *chw, int h, int w, int size)

@@ -2,7 +2,9 @@
  * class accuracy, many/medium/few (training counts > 100 / 20..100 / < 20, from the
  * partition record), mean cross-entropy, confusion matrix.  Writes a `metrics` record, a
  * CSV row (column top1 is a fraction) and/or a JSON line.  Eval-mode BatchNorm.
- * --head swaps in a retrained classifier (CReFF/CLIP2FL/FedSM).  Not a trainer. */
+ * Encoded (JPEG/PNG) test shards are decoded batch by batch and go through torchvision's
+ * eval transform (Resize, CenterCrop; imgaug.h).  --head swaps in a retrained classifier
+ * (CReFF/CLIP2FL/FedSM).  Not a trainer. */
 #include "endpoint.h"
 #include "err.h"
 #include "model.h"
@@ -25,7 +27,8 @@ _Noreturn static void usage(void)
     printf("usage: evaluate --model M --test TEST [options]\n"
            "Top-1 and per-class accuracy of model M on the test shard.\n\n"
            "  -m, --model M        model (kind model)\n"
-           "      --test TEST      test shard (kind shard; partition's test.mpk.zst)\n"
+           "      --test TEST      test shard (kind shard; partition's test.mpk.zst); encoded\n"
+           "                       (JPEG/PNG) images get Resize(256/224 x input) + CenterCrop\n"
            "  -p, --partition P    partition record: training class counts for many/medium/few\n"
            "                       (many > 100, medium 20..100, few < 20 training images)\n"
            "      --head H         replace the classifier (fc.weight, fc.bias) with H's\n"
@@ -152,7 +155,9 @@ int main(int argc, char **argv)
         rec_free(p);
     }
 
-    size_t img = (size_t)s->c * (size_t)s->h * (size_t)s->w;
+    /* encoded shards: Resize + CenterCrop to the model's input size as they are decoded */
+    int S = m->cfg.input_size;
+    size_t img = s->bytes ? (size_t)3 * S * S : (size_t)s->c * (size_t)s->h * (size_t)s->w;
     float *x = aligned_alloc64((size_t)batch * img * sizeof *x);
     float *probs = malloc((size_t)batch * (size_t)C * sizeof *probs);
     int64_t *rows = malloc((size_t)batch * sizeof *rows);
@@ -165,7 +170,12 @@ int main(int argc, char **argv)
         int nb = (int)(s->n - b0 < batch ? s->n - b0 : batch);
         for (int i = 0; i < nb; i++)
             rows[i] = b0 + i;
-        shard_gather(x, s, rows, nb, mean, std);
+        if (s->bytes) {
+            if (shard_gather_encoded(x, s, rows, nb, S, NULL, mean, std))
+                tool_fail(err_last());
+        } else {
+            shard_gather(x, s, rows, nb, mean, std);
+        }
         const float *logits = model_forward(m, x, nb, 0);
         if (!logits)
             tool_fail(err_last());

@@ -1,7 +1,8 @@
 /* local-train - the client step of a federated round (ALGORITHMS 1.6; CLIP2FL/FedSM KD 4.2):
  * load the global model and one client shard, train E epochs of plain SGD with the papers'
- * crop/flip augmentation, optionally distilling from CLIP teacher logits, and write an
- * `update` record (all weights and BN buffers, sample count, client id, round).
+ * crop/flip augmentation (encoded ImageNet-style shards: torchvision's RandomResizedCrop,
+ * flip and ColorJitter per image, imgaug.h), optionally distilling from CLIP teacher
+ * logits, and write an `update` record (all weights and BN buffers, sample count, client id, round).
  * Not here: aggregation (aggregate), teacher logits (clip-embed). */
 #include "endpoint.h"
 #include "err.h"
@@ -35,7 +36,10 @@ _Noreturn static void usage(void)
            "      --momentum M     SGD momentum (default 0)\n"
            "      --wd WD          weight decay (default 0)\n"
            "      --aug MODE       batch (one crop/flip per batch, as the reference code),\n"
-           "                       sample (per image) or none (default batch)\n"
+           "                       sample (per image) or none (default batch).  Encoded\n"
+           "                       (JPEG/PNG) shards: batch and sample both mean per-image\n"
+           "                       RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4) to the\n"
+           "                       model's input size; none, Resize + CenterCrop\n"
            "      --round R        round this update is for (default: the model's round + 1)\n"
            "      --client K       client id (default: the shard's meta.client)\n"
            "  -s, --seed S         seed (default 7); streams keyed by (seed, round, client)\n"
@@ -198,13 +202,16 @@ int main(int argc, char **argv)
         client = s->client;
     float *teacher = tpath ? teacher_rows(tpath, s, C, &o) : NULL;
 
-    size_t img = (size_t)s->c * (size_t)s->h * (size_t)s->w;
+    /* encoded shards are transformed to the model's input size as they are decoded */
+    int S = m->cfg.input_size;
+    size_t img = s->bytes ? (size_t)3 * S * S : (size_t)s->c * (size_t)s->h * (size_t)s->w;
     float *x = aligned_alloc64((size_t)batch * img * sizeof *x);
-    float *xa = aligned_alloc64((size_t)batch * img * sizeof *xa);
+    float *xa = s->bytes ? NULL : aligned_alloc64((size_t)batch * img * sizeof *xa);
+    uint64_t *seeds = malloc((size_t)batch * sizeof *seeds);
     float *tb = teacher ? malloc((size_t)batch * (size_t)C * sizeof *tb) : NULL;
     int32_t *yb = malloc((size_t)batch * sizeof *yb);
     int64_t *perm = malloc((size_t)(s->n ? s->n : 1) * sizeof *perm);
-    if (!x || !xa || !yb || !perm || (teacher && !tb))
+    if (!x || (!xa && !s->bytes) || !seeds || !yb || !perm || (teacher && !tb))
         tool_die(ERR_INTERNAL, "out of memory");
     rng rs, ra;
     rng_init(&rs, seed, "shuffle", round, client);
@@ -218,16 +225,24 @@ int main(int argc, char **argv)
         int64_t seen = 0;
         for (int64_t b0 = 0; b0 < s->n; b0 += batch) {
             int nb = (int)(s->n - b0 < batch ? s->n - b0 : batch);
-            shard_gather(x, s, perm + b0, nb, mean, std);
+            const float *in = x;
+            if (s->bytes) { /* ImageNet transforms per image (ALGORITHMS 1.5) */
+                for (int i = 0; i < nb && aug_mode != 2; i++)
+                    seeds[i] = rng_u64(&ra);
+                if (shard_gather_encoded(x, s, perm + b0, nb, S, aug_mode != 2 ? seeds : NULL,
+                                         mean, std))
+                    tool_fail(err_last());
+            } else {
+                shard_gather(x, s, perm + b0, nb, mean, std);
+                if (aug_mode != 2) {
+                    nn_augment_crop_flip(xa, x, nb, s->c, s->h, s->w, 4, aug_mode == 1, &ra);
+                    in = xa;
+                }
+            }
             for (int i = 0; i < nb; i++) {
                 yb[i] = s->labels[perm[b0 + i]];
                 if (tb)
                     memcpy(tb + (size_t)i * C, teacher + perm[b0 + i] * C, (size_t)C * sizeof *tb);
-            }
-            const float *in = x;
-            if (aug_mode != 2) {
-                nn_augment_crop_flip(xa, x, nb, s->c, s->h, s->w, 4, aug_mode == 1, &ra);
-                in = xa;
             }
             float loss;
             model_zero_grad(m);
@@ -283,6 +298,7 @@ int main(int argc, char **argv)
     rec_free(u);
     free(x);
     free(xa);
+    free(seeds);
     free(tb);
     free(yb);
     free(perm);
