@@ -12,6 +12,8 @@ FedAvg on a long-tailed, non-IID split of PATH (anything partition reads, or a .
 of an image folder, unpacked once into ~/.cache/fedsm).
 
   --data PATH        dataset (CIFAR binary folder, image folder, list file, .tar.zst)
+  --test-list FILE   list files (ImageNet-LT): the test set's list (partition --test-list)
+  --root DIR         list files: folder the listed paths are relative to (partition --root)
   --run DIR          run directory (default runs/fedavg); rerunning resumes it
   --if F             imbalance factor (default 100)       --alpha A   Dirichlet (0.5)
   --clients N        clients (default 20)                 --per-round K  clients per round (8)
@@ -37,10 +39,11 @@ USAGE
 }
 
 DATA= RUN=runs/fedavg IF=100 ALPHA=0.5 CLIENTS=20 PER_ROUND=8 ROUNDS=200 EPOCHS=10 BATCH=32
-LR=0.1 ARCH=resnet8 WIDTH= PROJ=0 SEED=7 JOBS=1 THREADS=1 AUG=batch LABEL=fedavg FORCE=0 QUIET=0 EVAL_EVERY=1
+LR=0.1 ARCH=resnet8 WIDTH= PROJ=0 TEST_LIST= ROOT= SEED=7 JOBS=1 THREADS=1 AUG=batch LABEL=fedavg FORCE=0 QUIET=0 EVAL_EVERY=1
 while [ $# -gt 0 ]; do
     case $1 in
     --data) DATA=$2; shift ;;        --run) RUN=$2; shift ;;
+    --test-list) TEST_LIST=$2; shift ;; --root) ROOT=$2; shift ;;
     --if) IF=$2; shift ;;            --alpha) ALPHA=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;  --per-round) PER_ROUND=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;    --epochs) EPOCHS=$2; shift ;;
@@ -67,9 +70,10 @@ export FEDSM_THREADS=$THREADS QUIET PLOT_TITLE=${PLOT_TITLE:-$LABEL}
 lock_run "$RUN"
 write_config "$RUN" method=fedavg data="$DATA" if="$IF" alpha="$ALPHA" clients="$CLIENTS" \
     per_round="$PER_ROUND" epochs="$EPOCHS" batch="$BATCH" lr="$LR" arch="$ARCH" \
-    width="$WIDTH" proj="$PROJ" seed="$SEED" aug="$AUG"
+    width="$WIDTH" proj="$PROJ" seed="$SEED" aug="$AUG" \
+    ${TEST_LIST:+test_list="$TEST_LIST"} ${ROOT:+root="$ROOT"}
 run_partition "$RUN" "$DATA" --if "$IF" --alpha "$ALPHA" --clients "$CLIENTS" --seed "$SEED" \
-    --threads "$JOBS" $( [ "$QUIET" = 1 ] && echo -q )
+    --threads "$JOBS" ${TEST_LIST:+--test-list "$TEST_LIST"} ${ROOT:+--root "$ROOT"} $( [ "$QUIET" = 1 ] && echo -q )
 P=$RUN/partition
 Q=$( [ "$QUIET" = 1 ] && echo -q || true )
 
