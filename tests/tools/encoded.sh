@@ -4,7 +4,8 @@
 # (ResNet-8 family, input 32) -> local-train (train transform, 2 threads, reproducible) ->
 # evaluate (eval transform): exit 0 and sane metrics.  Corrupt encoded shards (offsets that
 # do not rise, offsets past the bytes, a truncated JPEG inside) fail with one error line,
-# exit 3 and no output file.
+# exit 3 and no output file.  Then pipelines/fedavg.sh on list files of the same images
+# (--test-list, --root; ResNet-50 at width 8, 224 px): one round writes its metrics row.
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
 $PY -c 'import PIL, numpy, msgpack, zstandard' 2>/dev/null || skip "needs python3 PIL, numpy, msgpack, zstandard"
@@ -89,5 +90,14 @@ for k in 0 1 2; do
     2) grep -q "tensors.jpeg\[.*sample 0" "$T/err" || fail "truncated JPEG not named: $(cat "$T/err")" ;;
     esac
 done
+# the ImageNet-LT form of the pipeline: list files with --root, ResNet-50 (width 8) at 224
+for split in train test; do
+    (cd "$T/data" && for f in "$split"/*/*; do
+        case $f in */cat/*) c=0 ;; */dog/*) c=1 ;; *) c=2 ;; esac; echo "$f $c"; done) > "$T/$split.txt"
+done
+"$FEDSM_ROOT/pipelines/fedavg.sh" --data "$T/train.txt" --test-list "$T/test.txt" --root "$T/data" --if 1 \
+    --clients 2 --per-round 2 --rounds 1 --epochs 1 --batch 8 --arch resnet50 --width 8 --threads 2 \
+    --run "$T/inet" -q > "$T/inet.log" 2>&1 || { cat "$T/inet.log" >&2; fail "fedavg.sh on list files"; }
+grep -q '^fedavg,1,' "$T/inet/metrics.csv" || fail "fedavg.sh on list files wrote no metrics row"
 ls "$T"/*.tmp.* 2>/dev/null && fail "temp files left behind"
 done_tests
