@@ -13,7 +13,7 @@
 
 #include <cblas.h>
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "simd.h"
 #endif
 #include <math.h>
 #include <stdio.h>
@@ -43,12 +43,6 @@ static inline __m512 exp16(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
-}
-
-/* lanes [0, n) of a 16-lane block, n in 0..16 */
-static inline __mmask16 lanes(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n > 0 ? n : 0)) - 1);
 }
 #endif
 

@@ -380,7 +380,7 @@ static void stage_scatter(float *dst, const float *src, int g, int rows, size_t 
  * no col2im.  Blocking: K in KC = 256 slices, N in NC = 512 (the B panel, 512 KB, stays in
  * L2; one 32 KB B strip stays in L1 across the M strips).  Other builds use OpenBLAS. */
 #if defined(__AVX512F__)
-#include <immintrin.h>
+#include "simd.h"
 #define NN_IGEMM 1
 #define MR 8
 #define NR 32
@@ -497,12 +497,6 @@ static int make_runs(col_run *runs, const nn_conv2d_dims *d, size_t n0, int len,
         n += r->len;
     }
     return nr;
-}
-
-/* lanes [0, m) of a 16-lane mask */
-static inline __mmask16 lanes(int m)
-{
-    return (__mmask16)(m >= 16 ? 0xFFFF : m <= 0 ? 0 : (1u << m) - 1);
 }
 
 /* o[0..len) = row (c, ky, kx) of the im2col matrix over the columns described by runs.
