@@ -352,8 +352,8 @@ typedef struct {
     int ctx;
     const float *pixels;
     float *out;
-    int batch, nt;
-    bool par;
+    int batch;
+    bool par; /* one chunk, its products split over the pool */
     float **mem; /* per chunk */
     int *T;      /* per chunk: tokens per sequence */
 } enc_job;
@@ -377,9 +377,9 @@ static void enc_task(void *ctx, int tid, int nt)
 static int encode(enc_job *j)
 {
     int pool = nn_threads();
-    j->nt = pool > 1 && j->batch >= pool ? pool : 1;
-    j->par = j->nt == 1 && pool > 1;
-    int nt = j->nt, rc = 0, thr = j->par ? pool : 1;
+    int nt = pool > 1 && j->batch >= pool ? pool : 1, rc = 0;
+    j->par = nt == 1 && pool > 1;
+    int thr = j->par ? pool : 1;
     float *mem[NN_MAX_THREADS] = {0};
     int T[NN_MAX_THREADS];
     j->mem = mem;
