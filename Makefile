@@ -12,7 +12,7 @@ PKGS    := libzmq msgpack openblas libzstd libjpeg libpng zlib
 # Debian packages each target needs (installed when missing; see `deps` below).
 DEB_BUILD := build-essential pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev \
              libzstd-dev zstd libjpeg62-turbo-dev libpng-dev zlib1g-dev
-DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard \
+DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard python3-pil \
              clang libclang-rt-14-dev
 DEB_DEMO  := $(DEB_BUILD) gnuplot-nox
 DEB_BENCH := $(DEB_BUILD) python3-torch python3-numpy
@@ -21,10 +21,15 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 SAN     ?=
 CFLAGS  ?= $(OPT) -g $(ARCH)
-CFLAGS  += $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS) -pthread
+# lib/ is layered (lib/README.md); every layer is on the include path, so a file includes
+# a header by its name alone ("record.h") and can move between layers without edits.
+LIB_DIRS := $(sort $(dir $(wildcard lib/*/*.c lib/*/*.h)))
+LIB_INC  := $(patsubst %/,-I%,$(LIB_DIRS))
+LIB_H    := $(wildcard lib/*/*.h)
+CFLAGS  += $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LIB_INC) $(PKG_CFLAGS) -pthread
 LDLIBS  += $(PKG_LIBS) -lm -pthread $(SAN)
 
-LIB_SRC  := $(sort $(wildcard lib/*.c))
+LIB_SRC  := $(sort $(wildcard lib/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOLS    := $(patsubst tools/%.c,%,$(sort $(wildcard tools/*.c)))
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
@@ -40,13 +45,14 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 all: $(BUILD)/libfedsm.a $(TOOL_BIN) $(UNIT_BIN) $(HELPER_BIN) $(BENCH_BIN) $(BUILD)/bin/gen-demo
 
-$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
+$(BUILD)/lib/%.o: lib/%.c $(LIB_H)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libfedsm.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(wildcard lib/*.h) | $(BUILD)/bin
+$(BUILD)/bin/%: tools/%.c $(BUILD)/libfedsm.a $(LIB_H) | $(BUILD)/bin
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
 $(BUILD)/bin/gen-demo: data/gen-demo.c | $(BUILD)/bin
@@ -61,7 +67,7 @@ $(BUILD)/helpers/%: tests/helpers/%.c $(wildcard tests/unit/*.h) $(BUILD)/libfed
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libfedsm.a | $(BUILD)/bench
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libfedsm.a $(LDLIBS)
 
-$(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/helpers $(BUILD)/bench:
+$(BUILD)/bin $(BUILD)/tests $(BUILD)/helpers $(BUILD)/bench:
 	mkdir -p $@
 
 # ---- set-up: install missing Debian packages (as root), or say the exact command ----
@@ -100,18 +106,15 @@ asan: deps-test
 	FUZZ_SECONDS=0 BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run.sh
 
 FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-               -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib $(PKG_CFLAGS)
-FUZZ_LIB_SRC := lib/record.c lib/mval.c lib/err.c lib/sha256.c
-$(BUILD)/fuzz/fuzz_record: tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(wildcard lib/*.h)
+               -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LIB_INC) $(PKG_CFLAGS)
+# A fuzz target links the lib/ sources of the headers it includes, found by following the
+# #include lines (tests/fuzz/deps.sh), so the lists never go stale when lib/ changes.
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/deps.sh $(LIB_SRC) $(LIB_H)
 	mkdir -p $(BUILD)/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_record.c $(FUZZ_LIB_SRC) $(PKG_LIBS) -lm
+	clang $(FUZZ_CFLAGS) -o $@ $< $$(tests/fuzz/deps.sh $<) $(PKG_LIBS) -lm
 
-FUZZ_WEIGHTS_SRC := lib/safetensors.c lib/torchzip.c lib/json.c lib/err.c
-$(BUILD)/fuzz/fuzz_weights: tests/fuzz/fuzz_weights.c $(FUZZ_WEIGHTS_SRC) $(wildcard lib/*.h)
-	mkdir -p $(BUILD)/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ tests/fuzz/fuzz_weights.c $(FUZZ_WEIGHTS_SRC) -lz -lm
-
-fuzz-build: $(BUILD)/fuzz/fuzz_record $(BUILD)/fuzz/fuzz_weights
+fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 fuzz: deps-test fuzz-build
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_record $${FUZZ_SECONDS:-3600}
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_weights $${FUZZ_SECONDS:-3600} tests/fuzz/corpus-weights
@@ -143,12 +146,12 @@ install: all
 	  $(DESTDIR)$(PREFIX)/share/fedsm/pipelines $(DESTDIR)$(PREFIX)/share/fedsm/data
 	install -m 755 $(TOOL_BIN) $(BUILD)/bin/gen-demo $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/libfedsm.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/fedsm/
+	install -m 644 $(LIB_H) $(DESTDIR)$(PREFIX)/include/fedsm/
 	install -m 755 pipelines/*.sh $(DESTDIR)$(PREFIX)/share/fedsm/pipelines/
 	cp -r data/. $(DESTDIR)$(PREFIX)/share/fedsm/data/
 
 format:
-	clang-format -i lib/*.c lib/*.h tools/*.c tests/unit/*.c tests/unit/*.h tests/fuzz/*.c $(wildcard bench/*.c)
+	clang-format -i lib/*/*.c lib/*/*.h tools/*.c tests/unit/*.c tests/unit/*.h tests/fuzz/*.c $(wildcard bench/*.c)
 
 clean:
 	rm -rf build build-asan

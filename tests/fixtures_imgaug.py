@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""fixtures_imgaug.py - Pillow reference outputs for tests/unit/test_imgaug.c (lib/imgaug.c).
+"""fixtures_imgaug.py - Pillow reference outputs for tests/unit/test_imgaug.c (lib/data/imgaug.c).
 
 torchvision is not installed here, so its PIL code paths are spelled out from its
 documented algorithm: Resize(int) = shorter side to R, longer int(R * long / short), then

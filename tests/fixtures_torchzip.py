@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """fixtures_torchzip.py - torch.save checkpoints for tests/unit/test_torchzip.c and
-test_clip.c (lib/torchzip.c, the pytorch_model.bin reader).
+test_clip.c (lib/io/torchzip.c, the pytorch_model.bin reader).
 
 Writes tests/fixtures/torchzip/:
   basic.pt         a state dict (OrderedDict with _metadata, as module.state_dict() gives)

@@ -5,7 +5,7 @@
  * Also: --tokenize (ids of stdin lines) and --import (class embeddings made elsewhere).
  * Cached: the output's meta.inputs digests weights, vocabulary, classes, templates, shards
  * and import file; a rerun with the same digest does no work.
- * Not here: the model (lib/clip.c), the tokenizer (lib/bpe.c), training on the logits. */
+ * Not here: the model (lib/models/clip.c), the tokenizer (lib/models/bpe.c), training on the logits. */
 #include "bpe.h"
 #include "clip.h"
 #include "endpoint.h"

@@ -1,5 +1,5 @@
 /* fuzz_weights.c - libFuzzer target for the weight-file readers behind st_open: the
- * safetensors header parser and the torch.save zip + pickle reader (lib/torchzip.c), which
+ * safetensors header parser and the torch.save zip + pickle reader (lib/io/torchzip.c), which
  * read files downloaded from the internet.
  *
  * The input becomes an in-memory file (memfd) opened by path; when it opens, every float

@@ -1,4 +1,4 @@
-/* test_image.c - JPEG/PNG round trips through lib/image.c (PNG exact, JPEG within a stated
+/* test_image.c - JPEG/PNG round trips through lib/data/image.c (PNG exact, JPEG within a stated
  * tolerance), header probing, and corrupt/truncated input as ERR_FORMAT naming the image
  * (no crash, no leak under ASan). */
 #include "err.h"

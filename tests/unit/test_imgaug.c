@@ -1,9 +1,9 @@
-/* test_imgaug.c - lib/imgaug.c against Pillow 9.4 (tests/fixtures/imgaug/refs.bin from
+/* test_imgaug.c - lib/data/imgaug.c against Pillow 9.4 (tests/fixtures/imgaug/refs.bin from
  * tests/fixtures_imgaug.py): torchvision's eval Resize + CenterCrop, Pillow's resize with a
  * box (bilinear and bicubic), resized_crop, ImageEnhance brightness/contrast/colour and
  * convert("L"), each exactly (uint8); a PIL-decoded JPEG through the eval transform.
  * Property tests of RandomResizedCrop's box sampling (bounds, fallback) and of the train
- * transform (seeded, deterministic).  lib/shard.c: decoded shards through shard_gather
+ * transform (seeded, deterministic).  lib/data/shard.c: decoded shards through shard_gather
  * unchanged, encoded shards loaded and checked (bad offsets, not-an-image bytes), batches
  * identical on 1 and 2 threads, a corrupt JPEG inside a batch named in the error. */
 #include "endpoint.h"

@@ -1,6 +1,6 @@
-/* mval.c - meta value trees (record.h): building, copying, lookup, JSON and summaries.
+/* mval.c - meta value trees (mval.h): building, copying, lookup, JSON and summaries.
  * Not the wire codec (record.c). */
-#include "record.h"
+#include "mval.h"
 
 #include "err.h"
 
