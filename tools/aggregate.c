@@ -62,6 +62,8 @@ static int cmp_client(const void *a, const void *b)
 static char **read_names(const char *path, int n)
 {
     char **names = calloc((size_t)n, sizeof *names);
+    if (!names)
+        tool_die(ERR_INTERNAL, "out of memory for %d class names", n);
     FILE *f = path ? fopen(path, "r") : NULL;
     if (path && !f)
         tool_die(ERR_IO, "cannot open %s", path);
@@ -73,7 +75,8 @@ static char **read_names(const char *path, int n)
             line[strcspn(line, "\r\n")] = 0;
         } else
             snprintf(line, sizeof line, "%d", i);
-        names[i] = strdup(line);
+        if (!(names[i] = strdup(line)))
+            tool_die(ERR_INTERNAL, "out of memory for class names");
     }
     if (f)
         fclose(f);
@@ -103,153 +106,111 @@ static void check_arch(const record *u, const record *ref)
     }
 }
 
-int main(int argc, char **argv)
+/* Every mode's options, filled by main's one option loop. */
+typedef struct {
+    const char *out, *gpath, *init_arch, *names_path, *ppath;
+    int64_t round_req, expect, classes, proj, depth, width, insize, select_k, nclients;
+    uint64_t seed;
+    ep_opts ep;
+    const char **inputs; /* n_in endpoints: --in and the operands */
+    int n_in;
+} agg_args;
+
+/* --select K: K distinct client ids of N, seeded by (seed, "select", round). */
+static int run_select(const agg_args *a)
 {
-    tool_init("aggregate");
-    const char *out = NULL, *gpath = NULL, *init_arch = NULL, *names_path = NULL, *ppath = NULL;
-    int64_t round_req = -1, expect = -1, classes = -1, proj = 0, depth = -1, width = -1,
-            insize = -1, select_k = -1, nclients = -1;
-    uint64_t seed = 7;
-    ep_opts o;
-    ep_opts_default(&o);
-    o.timeout_ms = 600000;
-    static const struct option lo[] = {
-        {"out", required_argument, 0, 'o'},      {"model", required_argument, 0, 'm'},
-        {"round", required_argument, 0, 'R'},    {"expect", required_argument, 0, 'E'},
-        {"timeout", required_argument, 0, 'T'},  {"max-msg", required_argument, 0, 'M'},
-        {"init", required_argument, 0, 'I'},     {"classes", required_argument, 0, 'C'},
-        {"names", required_argument, 0, 'N'},    {"partition", required_argument, 0, 'p'},    {"proj", required_argument, 0, 'P'},
-        {"depth", required_argument, 0, 'D'},    {"width", required_argument, 0, 'W'},
-        {"input-size", required_argument, 0, 'Z'}, {"select", required_argument, 0, 'S'},
-        {"clients", required_argument, 0, 'K'},  {"seed", required_argument, 0, 's'},
-        {"threads", required_argument, 0, 't'},  {"in", required_argument, 0, 'i'},
-        {"quiet", no_argument, 0, 'q'},          {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
-        {0, 0, 0, 0}};
-    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
-    int n_in = 0, c;
-    while ((c = getopt_long(argc, argv, "o:m:s:t:i:qvhV", lo, NULL)) != -1) {
-        switch (c) {
-        case 'o': out = optarg; break;
-        case 'm': gpath = optarg; break;
-        case 'R': round_req = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
-        case 'E': expect = tool_parse_int("--expect", optarg, 1, 1 << 20); break;
-        case 'T': o.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
-        case 'M': o.max_msg_bytes = tool_parse_int("--max-msg", optarg, -1, INT64_MAX); break;
-        case 'I': init_arch = optarg; break;
-        case 'C': classes = tool_parse_int("--classes", optarg, 1, 1000000); break;
-        case 'N': names_path = optarg; break;
-        case 'p': ppath = optarg; break;
-        case 'P': proj = tool_parse_int("--proj", optarg, 0, 1 << 16); break;
-        case 'D': depth = tool_parse_int("--depth", optarg, 1, 1000); break;
-        case 'W': width = tool_parse_int("--width", optarg, 1, 4096); break;
-        case 'Z': insize = tool_parse_int("--input-size", optarg, 1, 4096); break;
-        case 'S': select_k = tool_parse_int("--select", optarg, 1, 1 << 20); break;
-        case 'K': nclients = tool_parse_int("--clients", optarg, 1, 1 << 20); break;
-        case 's': seed = tool_parse_seed("--seed", optarg); break;
-        case 't': tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
-        case 'i': inputs[n_in++] = optarg; break;
-        case 'q': tool_verbosity = 0; break;
-        case 'v': tool_verbosity++; break;
-        case 'h': usage();
-        case 'V': tool_version();
-        default: tool_usage_error("unknown option");
-        }
-    }
-    for (int a = optind; a < argc; a++)
-        inputs[n_in++] = argv[a];
+    if (a->nclients < 0 || a->round_req < 0)
+        tool_usage_error("--select needs --clients N and --round R");
+    if (a->select_k > a->nclients)
+        tool_usage_error("--select %lld is more than --clients %lld", (long long)a->select_k,
+                         (long long)a->nclients);
+    rng r;
+    rng_init(&r, a->seed, "select", a->round_req, 0);
+    int64_t *ids = malloc((size_t)a->nclients * sizeof *ids);
+    if (!ids)
+        tool_die(ERR_INTERNAL, "out of memory for %lld client ids", (long long)a->nclients);
+    for (int64_t i = 0; i < a->nclients; i++)
+        ids[i] = i;
+    rng_shuffle_i64(&r, ids, (size_t)a->nclients);
+    /* print the first K in increasing order */
+    for (int64_t i = 0; i < a->nclients; i++)
+        for (int64_t j = 0; j < a->select_k; j++)
+            if (ids[j] == i)
+                printf("%lld\n", (long long)i);
+    free(ids);
+    return 0;
+}
 
-    if (select_k > 0) { /* ---- client selection ---- */
-        if (nclients < 0 || round_req < 0)
-            tool_usage_error("--select needs --clients N and --round R");
-        if (select_k > nclients)
-            tool_usage_error("--select %lld is more than --clients %lld", (long long)select_k,
-                             (long long)nclients);
-        rng r;
-        rng_init(&r, seed, "select", round_req, 0);
-        int64_t *ids = malloc((size_t)nclients * sizeof *ids);
-        for (int64_t i = 0; i < nclients; i++)
-            ids[i] = i;
-        rng_shuffle_i64(&r, ids, (size_t)nclients);
-        /* print the first K in increasing order */
-        for (int64_t i = 0; i < nclients; i++)
-            for (int64_t j = 0; j < select_k; j++)
-                if (ids[j] == i)
-                    printf("%lld\n", (long long)i);
-        free(ids);
-        free(inputs);
-        return 0;
-    }
-    if (!out)
-        tool_usage_error("no output: give -o MODEL");
-
-    if (init_arch) { /* ---- initial model ---- */
-        const char **pnames = NULL;
-        record *prec = NULL;
-        if (ppath) {
-            size_t pn;
-            if (!(prec = ep_read_one(ppath, "partition", &o)) || rec_get_strs(prec, "classes", &pnames, &pn))
-                tool_fail(err_last());
-            if (classes >= 0 && classes != (int64_t)pn)
-                tool_usage_error("--classes %lld but %s names %zu classes", (long long)classes, ppath, pn);
-            classes = (int64_t)pn;
-        }
-        if (classes < 0)
-            tool_usage_error("--init needs --classes C or --partition P");
-        model_config cfg;
-        if (model_config_default(&cfg, init_arch))
-            tool_usage_error("--init: %s", err_msg());
-        cfg.num_classes = (int)classes;
-        cfg.proj_dim = (int)proj;
-        if (depth > 0)
-            cfg.depth = (int)depth;
-        if (width > 0)
-            cfg.width = (int)width;
-        if (insize > 0)
-            cfg.input_size = (int)insize;
-        model *m = model_new(&cfg);
-        if (!m)
-            tool_usage_error("%s", err_msg());
-        model_init(m, seed);
-        record *r = rec_new("model");
-        char **names = read_names(names_path, (int)classes);
-        for (int64_t i = 0; pnames && !names_path && i < classes; i++) {
-            free(names[i]);
-            names[i] = strdup(pnames[i]);
-        }
-        free(pnames);
-        rec_free(prec);
-        if (!r || model_to_record(m, r, REC_BORROW) ||
-            rec_set_strs(r, "classes", (const char *const *)names, (size_t)classes) ||
-            rec_set_int(r, "round", 0) || rec_set_int(r, "seed", (int64_t)seed) ||
-            rec_set_str(r, "producer", "aggregate " FEDSM_VERSION))
+/* --init ARCH: the round-0 global model. */
+static int run_init(const agg_args *a)
+{
+    int64_t classes = a->classes;
+    const char **pnames = NULL;
+    record *prec = NULL;
+    if (a->ppath) {
+        size_t pn;
+        if (!(prec = ep_read_one(a->ppath, "partition", &a->ep)) ||
+            rec_get_strs(prec, "classes", &pnames, &pn))
             tool_fail(err_last());
-        if (ep_write_one(out, r, &o))
-            tool_fail(err_last());
-        tool_log(1, "initial %s model (%zu parameters, %lld classes) -> %s", cfg.arch,
-                 m->n_params, (long long)classes, out);
-        for (int64_t i = 0; i < classes; i++)
-            free(names[i]);
-        free(names);
-        rec_free(r);
-        model_free(m);
-        free(inputs);
-        return 0;
+        if (classes >= 0 && classes != (int64_t)pn)
+            tool_usage_error("--classes %lld but %s names %zu classes", (long long)classes,
+                             a->ppath, pn);
+        classes = (int64_t)pn;
     }
-
-    /* ---- FedAvg ---- */
-    if (n_in == 0)
-        tool_usage_error("no updates given");
-    record *g = NULL;
-    if (gpath && !(g = ep_read_one(gpath, "model", &o)))
+    if (classes < 0)
+        tool_usage_error("--init needs --classes C or --partition P");
+    model_config cfg;
+    if (model_config_default(&cfg, a->init_arch))
+        tool_usage_error("--init: %s", err_msg());
+    cfg.num_classes = (int)classes;
+    cfg.proj_dim = (int)a->proj;
+    if (a->depth > 0)
+        cfg.depth = (int)a->depth;
+    if (a->width > 0)
+        cfg.width = (int)a->width;
+    if (a->insize > 0)
+        cfg.input_size = (int)a->insize;
+    model *m = model_new(&cfg);
+    if (!m)
+        tool_usage_error("%s", err_msg());
+    model_init(m, a->seed);
+    record *r = rec_new("model");
+    char **names = read_names(a->names_path, (int)classes);
+    for (int64_t i = 0; pnames && !a->names_path && i < classes; i++) {
+        free(names[i]);
+        names[i] = strdup(pnames[i]);
+    }
+    free(pnames);
+    rec_free(prec);
+    if (!r || model_to_record(m, r, REC_BORROW) ||
+        rec_set_strs(r, "classes", (const char *const *)names, (size_t)classes) ||
+        rec_set_int(r, "round", 0) || rec_set_int(r, "seed", (int64_t)a->seed) ||
+        rec_set_str(r, "producer", "aggregate " FEDSM_VERSION))
         tool_fail(err_last());
+    if (ep_write_one(a->out, r, &a->ep))
+        tool_fail(err_last());
+    tool_log(1, "initial %s model (%zu parameters, %lld classes) -> %s", cfg.arch, m->n_params,
+             (long long)classes, a->out);
+    for (int64_t i = 0; i < classes; i++)
+        free(names[i]);
+    free(names);
+    rec_free(r);
+    model_free(m);
+    return 0;
+}
+
+/* Reads every `update` record of the inputs, sorted by client id; *n gets the count. */
+static record **read_updates(const agg_args *a, int *n_out)
+{
     int cap = 64, n = 0;
     record **ups = malloc((size_t)cap * sizeof *ups);
-    for (int a = 0; a < n_in; a++) {
-        ep_opts oi = o;
-        if (ep_is_zmq(inputs[a]) && expect > 0)
-            oi.producers = (int)expect;
-        rec_reader *rd = ep_open_reader(inputs[a], &oi);
+    if (!ups)
+        tool_die(ERR_INTERNAL, "out of memory for the update list");
+    for (int i = 0; i < a->n_in; i++) {
+        ep_opts oi = a->ep;
+        if (ep_is_zmq(a->inputs[i]) && a->expect > 0)
+            oi.producers = (int)a->expect;
+        rec_reader *rd = ep_open_reader(a->inputs[i], &oi);
         if (!rd)
             tool_fail(err_last());
         record *r;
@@ -258,8 +219,12 @@ int main(int argc, char **argv)
             if (strcmp(r->kind, "update") != 0)
                 tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): "
                          "expected update, got %s", r->src, r->index, r->kind);
-            if (n == cap)
-                ups = realloc(ups, (size_t)(cap *= 2) * sizeof *ups);
+            if (n == cap) {
+                record **bigger = realloc(ups, (size_t)(cap *= 2) * sizeof *ups);
+                if (!bigger)
+                    tool_die(ERR_INTERNAL, "out of memory for %d updates", cap);
+                ups = bigger;
+            }
             ups[n++] = r;
             tool_log(2, "update %d from %s", n, r->src);
         }
@@ -269,13 +234,29 @@ int main(int argc, char **argv)
     }
     if (n == 0)
         tool_die(ERR_FORMAT, "no updates in the input");
-    if (expect > 0 && n != expect)
-        tool_die(ERR_FORMAT, "expected %lld updates, got %d", (long long)expect, n);
+    if (a->expect > 0 && n != a->expect)
+        tool_die(ERR_FORMAT, "expected %lld updates, got %d", (long long)a->expect, n);
     qsort(ups, (size_t)n, sizeof *ups, cmp_client);
+    *n_out = n;
+    return ups;
+}
+
+/* The default mode: FedAvg of the updates into the next global model. */
+static int run_fedavg(const agg_args *a)
+{
+    if (a->n_in == 0)
+        tool_usage_error("no updates given");
+    record *g = NULL;
+    if (a->gpath && !(g = ep_read_one(a->gpath, "model", &a->ep)))
+        tool_fail(err_last());
+    int n;
+    record **ups = read_updates(a, &n);
 
     int64_t round = -1;
     double *w = malloc((size_t)n * sizeof *w), total = 0;
     int64_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!w || !ids)
+        tool_die(ERR_INTERNAL, "out of memory for %d update weights", n);
     for (int k = 0; k < n; k++) {
         int64_t client, ur, ns;
         if (rec_get_int(ups[k], "client", &client) || rec_get_int(ups[k], "round", &ur) ||
@@ -291,8 +272,8 @@ int main(int argc, char **argv)
             tool_fail(err_last());
         if (round < 0)
             round = ur;
-        int64_t want = round_req >= 0 ? round_req : round;
-        if (g && round_req < 0) {
+        int64_t want = a->round_req >= 0 ? a->round_req : round;
+        if (g && a->round_req < 0) {
             int64_t gr = 0;
             rec_opt_int(g, "round", &gr);
             want = gr + 1;
@@ -346,10 +327,10 @@ int main(int argc, char **argv)
         }
     }
     mv_map_put(m->meta, "inputs", &inp);
-    if (ep_write_one(out, m, &o))
+    if (ep_write_one(a->out, m, &a->ep))
         tool_fail(err_last());
     tool_log(1, "round %lld: averaged %d updates (%lld samples) -> %s", (long long)round, n,
-             (long long)total, out);
+             (long long)total, a->out);
     for (int k = 0; k < n; k++)
         rec_free(ups[k]);
     free(ups);
@@ -357,6 +338,92 @@ int main(int argc, char **argv)
     free(ids);
     rec_free(m);
     rec_free(g);
-    free(inputs);
     return 0;
+}
+
+/* The modes, zstdcli-style: options set `mode`, main dispatches once.  Adding a mode is one
+ * enum value, one row here (the option that selects it, whether it writes -o) and its
+ * run_ function; a second mode option on one command line is a usage error. */
+typedef enum { MODE_FEDAVG, MODE_INIT, MODE_SELECT, MODE_COUNT } agg_mode;
+static const struct {
+    const char *opt;    /* the option that selects the mode ("" for the default) */
+    bool needs_out;     /* refuses to start without -o */
+    int (*run)(const agg_args *);
+} modes[MODE_COUNT] = {
+    [MODE_FEDAVG] = {"", true, run_fedavg},
+    [MODE_INIT] = {"--init", true, run_init},
+    [MODE_SELECT] = {"--select", false, run_select},
+};
+
+static void set_mode(agg_mode *mode, agg_mode m)
+{
+    if (*mode != MODE_FEDAVG && *mode != m)
+        tool_usage_error("%s and %s are two modes: give one", modes[*mode].opt, modes[m].opt);
+    *mode = m;
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("aggregate");
+    agg_args a = {.round_req = -1, .expect = -1, .classes = -1, .proj = 0, .depth = -1,
+                  .width = -1, .insize = -1, .select_k = -1, .nclients = -1, .seed = 7};
+    agg_mode mode = MODE_FEDAVG;
+    ep_opts_default(&a.ep);
+    a.ep.timeout_ms = 600000;
+    static const struct option lo[] = {
+        {"out", required_argument, 0, 'o'},      {"model", required_argument, 0, 'm'},
+        {"round", required_argument, 0, 'R'},    {"expect", required_argument, 0, 'E'},
+        {"timeout", required_argument, 0, 'T'},  {"max-msg", required_argument, 0, 'M'},
+        {"init", required_argument, 0, 'I'},     {"classes", required_argument, 0, 'C'},
+        {"names", required_argument, 0, 'N'},    {"partition", required_argument, 0, 'p'},
+        {"proj", required_argument, 0, 'P'},
+        {"depth", required_argument, 0, 'D'},    {"width", required_argument, 0, 'W'},
+        {"input-size", required_argument, 0, 'Z'}, {"select", required_argument, 0, 'S'},
+        {"clients", required_argument, 0, 'K'},  {"seed", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 't'},  {"in", required_argument, 0, 'i'},
+        {"quiet", no_argument, 0, 'q'},          {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    a.inputs = calloc((size_t)argc + 1, sizeof *a.inputs);
+    if (!a.inputs)
+        tool_die(ERR_INTERNAL, "out of memory for %d arguments", argc);
+    int c;
+    while ((c = getopt_long(argc, argv, "o:m:s:t:i:qvhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': a.out = optarg; break;
+        case 'm': a.gpath = optarg; break;
+        case 'R': a.round_req = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
+        case 'E': a.expect = tool_parse_int("--expect", optarg, 1, 1 << 20); break;
+        case 'T': a.ep.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
+        case 'M': a.ep.max_msg_bytes = tool_parse_int("--max-msg", optarg, -1, INT64_MAX); break;
+        case 'I': a.init_arch = optarg; set_mode(&mode, MODE_INIT); break;
+        case 'C': a.classes = tool_parse_int("--classes", optarg, 1, 1000000); break;
+        case 'N': a.names_path = optarg; break;
+        case 'p': a.ppath = optarg; break;
+        case 'P': a.proj = tool_parse_int("--proj", optarg, 0, 1 << 16); break;
+        case 'D': a.depth = tool_parse_int("--depth", optarg, 1, 1000); break;
+        case 'W': a.width = tool_parse_int("--width", optarg, 1, 4096); break;
+        case 'Z': a.insize = tool_parse_int("--input-size", optarg, 1, 4096); break;
+        case 'S':
+            a.select_k = tool_parse_int("--select", optarg, 1, 1 << 20);
+            set_mode(&mode, MODE_SELECT);
+            break;
+        case 'K': a.nclients = tool_parse_int("--clients", optarg, 1, 1 << 20); break;
+        case 's': a.seed = tool_parse_seed("--seed", optarg); break;
+        case 't': tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
+        case 'i': a.inputs[a.n_in++] = optarg; break;
+        case 'q': tool_verbosity = 0; break;
+        case 'v': tool_verbosity++; break;
+        case 'h': usage();
+        case 'V': tool_version();
+        default: tool_usage_error("unknown option");
+        }
+    }
+    for (int i = optind; i < argc; i++)
+        a.inputs[a.n_in++] = argv[i];
+    if (modes[mode].needs_out && !a.out)
+        tool_usage_error("no output: give -o MODEL");
+    int rc = modes[mode].run(&a);
+    free(a.inputs);
+    return rc;
 }
