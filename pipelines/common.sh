@@ -5,10 +5,30 @@
 #
 # Run directory layout:
 #   RUN/config.txt                 the options the run was started with (resume checks them)
-#   RUN/partition/                 client-NN.mpk.zst, test.mpk.zst, partition.{mpk.zst,csv,svg}
+#   RUN/partition/                 client-KK.mpk.zst, test.mpk.zst, partition.{mpk.zst,csv,svg}
 #   RUN/round-000/model.mpk.zst    the initial global model
 #   RUN/round-RRR/update-KK.mpk.zst, model.mpk.zst, metrics.csv, metrics.json
-#   RUN/metrics.csv                one row per round (rebuilt from the rounds), accuracy.png
+#   RUN/metrics.csv                one row per evaluated round (rebuilt from the rounds), accuracy.png
+#
+# A method's pipeline is a short script over the functions below (pipelines/fedavg.sh is one):
+#   source "$(dirname "$0")/common.sh"
+#   method_usage() { ...its usage line, description and own options... }   # printed before
+#   METHOD_OPTS+=("--kd-alpha KD_ALPHA num"); KD_ALPHA=1     # its options (types below), defaults
+#   parse_options "$@"                  # every option checked here, before any work (exit 2)
+#   setup_run kd_alpha="$KD_ALPHA"      # lock, config.txt (+ its own keys), partition, round 0
+#   for ((r = 1; r <= ROUNDS; r++)); do
+#       round_start "$r" || continue    # sets R, PREV, EVAL_THIS; false when already complete
+#       select_clients "$r"             # sets SELECTED
+#       train_clients "$R" "$PREV/model.mpk.zst" --teacher "$T/teacher-{KK}.mpk.zst"
+#       fedavg_round "$R" "$PREV/model.mpk.zst"
+#       ...its own stages, each skipped when its output exists...
+#       round_end "$R" "$R/model.mpk.zst"   # evaluate when due, RUN/metrics.csv, a log line
+#   done
+#   finish_run
+#
+# Safety: no user-given string is ever evaluated as code.  Commands are built as bash arrays
+# and run with "${cmd[@]}" (no eval, no bash -c), strings going into gnuplot are quoted by
+# gp_str, labels that a CSV/JSON row could not carry verbatim are refused up front.
 
 set -euo pipefail
 FEDSM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,34 +36,235 @@ BIN=${FEDSM_BIN:-$FEDSM_ROOT/${BUILD:-build}/bin}
 [ -x "$BIN/aggregate" ] || BIN=$(dirname "$(command -v aggregate 2>/dev/null || echo /nonexistent/x)")
 PROG=$(basename "$0" .sh)
 
-log() { [ "${QUIET:-0}" = 1 ] || echo "$PROG: $*" >&2; }
-die() { echo "$PROG: error: $*" >&2; exit "${2:-1}"; }
-need_bin() { for b in "$@"; do [ -x "$BIN/$b" ] || die "missing tool $BIN/$b (run make first)" 4; done; }
+# one_line S: S with every control character (newline, tab, escape...) shown as '?'.
+one_line() { printf '%s' "${1//[[:cntrl:]]/?}"; }
+log() { [ "${QUIET:-0}" = 1 ] || echo "$PROG: $(one_line "$*")" >&2; }
+# die MESSAGE [CODE]: one line "PROG: error: MESSAGE" on stderr, exit CODE (default 1).
+die() { echo "$PROG: error: $(one_line "$1")" >&2; exit "${2:-1}"; }
+need_bin() { local b; for b in "$@"; do [ -x "$BIN/$b" ] || die "missing tool $BIN/$b (run make first)" 4; done; }
 
-# check_num NAME VALUE: a non-negative number
-check_num() { [[ $2 =~ ^[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$ ]] || die "$1: '$2' is not a number" 2; }
+# ---- temporaries and signals ----
+# TERM/INT: stop the background jobs, wait for them, remove the temporaries registered with
+# tmp_add, exit 128 + the signal (143 TERM, 130 INT).  Artifacts are renamed into place only
+# when complete, so what is left is resumable.
+TMPS=()
+tmp_add() { TMPS+=("$@"); }
+on_signal() {
+    trap - TERM INT
+    local p; p=$(jobs -p)
+    [ -z "$p" ] || kill -TERM $p 2>/dev/null || true
+    wait 2>/dev/null || true
+    [ ${#TMPS[@]} = 0 ] || rm -rf -- "${TMPS[@]}"
+    exit "$1"
+}
+trap 'on_signal 143' TERM
+trap 'on_signal 130' INT
 
-# dataset_path PATH: a .tar.zst archive is unpacked once into the cache; prints the folder.
-dataset_path() {
-    local p=$1
-    [ -e "$p" ] || die "dataset $p does not exist" 4
-    case $p in
+# run_tool CMD [ARG...]: runs CMD in the background and waits for it, so that a TERM/INT
+# reaches on_signal at once instead of after CMD ends; returns CMD's exit status.
+run_tool() { "$@" & wait $!; }
+
+# Bounded background jobs.  job_spawn CMD [ARG...]: starts CMD in the background once fewer
+# than JOBS jobs are running.  job_wait_all: waits for every job started by job_spawn;
+# false if any of them failed.  CMD may be a shell function.
+JOB_PIDS=() JOB_FAILED=0
+job_reap_one() {
+    local done_pid= rc=0 p keep=()
+    wait -n -p done_pid "${JOB_PIDS[@]}" || rc=$?
+    if [ -z "$done_pid" ]; then   # nothing left to wait for
+        JOB_PIDS=(); return 0
+    fi
+    [ "$rc" = 0 ] || JOB_FAILED=1
+    for p in "${JOB_PIDS[@]}"; do [ "$p" = "$done_pid" ] || keep+=("$p"); done
+    JOB_PIDS=(${keep[@]+"${keep[@]}"})
+}
+job_spawn() {
+    while [ ${#JOB_PIDS[@]} -ge "${JOBS:-1}" ]; do job_reap_one; done
+    "$@" &
+    JOB_PIDS+=($!)
+}
+job_wait_all() {
+    while [ ${#JOB_PIDS[@]} -gt 0 ]; do job_reap_one; done
+    local f=$JOB_FAILED; JOB_FAILED=0
+    return "$f"
+}
+
+# ---- options ----
+# An option table entry is "--name VAR TYPE".  TYPE: int (a whole number >= 0, leading zeros
+# dropped), num (a decimal >= 0, e.g. 0.1 or 1e-3), path (non-empty), str, label (no comma,
+# double quote, backslash or control character: it goes verbatim into CSV and JSON rows),
+# enum:a,b,c, flag (no value; sets VAR=1).  METHOD_OPTS holds the method's own entries.
+COMMON_OPTS=(
+    "--data DATA path"           "--run RUN path"
+    "--test-list TEST_LIST path" "--root ROOT path"
+    "--if IF num"                "--alpha ALPHA num"
+    "--clients CLIENTS int"      "--per-round PER_ROUND int"
+    "--rounds ROUNDS int"        "--epochs EPOCHS int"
+    "--batch BATCH int"          "--lr LR num"
+    "--momentum MOMENTUM num"    "--wd WD num"
+    "--arch ARCH enum:resnet8,cifar-resnet,resnet50"
+    "--width WIDTH int"          "--proj PROJ int"
+    "--seed SEED int"            "--jobs JOBS int"
+    "--threads THREADS int"      "--aug AUG enum:batch,sample,none"
+    "--label LABEL label"        "--eval-every EVAL_EVERY int"
+    "--split SPLIT enum:creff,dirichlet,iid,shards"
+    "--profile PROFILE enum:exp,step"
+    "--force FORCE flag"         "--quiet QUIET flag"
+)
+METHOD_OPTS=()
+# defaults (a method may change them after sourcing, before parse_options); empty MOMENTUM,
+# WD, SPLIT, PROFILE, WIDTH mean the tools' defaults and stay out of config.txt.
+METHOD=$PROG
+DATA= RUN=runs/$PROG IF=100 ALPHA=0.5 CLIENTS=20 PER_ROUND=8 ROUNDS=200 EPOCHS=10 BATCH=32
+LR=0.1 MOMENTUM= WD= ARCH=resnet8 WIDTH= PROJ=0 TEST_LIST= ROOT= SEED=7 JOBS=1 THREADS=1
+AUG=batch LABEL=$PROG EVAL_EVERY=1 SPLIT= PROFILE= FORCE=0 QUIET=0
+
+# usage: method_usage (the method's own text, if defined), the common options, method_usage_tail.
+usage() {
+    if declare -F method_usage >/dev/null; then method_usage; else echo "usage: $PROG.sh --data PATH [options]"; fi
+    cat <<USAGE
+common options:
+  --data PATH        dataset (CIFAR binary folder, image folder, list file, or a .tar.zst
+                     of one, unpacked once into \${FEDSM_CACHE:-~/.cache/fedsm})
+  --test-list FILE   list files (ImageNet-LT): the test set's list (partition --test-list)
+  --root DIR         list files: folder the listed paths are relative to (partition --root)
+  --run DIR          run directory (default runs/$PROG); rerunning resumes it
+  --if F             imbalance factor >= 1 (default 100)  --alpha A   Dirichlet > 0 (0.5)
+  --split S          creff (default), dirichlet, iid, shards (partition --split)
+  --profile P        long-tail profile: exp (default), step (partition --profile)
+  --clients N        clients (default 20)                 --per-round K  clients per round (8)
+  --rounds R         rounds (default 200)                 --epochs E  local epochs (10)
+  --batch B          local batch (32)                     --lr LR     SGD lr (0.1)
+  --momentum M       SGD momentum in [0, 1] (default 0)   --wd WD     weight decay (0)
+  --arch A           resnet8 (default), cifar-resnet, resnet50
+  --width W          first-stage channels (default: the arch's, 64)
+  --proj D           projection dims before the classifier (default 0 = none)
+  --seed S           seed (default 7)
+  --jobs J           local-train processes at once (default 1)
+  --threads T        threads per process (default 1)
+  --aug MODE         batch | sample | none (default batch)
+  --label NAME       label in metrics.csv (default $PROG; no comma, quote or backslash)
+  --eval-every N     evaluate every Nth round and each of the last 10 (default 1)
+  --force            resume even if the options differ from the run's config.txt
+  -q, --quiet        only errors and the final summary
+  -h, --help
+Options take their value as the next word or after '='.  Every option is checked before
+any work starts; exit 0 ok, 1 runtime, 2 usage, 3 bad input, 4 I/O, 143 TERM, 130 INT.
+USAGE
+    if declare -F method_usage_tail >/dev/null; then method_usage_tail; fi
+}
+
+# opt_find NAME: sets OPT_VAR and OPT_TYPE from COMMON_OPTS/METHOD_OPTS; false if unknown.
+opt_find() {
+    local e n
+    for e in "${COMMON_OPTS[@]}" ${METHOD_OPTS[@]+"${METHOD_OPTS[@]}"}; do
+        read -r n OPT_VAR OPT_TYPE <<<"$e"
+        [ "$n" = "$1" ] && return 0
+    done
+    return 1
+}
+
+# check_value OPTION TYPE VALUE: exits 2 with one line unless VALUE is a TYPE; sets OPT_VALUE
+# (the value, normalised: ints without leading zeros).
+check_value() {
+    local o=$1 t=$2 v=$3
+    OPT_VALUE=$v
+    case $t in
+    int)
+        [[ $v =~ ^[0-9]+$ ]] || die "$o: '$v' is not a whole number" 2
+        [ ${#v} -le 18 ] || die "$o: '$v' is too large" 2
+        OPT_VALUE=$((10#$v)) ;;
+    num)
+        [[ $v =~ ^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$ ]] && [ ${#v} -le 32 ] \
+            || die "$o: '$v' is not a number" 2 ;;
+    path) [ -n "$v" ] || die "$o: the path is empty" 2 ;;
+    str) ;;
+    label)
+        [[ $v != *[[:cntrl:]\",\\]* ]] \
+            || die "$o: '$v' holds a comma, double quote, backslash or control character (it is written verbatim into metrics.csv and metrics.json)" 2 ;;
+    enum:*)
+        [[ ,${t#enum:}, == *",$v,"* ]] || die "$o: '$v' is not one of ${t#enum:}" 2 ;;
+    *) die "internal: option $o has an unknown type $t" 5 ;;
+    esac
+}
+
+# in_range OPTION VALUE MIN MAX: exits 2 unless MIN <= VALUE <= MAX (numbers already checked;
+# MIN may be >MIN for a strict bound).
+in_range() {
+    local o=$1 v=$2 lo=$3 hi=$4 strict=0
+    [[ $lo == '>'* ]] && { strict=1; lo=${lo#>}; }
+    awk -v x="$v" -v lo="$lo" -v hi="$hi" -v s="$strict" \
+        'BEGIN { x += 0; exit !((s ? x > lo + 0 : x >= lo + 0) && x <= hi + 0) }' \
+        || die "$o: $v is out of range (${3/>/more than } .. $hi)" 2
+}
+
+# parse_options ARG...: reads the common options and METHOD_OPTS into their variables, checks
+# every value (type, range, --data given, --per-round <= --clients), exits 2 with one line on
+# the first bad one, 0 after --help.  Nothing is created before it returns.
+parse_options() {
+    local a v has
+    while [ $# -gt 0 ]; do
+        a=$1; shift
+        case $a in -h|--help) usage; exit 0 ;; -q) a=--quiet ;; esac
+        has=0
+        if [[ $a == --*=* ]]; then v=${a#*=}; a=${a%%=*}; has=1; fi
+        opt_find "$a" || die "unknown option '$a' (try $PROG.sh --help)" 2
+        if [ "$OPT_TYPE" = flag ]; then
+            [ $has = 0 ] || die "$a takes no value" 2
+            printf -v "$OPT_VAR" 1
+            continue
+        fi
+        if [ $has = 0 ]; then
+            [ $# -gt 0 ] || die "$a needs a value (try $PROG.sh --help)" 2
+            v=$1; shift
+        fi
+        check_value "$a" "$OPT_TYPE" "$v"
+        printf -v "$OPT_VAR" '%s' "$OPT_VALUE"
+    done
+    [ -n "$DATA" ] || die "--data PATH is required (try $PROG.sh --help)" 2
+    in_range --if "$IF" 1 1e9
+    in_range --alpha "$ALPHA" '>0' 1e9
+    in_range --clients "$CLIENTS" 1 1048576
+    in_range --per-round "$PER_ROUND" 1 "$CLIENTS"
+    in_range --rounds "$ROUNDS" 0 1000000
+    in_range --epochs "$EPOCHS" 0 1000000
+    in_range --batch "$BATCH" 1 1048576
+    in_range --lr "$LR" 0 1e6
+    [ -z "$MOMENTUM" ] || in_range --momentum "$MOMENTUM" 0 1
+    [ -z "$WD" ] || in_range --wd "$WD" 0 1e3
+    [ -z "$WIDTH" ] || in_range --width "$WIDTH" 1 4096
+    in_range --proj "$PROJ" 0 65536
+    in_range --jobs "$JOBS" 1 1024
+    in_range --threads "$THREADS" 0 1024
+    in_range --eval-every "$EVAL_EVERY" 1 1000000
+    QOPT=(); [ "$QUIET" = 1 ] && QOPT=(-q)
+    return 0
+}
+
+# ---- setup ----
+# resolve_dataset: a .tar.zst DATA is unpacked once into the cache (keyed by its content,
+# shared with the tests' cache) and DATA becomes that folder.
+resolve_dataset() {
+    [ -e "$DATA" ] || die "dataset $DATA does not exist" 4
+    case $DATA in
     *.tar.zst)
         local cache=${FEDSM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fedsm}
-        local name sum; name=$(basename "$p" .tar.zst)
-        sum=$(sha256sum "$p" | cut -c1-16)   # keyed by content (shared with the tests' cache)
-        local dir="$cache/$name-$sum"
+        local name sum dir
+        name=$(basename "$DATA" .tar.zst)
+        sum=$(sha256sum <"$DATA" | cut -c1-16) || die "cannot read $DATA" 4
+        dir="$cache/$name-$sum"
         if [ ! -e "$dir/.complete" ]; then
-            log "unpacking $p into $dir (once)"
+            log "unpacking $DATA into $dir (once)"
+            tmp_add "$dir.tmp.$$"
             rm -rf "$dir.tmp.$$"; mkdir -p "$dir.tmp.$$"
-            zstd -dc --long=31 "$p" | tar -x -C "$dir.tmp.$$" || die "cannot unpack $p" 4
+            zstd -dc --long=31 <"$DATA" | tar -x -C "$dir.tmp.$$" || die "cannot unpack $DATA" 4
             touch "$dir.tmp.$$/.complete"
             rm -rf "$dir"; mv "$dir.tmp.$$" "$dir"
         fi
         # the archive may hold one top folder
-        if [ ! -d "$dir/train" ] && [ "$(ls "$dir" | wc -l)" = 1 ]; then dir="$dir/$(ls "$dir")"; fi
-        echo "$dir" ;;
-    *) echo "$p" ;;
+        local top=("$dir"/*)
+        if [ ! -d "$dir/train" ] && [ ${#top[@]} = 1 ] && [ -d "${top[0]}" ]; then dir=${top[0]}; fi
+        DATA=$dir ;;
     esac
 }
 
@@ -58,45 +279,175 @@ write_config() {
             die "$run was started with other options (above); use another --run or --force" 2
         fi
     else
-        mkdir -p "$run"
+        tmp_add "$run/config.txt.tmp.$$"
         echo "$want" > "$run/config.txt.tmp.$$" && mv "$run/config.txt.tmp.$$" "$run/config.txt"
     fi
 }
 
 # lock_run RUN: one pipeline per run directory.  The lock is held by this shell and every
 # child (fd 9), so a resumed run waits (LOCK_WAIT seconds, default 0) for stragglers of a
-# killed one instead of racing them.  TERM/INT stop the background jobs too.
+# killed one instead of racing them.  Once it is held, every temporary left in the run's
+# layout (NAME.tmp and NAME.tmp.PID in RUN, its rounds and its partition: a killed run's, even
+# a SIGKILLed one's) is stale and removed.
 lock_run() {
-    mkdir -p "$1"
+    mkdir -p -- "$1" || die "cannot create the run directory $1" 4
     exec 9>"$1/.lock"
     flock -w "${LOCK_WAIT:-0}" 9 || die "another pipeline is using $1 (its .lock is held)" 1
-    trap 'trap - TERM INT; kill $(jobs -p) 2>/dev/null; exit 143' TERM INT
+    local f
+    for f in "$1"/*.tmp "$1"/*.tmp.[0-9]* "$1"/round-*/*.tmp "$1"/round-*/*.tmp.[0-9]* "$1"/partition/*.tmp*; do
+        [ ! -e "$f" ] || rm -rf -- "$f"
+    done
 }
 
-# run_partition RUN DATA ARGS...: partitions once into RUN/partition.
-run_partition() {
-    local run=$1 data=$2; shift 2
-    if [ ! -f "$run/partition/partition.mpk.zst" ]; then
-        log "partitioning $data"
-        "$BIN/partition" --in "$data" -o "$run/partition" --force "$@"
+# client_tag K: client K's number as partition names its shard (two digits, more for >= 101 clients).
+client_tag() {
+    local w=2 n=$((CLIENTS - 1))
+    while [ "$n" -ge 100 ]; do w=$((w + 1)); n=$((n / 10)); done
+    printf '%0*d' "$w" "$1"
+}
+
+# setup_run [KEY=VALUE...]: after parse_options: needs the tools, resolves DATA, locks RUN,
+# writes or checks RUN/config.txt (the common options, then the method's KEY=VALUE pairs),
+# partitions once into RUN/partition (P), and writes RUN/round-000/model.mpk.zst once.
+setup_run() {
+    need_bin partition aggregate local-train evaluate
+    resolve_dataset
+    export FEDSM_THREADS=$THREADS QUIET
+    PLOT_TITLE=${PLOT_TITLE:-$LABEL}
+    lock_run "$RUN"
+    write_config "$RUN" method="$METHOD" data="$DATA" if="$IF" alpha="$ALPHA" clients="$CLIENTS" \
+        per_round="$PER_ROUND" epochs="$EPOCHS" batch="$BATCH" lr="$LR" arch="$ARCH" \
+        width="$WIDTH" proj="$PROJ" seed="$SEED" aug="$AUG" \
+        ${TEST_LIST:+test_list="$TEST_LIST"} ${ROOT:+root="$ROOT"} ${SPLIT:+split="$SPLIT"} \
+        ${PROFILE:+profile="$PROFILE"} ${MOMENTUM:+momentum="$MOMENTUM"} ${WD:+wd="$WD"} "$@"
+    P=$RUN/partition
+    if [ ! -f "$P/partition.mpk.zst" ]; then
+        log "partitioning $DATA"
+        local cmd=("$BIN/partition" --in "$DATA" -o "$P" --force --if "$IF" --alpha "$ALPHA"
+                   --clients "$CLIENTS" --seed "$SEED" --threads "$JOBS")
+        [ -z "$TEST_LIST" ] || cmd+=(--test-list "$TEST_LIST")
+        [ -z "$ROOT" ] || cmd+=(--root "$ROOT")
+        [ -z "$SPLIT" ] || cmd+=(--split "$SPLIT")
+        [ -z "$PROFILE" ] || cmd+=(--profile "$PROFILE")
+        run_tool "${cmd[@]}" ${QOPT[@]+"${QOPT[@]}"} || exit $?
+    fi
+    mkdir -p "$RUN/round-000"
+    if [ ! -f "$RUN/round-000/model.mpk.zst" ]; then
+        local cmd=("$BIN/aggregate" --init "$ARCH" --partition "$P/partition.mpk.zst" --proj "$PROJ"
+                   --seed "$SEED" -o "$RUN/round-000/model.mpk.zst")
+        [ -z "$WIDTH" ] || cmd+=(--width "$WIDTH")
+        run_tool "${cmd[@]}" ${QOPT[@]+"${QOPT[@]}"} || exit $?
     fi
 }
 
-# parallel_run JOBS CMD-FILE: runs each line of CMD-FILE (a shell command) with at most JOBS
-# at once; fails (after the others finish) if any failed.
-parallel_run() {
-    local jobs=$1 file=$2 failed=0 pids=() cmd
-    while IFS= read -r cmd; do
-        bash -c "$cmd" & pids+=($!)
-        while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || failed=1; done
-    done < "$file"
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || { [ $? = 127 ] || failed=1; }; done
-    return $failed
+# ---- one round ----
+# round_dir N: prints RUN/round-NNN.
+round_dir() { printf '%s/round-%03d' "$RUN" "$1"; }
+
+# round_start N [FILE...]: sets R (this round's folder, created), PREV (the previous one's),
+# EVAL_THIS (1 when round N is evaluated: every EVAL_EVERY-th and each of the last 10) and
+# ROUND_T0.  False (skip the round) when it is complete: every FILE exists in R (default
+# model.mpk.zst) and, when EVAL_THIS, R/metrics.csv too.
+round_start() {
+    local n=$1 f; shift
+    [ $# -gt 0 ] || set -- model.mpk.zst
+    R=$(round_dir "$n") PREV=$(round_dir $((n - 1))) ROUND_N=$n ROUND_T0=$SECONDS EVAL_THIS=0
+    if [ $((n % EVAL_EVERY)) = 0 ] || [ "$n" -gt $((ROUNDS - 10)) ]; then EVAL_THIS=1; fi
+    local done=1
+    for f in "$@"; do [ -f "$R/$f" ] || done=0; done
+    [ $EVAL_THIS = 0 ] || [ -f "$R/metrics.csv" ] || done=0
+    [ $done = 0 ] || return 1
+    mkdir -p "$R"
 }
 
+# select_clients N: sets SELECTED to round N's clients (aggregate --select: seeded by SEED and
+# N, PER_ROUND of CLIENTS, ascending).
+select_clients() {
+    local out k
+    out=$("$BIN/aggregate" --select "$PER_ROUND" --clients "$CLIENTS" --round "$1" --seed "$SEED") || exit $?
+    mapfile -t SELECTED <<<"$out"
+    for k in "${SELECTED[@]}"; do [[ $k =~ ^[0-9]+$ ]] || die "internal: aggregate --select printed '$k'" 5; done
+}
+
+# train_clients [--also PATTERN]... R MODEL [ARG...]: local-train of every SELECTED client from
+# MODEL on its shard P/client-KK.mpk.zst, writing R/update-KK.mpk.zst, at most JOBS processes
+# at once.  Each ARG goes to every client's local-train as one argument (after the common
+# ones), with each {KK} in it replaced by the client's tag: e.g. --teacher "DIR/teacher-{KK}.mpk.zst"
+# or --gradients "$R/gradients-{KK}.mpk.zst".  Nothing is evaluated.  A client is skipped
+# (resume) when its update and every --also PATTERN file (with {KK} replaced) exist.
+# Fails with one line, after every started process has ended, if one of them failed.
+train_clients() {
+    local also=()
+    while [ "${1:-}" = --also ]; do also+=("$2"); shift 2; done
+    local r=$1 model=$2; shift 2
+    local k kk a f skip cmd
+    for k in "${SELECTED[@]}"; do
+        kk=$(client_tag "$k")
+        skip=1
+        for f in "$r/update-$kk.mpk.zst" ${also[@]+"${also[@]}"}; do [ -f "${f//\{KK\}/$kk}" ] || skip=0; done
+        [ $skip = 0 ] || continue
+        cmd=("$BIN/local-train" -m "$model" -d "$P/client-$kk.mpk.zst" --epochs "$EPOCHS"
+             --batch "$BATCH" --lr "$LR" --aug "$AUG" --seed "$SEED" --threads "$THREADS"
+             -o "$r/update-$kk.mpk.zst")
+        [ -z "$MOMENTUM" ] || cmd+=(--momentum "$MOMENTUM")
+        [ -z "$WD" ] || cmd+=(--wd "$WD")
+        for a in "$@"; do cmd+=("${a//\{KK\}/$kk}"); done
+        job_spawn "${cmd[@]}" ${QOPT[@]+"${QOPT[@]}"}
+    done
+    job_wait_all || die "local training failed in $r (the lines above)" 1
+}
+
+# fedavg_round R MODEL [ARG...]: aggregate the SELECTED clients' R/update-KK.mpk.zst over
+# MODEL (the previous global model) into R/model.mpk.zst, unless it exists; ARGs go to
+# aggregate.
+fedavg_round() {
+    local r=$1 model=$2; shift 2
+    [ ! -f "$r/model.mpk.zst" ] || return 0
+    local ups=() k
+    for k in "${SELECTED[@]}"; do ups+=("$r/update-$(client_tag "$k").mpk.zst"); done
+    run_tool "$BIN/aggregate" -m "$model" -o "$r/model.mpk.zst" "$@" ${QOPT[@]+"${QOPT[@]}"} "${ups[@]}" || exit $?
+}
+
+# evaluate_round R MODEL [ARG...]: evaluates MODEL (e.g. R/model.mpk.zst, or a model with a
+# retrained head) on the test shard into R/metrics.json and R/metrics.csv (label LABEL; the
+# CSV is renamed last, so its presence means the round's metrics are complete), then rebuilds
+# RUN/metrics.csv and the plot.  ARGs go to evaluate.  Skipped when R/metrics.csv exists.
+evaluate_round() {
+    local r=$1 model=$2; shift 2
+    if [ ! -f "$r/metrics.csv" ]; then
+        tmp_add "$r/metrics.csv.tmp" "$r/metrics.json.tmp"
+        rm -f "$r/metrics.csv.tmp" "$r/metrics.json.tmp"
+        run_tool "$BIN/evaluate" -m "$model" --test "$P/test.mpk.zst" -p "$P/partition.mpk.zst" \
+            --label "$LABEL" --csv "$r/metrics.csv.tmp" --json "$r/metrics.json.tmp" \
+            --threads "$((JOBS * THREADS))" "$@" ${QOPT[@]+"${QOPT[@]}"} || exit $?
+        mv "$r/metrics.json.tmp" "$r/metrics.json"
+        mv "$r/metrics.csv.tmp" "$r/metrics.csv"
+    fi
+    collect_metrics "$RUN"
+}
+
+# round_end R MODEL [ARG...]: when EVAL_THIS, evaluate_round R MODEL ARG...; then one log line.
+round_end() {
+    local r=$1
+    if [ "$EVAL_THIS" = 0 ]; then
+        log "round $ROUND_N/$ROUNDS done in $((SECONDS - ROUND_T0)) s (not evaluated)"
+        return 0
+    fi
+    evaluate_round "$@"
+    log "round $ROUND_N/$ROUNDS done in $((SECONDS - ROUND_T0)) s: $(tail -n 1 "$r/metrics.csv")"
+}
+
+# finish_run: rebuilds RUN/metrics.csv and the plot, prints "LABEL: summary" on stdout.
+finish_run() {
+    collect_metrics "$RUN"
+    echo "$LABEL: $(summary "$RUN")"
+}
+
+# ---- metrics ----
 # collect_metrics RUN: RUN/metrics.csv from the rounds' rows; RUN/accuracy.png when gnuplot is there.
 collect_metrics() {
     local run=$1 first=1 f
+    tmp_add "$run/metrics.csv.tmp"
     : > "$run/metrics.csv.tmp"
     for f in "$run"/round-*/metrics.csv; do
         [ -f "$f" ] || continue
@@ -106,29 +457,36 @@ collect_metrics() {
     plot_metrics "$run/metrics.csv" "$run/accuracy.png" "${PLOT_TITLE:-$PROG}"
 }
 
+# gp_str S: S as a gnuplot single-quoted string (no escapes, no macros, no backquotes are
+# interpreted inside one; ' is doubled, control characters become spaces).
+gp_str() {
+    local s=${1//[[:cntrl:]]/ }
+    printf "'%s'" "${s//\'/\'\'}"
+}
+
 # plot_metrics CSV PNG TITLE: accuracy (overall, many, medium, few) per round.
 plot_metrics() {
     local csv=$1 png=$2 title=$3
     command -v gnuplot >/dev/null || return 0
     [ "$(wc -l < "$csv")" -ge 2 ] || return 0
-    gnuplot <<GP 2>/dev/null || log "gnuplot failed; no plot"
-set terminal pngcairo size 900,540 noenhanced
-set output "$png.tmp"
-set datafile separator ","
-set datafile missing ""
-set key autotitle columnhead top right
-set title "$title: test accuracy per round"
-set xlabel "round"; set ylabel "top-1 accuracy (balanced test set)"; set yrange [-0.02:1.02]; set grid
-plot "$csv" using 2:3 with linespoints lw 2 title "overall", \
-     "" using 2:5 with lines dt 2 title "many", \
-     "" using 2:6 with lines dt 3 title "medium", \
-     "" using 2:7 with lines dt 4 title "few"
-GP
-    [ -f "$png.tmp" ] && mv "$png.tmp" "$png"
+    tmp_add "$png.tmp"
+    {
+        echo "set terminal pngcairo size 900,540 noenhanced"
+        echo "set output $(gp_str "$png.tmp")"
+        echo 'set datafile separator ","'
+        echo 'set datafile missing ""'
+        echo "set key autotitle columnhead top right"
+        echo "set title $(gp_str "$title: test accuracy per round")"
+        echo 'set xlabel "round"; set ylabel "top-1 accuracy (balanced test set)"; set yrange [-0.02:1.02]; set grid'
+        echo "plot $(gp_str "$csv") using 2:3 with linespoints lw 2 title 'overall', \\"
+        echo "     '' using 2:5 with lines dt 2 title 'many', '' using 2:6 with lines dt 3 title 'medium', \\"
+        echo "     '' using 2:7 with lines dt 4 title 'few'"
+    } | gnuplot 2>/dev/null || log "gnuplot failed; no plot"
+    [ ! -f "$png.tmp" ] || mv "$png.tmp" "$png"
     return 0
 }
 
-# summary RUN: final, mean of the last 10 rounds, best (ALGORITHMS 8.9) as one line.
+# summary RUN: final, mean of the last 10 rounds, best (docs/algorithms.md, evaluation) as one line.
 summary() {
     awk -F, 'NR>1 && $3!="" {n++; a[n]=$3; m[n]=$5; d[n]=$6; f[n]=$7; if ($3>best) best=$3}
       END { if (!n) exit; s=0; k=0; for (i=(n>10?n-9:1); i<=n; i++) {s+=a[i]; k++}
