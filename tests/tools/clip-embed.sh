@@ -110,7 +110,7 @@ v = np.frombuffer(t["embeddings"]["data"], "<f4").reshape(t["embeddings"]["shape
 assert v.shape == (2, 24) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
 assert list(np.frombuffer(t["index"]["data"], "<i8")) == [7, 9]
 PYEOF
-else echo "note: PIL missing; encoded-shard check skipped"; fi
+else skip_check "PIL missing: encoded-shard check"; fi
 
 # cached: a second run does no work and leaves the file alone
 before=$(stat -c %Y.%s "$T/out.mpk.zst"); sleep 1
@@ -147,7 +147,7 @@ VOCAB=${FEDSM_SHARED_DATA:-../shared/data}/bpe_simple_vocab_16e6.txt.gz
 if [ -f "$VOCAB" ]; then
     echo "a photo of a cat." | "$BIN" --tokenize --vocab "$VOCAB" > "$T/tok"
     [ "$(cat "$T/tok")" = "49406 320 1125 539 320 2368 269 49407" ] || fail "real vocab ids: $(cat "$T/tok")"
-else echo "note: $VOCAB not found; real-vocabulary --tokenize check skipped"; fi
+else skip_check "$VOCAB not found (set FEDSM_SHARED_DATA): real-vocabulary --tokenize check"; fi
 
 # corrupt and missing weights: exit 3 / 4, one error line, no output left behind
 head -c 20000 "$FIX/tiny.safetensors" > "$T/trunc.safetensors"
