@@ -8,6 +8,7 @@
 #ifndef FEDSM_TOOL_H
 #define FEDSM_TOOL_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -43,7 +44,37 @@ uint64_t tool_parse_seed(const char *opt, const char *s);
 int parse_int(const char *s, int64_t min, int64_t max, int64_t *out);
 int parse_double(const char *s, double min, double max, double *out);
 
-/* Sets the compute thread count (OpenBLAS and ours); n <= 0 means all cores. */
+/* ---- the common options ----
+ * Every tool has these, from one table here appended to its own getopt_long table:
+ *   -h/--help  -V/--version  -q/--quiet  -v/--verbose  -s/--seed S  --threads N (also -t
+ *   unless the tool claims -t)  -o/--out X
+ * A tool that defines one of these short letters itself (inspect's -t) keeps it; the long
+ * name still reaches the common option.  tool_getopt() handles the common options and every
+ * bad option itself and returns only the tool's own ones, so a tool's switch has no
+ * default case.  Errors (exit 2, one line plus the hint "try 'tool --help'"):
+ *   unknown option '--x'        option '--x' needs a value     option '--x' takes no value
+ *   -o: empty name (refused before any work)   --seed/--threads: bad number
+ * --help calls the usage function given; --version prints "tool VERSION". */
+/* The common options' getopt codes, for a tool's alias of one (partition's --out-dir). */
+enum { TOOL_OPT_HELP = 0x10000, TOOL_OPT_VERSION, TOOL_OPT_QUIET, TOOL_OPT_VERBOSE,
+       TOOL_OPT_SEED, TOOL_OPT_THREADS, TOOL_OPT_OUT };
+typedef struct {
+    void (*usage)(void); /* prints the help to stdout and exits 0 (set by the tool) */
+    const char *out;     /* -o/--out, NULL when not given */
+    uint64_t seed;       /* -s/--seed; the tool sets its default before parsing */
+    bool seed_given;
+    int threads; /* --threads as given (0: all cores), -1 when not given; already applied */
+} tool_common;
+
+/* getopt_long over the tool's short options `own` (without the common letters) and its long
+ * table `lo` (terminated by a zero entry, without the common options); returns the next
+ * option of the tool's own, -1 at the end (operands are left at argv[optind..]).  Use one
+ * tool_common and the same own/lo for every call of one parse. */
+int tool_getopt(int argc, char **argv, const char *own, const struct option *lo,
+                tool_common *co);
+
+/* The one place that applies a thread count (OpenBLAS).  n <= 0 means all cores.  tool_init applies FEDSM_THREADS (default 1),
+ * tool_getopt applies --threads; tools do not call it themselves. */
 void tool_set_threads(int n);
 int tool_threads(void);
 
