@@ -4,11 +4,15 @@
 # Default: the reduced protocol of the README (fewer rounds and local epochs, every
 # other setting as the paper).  --full runs the paper's protocol (200 rounds x 10 epochs:
 # a GPU-class job, days on 2 CPU cores).
-# usage: cifar10-lt-fedavg.sh [--data PATH] [--full] [--rounds R] [--epochs E] [--jobs J] [--runs DIR]
+# usage: cifar10-lt-fedavg.sh [--data PATH] [--full] [--rounds R] [--epochs E] [--jobs J]
+#                             [--eval-every N] [--runs DIR]
 source "$(dirname "$0")/common.sh"
 DATA=${FEDSM_SHARED_DATA:-$FEDSM_ROOT/../shared/data}/cifar10-jpeg.tar.zst
 ROUNDS=30 EPOCHS=1 JOBS=2 RUNS=runs EVAL_EVERY=5
 while [ $# -gt 0 ]; do
+    case $1 in
+    --data|--rounds|--epochs|--jobs|--runs|--eval-every) need_value "$@" ;;
+    esac
     case $1 in
     --data) DATA=$2; shift ;;  --rounds) ROUNDS=$2; shift ;;  --epochs) EPOCHS=$2; shift ;;
     --jobs) JOBS=$2; shift ;;  --runs) RUNS=$2; shift ;;      --eval-every) EVAL_EVERY=$2; shift ;;
@@ -18,6 +22,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# checked here, once, rather than by the first of the three fedavg.sh runs
+check_value --rounds int "$ROUNDS"; check_value --epochs int "$EPOCHS"
+check_value --jobs int "$JOBS"; check_value --eval-every int "$EVAL_EVERY"
 runs=()
 for IF in 100 50 10; do
     run="$RUNS/c10-if$IF-r$ROUNDS-e$EPOCHS"

@@ -198,6 +198,10 @@ in_range() {
         || die "$o: $v is out of range (${3/>/more than } .. $hi)" 2
 }
 
+# need_value OPTION [VALUE...]: for scripts with their own small option loops (demo.sh,
+# cifar10-lt-fedavg.sh): exits 2 with one line when OPTION has no value after it.
+need_value() { [ $# -ge 2 ] || die "$1 needs a value (try $PROG.sh --help)" 2; }
+
 # parse_options ARG...: reads the common options and METHOD_OPTS into their variables, checks
 # every value (type, range, --data given, --per-round <= --clients), exits 2 with one line on
 # the first bad one, 0 after --help.  Nothing is created before it returns.

@@ -7,9 +7,9 @@ source "$(dirname "$0")/common.sh"
 DATA= ROUNDS=${DEMO_ROUNDS:-8} RUN=${DEMO_RUN:-runs/demo}
 while [ $# -gt 0 ]; do
     case $1 in
-    --data) DATA=$2; shift ;;
-    --rounds) ROUNDS=$2; shift ;;
-    --run) RUN=$2; shift ;;
+    --data) need_value "$@"; DATA=$2; shift ;;
+    --rounds) need_value "$@"; ROUNDS=$2; shift ;;
+    --run) need_value "$@"; RUN=$2; shift ;;
     -h|--help) echo "usage: demo.sh [--data PATH] [--rounds R] [--run DIR]"; exit 0 ;;
     *) die "unknown option '$1'" 2 ;;
     esac
@@ -20,6 +20,7 @@ if [ -z "$DATA" ]; then
     DATA=$FEDSM_ROOT/${BUILD:-build}/demo-data
     if [ ! -f "$DATA/test_batch.bin" ] || [ "$BIN/gen-demo" -nt "$DATA/test_batch.bin" ]; then
         log "generating the demo dataset in $DATA"
+        tmp_add "$DATA.tmp.$$"
         "$BIN/gen-demo" "$DATA.tmp.$$" 500 100 && rm -rf "$DATA" && mv "$DATA.tmp.$$" "$DATA"
     fi
     ARGS=(--if 10 --clients 10 --per-round 4 --epochs 3 --width 16)
