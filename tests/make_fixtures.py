@@ -7,5 +7,5 @@ import os
 import runpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-for part in ["fixtures_nn.py", "fixtures_torchzip.py", "fixtures_imgaug.py"]:  # torchzip reads clip/tiny.safetensors
+for part in ["fixtures_nn.py", "fixtures_torchzip.py", "fixtures_imgaug.py", "fixtures_creff.py"]:  # torchzip reads clip/tiny.safetensors
     runpy.run_path(os.path.join(HERE, part), run_name="__main__")
