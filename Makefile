@@ -100,6 +100,9 @@ test: deps-test
 
 check: test
 
+mutants: deps-test  # tests/mutants.sh: small bugs of tests/mutants.txt, one at a time (slow; not in test)
+	tests/mutants.sh
+
 asan: deps-test
 	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
