@@ -2,9 +2,11 @@
  * and the invariants of every split mode (ALGORITHMS 1.3): each sample in exactly one
  * client, client sizes, determinism, bounded failures. */
 #include "err.h"
+#include "rng.h"
 #include "split.h"
 #include "testlib.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,48 @@ static int64_t sum(const int64_t *v, int n)
     for (int i = 0; i < n; i++)
         s += v[i];
     return s;
+}
+
+/* A split that fails is a failed check and ends the test function: its result is garbage
+ * (reading it would crash instead of failing). */
+#define SPLIT_OK(...)                                                                     \
+    do {                                                                                  \
+        int rc_ = split_make(__VA_ARGS__);                                                \
+        CHECK_MSG(rc_ == 0, "split_make: %s", err_msg());                                 \
+        if (rc_)                                                                          \
+            return;                                                                       \
+    } while (0)
+
+/* The Dirichlet draws behind the non-IID mix, against the distribution's moments: for
+ * Dir(alpha, ..., alpha) over K, E p_j = 1/K and Var p_j = (1/K)(1 - 1/K) / (K alpha + 1),
+ * and E[p_j^2 p_i] products are not needed: 40,000 draws at alpha 0.5 (the papers') and 1,
+ * K 10; means within 4 standard errors, variances within 6%. */
+static void test_dirichlet_moments(void)
+{
+    const int K = 10, N = 40000;
+    const double alphas[] = {0.5, 1.0, 0.1};
+    for (int a = 0; a < 3; a++) {
+        double alpha = alphas[a], p[10], s1[10] = {0}, s2[10] = {0};
+        rng r;
+        rng_init(&r, 7, "test-dirichlet", a, 0);
+        int sum_ok = 1;
+        for (int i = 0; i < N; i++) {
+            rng_dirichlet(&r, p, K, alpha);
+            double t = 0;
+            for (int j = 0; j < K; j++) {
+                s1[j] += p[j], s2[j] += p[j] * p[j], t += p[j];
+                sum_ok &= p[j] >= 0;
+            }
+            sum_ok &= fabs(t - 1) < 1e-9;
+        }
+        CHECK_MSG(sum_ok, "alpha %g: proportions >= 0 summing to 1", alpha);
+        double var = (1.0 / K) * (1 - 1.0 / K) / (K * alpha + 1), se = sqrt(var / N);
+        for (int j = 0; j < K; j++) {
+            double m = s1[j] / N, v = s2[j] / N - m * m;
+            CHECK_MSG(fabs(m - 1.0 / K) < 4 * se, "alpha %g: mean of p[%d] %.5f vs %.5f", alpha, j, m, 1.0 / K);
+            CHECK_MSG(fabs(v / var - 1) < 0.06, "alpha %g: variance of p[%d] %.6f vs %.6f", alpha, j, v, var);
+        }
+    }
 }
 
 static void test_lt_counts(void)
@@ -133,7 +177,7 @@ static void test_creff(void)
     split_opts o;
     split_opts_default(&o);
     split_result s, s2;
-    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    SPLIT_OK(labels, n, 10, &o, &s);
     int64_t *cnt = check_partition(&s, labels, n, 10);
     for (int k = 0; k < 20; k++) {
         int64_t sz = s.offsets[k + 1] - s.offsets[k];
@@ -145,11 +189,11 @@ static void test_creff(void)
         zeros += cnt[i] == 0;
     CHECK(zeros > 0);
     free(cnt);
-    CHECK(split_make(labels, n, 10, &o, &s2) == 0);
+    SPLIT_OK(labels, n, 10, &o, &s2);
     CHECK(memcmp(s.items, s2.items, n * sizeof *s.items) == 0);
     split_free(&s2);
     o.seed = 8;
-    CHECK(split_make(labels, n, 10, &o, &s2) == 0);
+    SPLIT_OK(labels, n, 10, &o, &s2);
     CHECK(memcmp(s.items, s2.items, n * sizeof *s.items) != 0);
     split_free(&s2);
     split_free(&s);
@@ -158,7 +202,7 @@ static void test_creff(void)
     for (int i = 0; i < 3; i++) {
         split_opts_default(&o);
         o.clients = ks[i];
-        CHECK(split_make(labels, n, 10, &o, &s) == 0);
+        SPLIT_OK(labels, n, 10, &o, &s);
         free(check_partition(&s, labels, n, 10));
         for (int k = 0; k < ks[i]; k++)
             CHECK(s.offsets[k + 1] - s.offsets[k] == n / ks[i] + (k < n % ks[i]));
@@ -178,7 +222,7 @@ static void test_creff(void)
     /* CIFAR-100-LT */
     labels = lt_labels(100, 500, 100, &n);
     split_opts_default(&o);
-    CHECK(split_make(labels, n, 100, &o, &s) == 0);
+    SPLIT_OK(labels, n, 100, &o, &s);
     free(check_partition(&s, labels, n, 100));
     CHECK(s.offsets[1] == n / 20 + (n % 20 > 0));
     split_free(&s);
@@ -194,7 +238,7 @@ static void test_dirichlet(void)
     o.mode = SPLIT_DIRICHLET;
     o.min_size = 20;
     split_result s;
-    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    SPLIT_OK(labels, n, 10, &o, &s);
     free(check_partition(&s, labels, n, 10));
     for (int k = 0; k < 20; k++)
         CHECK(s.offsets[k + 1] - s.offsets[k] >= 20);
@@ -218,7 +262,7 @@ static void test_iid_shards(void)
     split_opts_default(&o);
     o.mode = SPLIT_IID;
     split_result s;
-    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    SPLIT_OK(labels, n, 10, &o, &s);
     int64_t *cnt = check_partition(&s, labels, n, 10);
     for (int k = 0; k < 20; k++)
         CHECK(s.offsets[k + 1] - s.offsets[k] == n / 20 + (k < n % 20));
@@ -227,7 +271,7 @@ static void test_iid_shards(void)
 
     o.mode = SPLIT_SHARDS;
     o.classes_per_client = 2;
-    CHECK(split_make(labels, n, 10, &o, &s) == 0);
+    SPLIT_OK(labels, n, 10, &o, &s);
     cnt = check_partition(&s, labels, n, 10);
     for (int k = 0; k < 20; k++) {
         int nz = 0;
@@ -256,6 +300,7 @@ static void test_iid_shards(void)
 
 int main(void)
 {
+    test_dirichlet_moments();
     test_lt_counts();
     test_lt_select();
     test_creff();
