@@ -4,7 +4,8 @@
 # mutant names, and prints "killed" or "SURVIVED" per mutant, then the score.  Exits 1 when
 # the score is below MUTANTS_THRESHOLD percent (default 90), 2 on a bad mutant list or a
 # baseline that does not pass.  Never touches the live checkout (others edit it): the copy
-# is `git archive` of a commit (MUTANTS_REV, default HEAD) in a temp folder.  Slow: one
+# is `git archive` of a commit (MUTANTS_REV, default HEAD) in a temp folder, or with
+# MUTANTS_REV=worktree a copy of the checkout's files as they are now (committed or not).  Slow: one
 # rebuild of one file plus the named tests per mutant (`make mutants`; not in `make test`).
 #
 # Usage: tests/mutants.sh [ID-REGEX]     (run only the mutants whose id matches)
@@ -40,7 +41,12 @@ command -v $PY >/dev/null || PY=/usr/bin/python3
 W=${MUTANTS_DIR:-$(mktemp -d /tmp/fedsm-mutants.XXXXXX)}
 mkdir -p "$W/src"
 [ "${MUTANTS_KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
-git -C "$ROOT" archive "$REV" | tar -x -C "$W/src" || { echo "mutants: cannot export $REV" >&2; exit 2; }
+if [ "$REV" = worktree ]; then # the live files as they are now (tracked and new, not ignored)
+    (cd "$ROOT" && git ls-files -z -c -o --exclude-standard | tar --null -T - -cf -) | tar -x -C "$W/src" \
+        || { echo "mutants: cannot copy the working tree" >&2; exit 2; }
+else
+    git -C "$ROOT" archive "$REV" | tar -x -C "$W/src" || { echo "mutants: cannot export $REV" >&2; exit 2; }
+fi
 cd "$W/src" || exit 2
 git init -q . && git add -A >/dev/null 2>&1 # for git grep -F when a file has moved
 BUILD=build-mutants
@@ -93,7 +99,7 @@ locate() { # FILE FIND: the file to mutate (FILE, or where FIND went when it mov
     echo "$hits"
 }
 
-echo "mutants: ${#ids[@]} mutants of $(git -C "$ROOT" rev-parse --short "$REV") in $W/src"
+echo "mutants: ${#ids[@]} mutants of $( [ "$REV" = worktree ] && echo worktree || git -C "$ROOT" rev-parse --short "$REV") in $W/src"
 echo "baseline: building"
 build "$log/baseline-build.log" || { echo "mutants: the unmutated tree does not build ($log/baseline-build.log)" >&2; exit 2; }
 # the baseline must pass every test a mutant names (a kill by a failing test means nothing)
