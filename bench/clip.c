@@ -4,7 +4,7 @@
  * Usage: clip WEIGHTS [THREADS].  Not a test. */
 #include "clip.h"
 #include "err.h"
-#include "nn.h"
+#include "pool.h"
 #include "tool.h"
 
 #include <stdio.h>
@@ -26,7 +26,7 @@ int main(int argc, char **argv)
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     tool_set_threads(threads);
-    nn_set_threads(threads);
+    pool_set_threads(threads);
     clip_model *m = clip_load(argv[1], NULL);
     if (!m) {
         fprintf(stderr, "bench-clip: %s\n", err_msg());

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "nn.h"
+#include "pool.h"
 #include "rng.h"
 #include "tool.h"
 
@@ -19,7 +20,7 @@ int main(int argc, char **argv)
     int threads = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 5;
     const char *algos = argc > 3 ? argv[3] : "igemm,winograd";
     tool_set_threads(threads);
-    nn_set_threads(threads);
+    pool_set_threads(threads);
     static const struct {
         const char *name;
         int ci, h, co, k, s, p;

@@ -11,8 +11,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "imgaug.h"
 #include "model.h"
 #include "nn.h"
+#include "pool.h"
 #include "rng.h"
 #include "tool.h"
 
@@ -51,7 +53,7 @@ int main(int argc, char **argv)
     int threads = argc > 1 ? atoi(argv[1]) : 1, n = argc > 2 ? atoi(argv[2]) : 32;
     double seconds = argc > 3 ? atof(argv[3]) : 5.0;
     tool_set_threads(threads); /* what every tool does: OpenBLAS ... */
-    nn_set_threads(threads);   /* ... and nn's pool */
+    pool_set_threads(threads); /* ... and the thread pool */
     const char *an = argc > 4 ? argv[4] : "default";
     int algo = !strcmp(an, "blas")       ? nn_set_conv_algo(NN_CONV_BLAS)
                : !strcmp(an, "igemm")    ? nn_set_conv_algo(NN_CONV_IGEMM)
@@ -79,7 +81,7 @@ int main(int argc, char **argv)
     for (int it = 0;; it++) {
         if (it == 3)
             t0 = tool_now(), c0 = cpu_now();
-        nn_augment_crop_flip(xa, x, n, 3, 32, 32, 4, 0, &r);
+        imgaug_random_crop_flip(xa, x, n, 3, 32, 32, 4, 0, &r);
         model_zero_grad(m);
         if (model_train_step_grads(m, xa, lab, NULL, n, 3, 1, &loss) < 0)
             return 1;

@@ -11,7 +11,7 @@
 #include "endpoint.h"
 #include "err.h"
 #include "image.h"
-#include "nn.h"
+#include "pool.h"
 #include "sha256.h"
 #include "tool.h"
 
@@ -478,7 +478,7 @@ int main(int argc, char **argv)
         }
     }
     if (optind < argc) tool_usage_error("unexpected argument '%s'", argv[optind]);
-    nn_set_threads(tool_threads());
+    pool_set_threads(tool_threads());
 
     if (!vocab && weights) {
         char *v = beside(weights, VOCAB_NAME);

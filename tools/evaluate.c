@@ -9,6 +9,7 @@
 #include "err.h"
 #include "model.h"
 #include "nn.h"
+#include "pool.h"
 #include "shard.h"
 #include "tool.h"
 
@@ -113,7 +114,7 @@ int main(int argc, char **argv)
         tool_usage_error("need --model and --test");
     if (!csv && !json && !out && tool_verbosity < 1)
         tool_usage_error("nothing to report: give --csv, --json or -o (or drop -q)");
-    nn_set_threads(tool_threads());
+    pool_set_threads(tool_threads());
 
     record *mrec = ep_read_one(mpath, "model", &o);
     if (!mrec)

@@ -6,8 +6,9 @@
  * Not here: aggregation (aggregate), teacher logits (clip-embed). */
 #include "endpoint.h"
 #include "err.h"
+#include "imgaug.h"
 #include "model.h"
-#include "nn.h"
+#include "pool.h"
 #include "rng.h"
 #include "shard.h"
 #include "tool.h"
@@ -176,7 +177,7 @@ int main(int argc, char **argv)
     int aug_mode = !strcmp(aug, "batch") ? 0 : !strcmp(aug, "sample") ? 1 : !strcmp(aug, "none") ? 2 : -1;
     if (aug_mode < 0)
         tool_usage_error("--aug must be batch, sample or none, not '%s'", aug);
-    nn_set_threads(tool_threads());
+    pool_set_threads(tool_threads());
 
     record *grec = ep_read_one(gpath, "model", &o);
     if (!grec)
@@ -235,7 +236,7 @@ int main(int argc, char **argv)
             } else {
                 shard_gather(x, s, perm + b0, nb, mean, std);
                 if (aug_mode != 2) {
-                    nn_augment_crop_flip(xa, x, nb, s->c, s->h, s->w, 4, aug_mode == 1, &ra);
+                    imgaug_random_crop_flip(xa, x, nb, s->c, s->h, s->w, 4, aug_mode == 1, &ra);
                     in = xa;
                 }
             }

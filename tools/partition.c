@@ -16,6 +16,7 @@
 #include "dataset.h"
 #include "endpoint.h"
 #include "err.h"
+#include "pool.h"
 #include "split.h"
 #include "tool.h"
 
@@ -693,7 +694,7 @@ int main(int argc, char **argv)
     o.ds.classes_file = o.classes_file;
     o.ds.root = o.root;
     o.ds.test_list = o.test_list;
-    o.ds.threads = tool_threads();
+    pool_set_threads(tool_threads()); /* image decoding runs on the pool */
     o.ds.progress = progress_cb;
 
     size_t olen = strlen(o.out_dir);
@@ -719,7 +720,7 @@ int main(int argc, char **argv)
     if (rc)
         tool_fail(rc);
     tool_log(2, "loaded %s: %lld train, %lld test in %.2f s (%d threads)", d.name,
-             (long long)d.train.n, (long long)d.test.n, tool_now() - t0, o.ds.threads);
+             (long long)d.train.n, (long long)d.test.n, tool_now() - t0, pool_threads());
     if (o.test_list == NULL && d.format == DS_LIST)
         tool_log(1, "no --test-list: no test.mpk.zst will be written");
 

@@ -1,4 +1,4 @@
-/* simd.h - small AVX-512 helpers shared by the kernels (nn.c, clip.c).
+/* simd.h - small AVX-512 helpers shared by the kernels (lib/nn/, clip.c).
  * Include only where __AVX512F__ is defined. */
 #ifndef FEDSM_SIMD_H
 #define FEDSM_SIMD_H

@@ -1,14 +1,15 @@
 /* dataset.c - CIFAR binary batches, image folders and list files into labels + pixels
- * (see dataset.h).  Image files are read and decoded by a small pthread pool that takes
- * indices from an atomic counter; each sample has its own output slot, so the result does
- * not depend on the thread count, and the error reported is always the one of the lowest
- * failing sample.
+ * (see dataset.h).  Image files are read and decoded on the thread pool (pool.h), each
+ * thread taking indices from an atomic counter; each sample has its own output slot, so the
+ * result does not depend on the thread count, and the error reported is always the one of
+ * the lowest failing sample.
  *
  * Not here: long-tail selection, splits, record writing. */
 #include "dataset.h"
 
 #include "err.h"
 #include "image.h"
+#include "pool.h"
 #include "tool.h"
 
 #include <ctype.h>
@@ -43,7 +44,6 @@ void ds_opts_default(ds_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->small_max = 64;
-    o->threads = 1;
 }
 
 static void free_strs(char **v, int64_t n)
@@ -264,9 +264,9 @@ static int load_cifar(const char *dir, const ds_opts *o, dataset *d)
     return rc;
 }
 
-/* ---- image files: read, probe, decode in a thread pool ---- */
+/* ---- image files: read, probe, decode on the thread pool ---- */
 
-typedef struct pool {
+typedef struct decode_job {
     ds_set *s;
     const ds_opts *o;
     uint8_t **pix; /* [n] decoded [3,h,w] or NULL */
@@ -277,11 +277,13 @@ typedef struct pool {
     int err_code;
     char err_msg[1024];
     const char *what;
-} pool;
+} decode_job;
 
-static void *pool_worker(void *arg)
+/* a pool task: takes samples from p->next until none are left */
+static void decode_task(void *arg, int tid, int nt)
 {
-    pool *p = arg;
+    (void)tid, (void)nt;
+    decode_job *p = arg;
     ds_set *s = p->s;
     bool first = false;
     for (;;) {
@@ -326,12 +328,11 @@ static void *pool_worker(void *arg)
         if (first && p->o->progress && dn % 2000 == 0)
             p->o->progress(p->what, dn, s->n);
     }
-    return NULL;
 }
 
 static int decode_set(ds_set *s, const ds_opts *o, const char *what)
 {
-    pool p;
+    decode_job p;
     memset(&p, 0, sizeof p);
     p.s = s;
     p.o = o;
@@ -347,19 +348,7 @@ static int decode_set(ds_set *s, const ds_opts *o, const char *what)
     atomic_init(&p.done, 0);
     atomic_init(&p.err_idx, s->n);
     pthread_mutex_init(&p.mu, NULL);
-    int nt = o->threads < 1 ? 1 : o->threads > 256 ? 256 : o->threads;
-    if (nt > s->n)
-        nt = s->n > 0 ? (int)s->n : 1;
-    pthread_t th[256];
-    int started = 0;
-    for (int t = 1; t < nt; t++) {
-        if (pthread_create(&th[t], NULL, pool_worker, &p) != 0)
-            break;
-        started = t;
-    }
-    pool_worker(&p);
-    for (int t = 1; t <= started; t++)
-        pthread_join(th[t], NULL);
+    pool_run(decode_task, &p);
     pthread_mutex_destroy(&p.mu);
     int rc = 0;
     if (atomic_load(&p.err_idx) < s->n) {

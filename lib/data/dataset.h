@@ -11,7 +11,7 @@
  * Storage: CIFAR and small images are decoded to planar pixels [n, 3, H, W].  Images
  * larger than small_max on a side (or of differing sizes) stay encoded on disk: the set
  * keeps their paths, and ds_read_encoded() returns the file bytes when a shard is written.
- * Decoding uses `threads` worker threads and is deterministic.
+ * Decoding runs on the thread pool (pool.h: pool_set_threads) and is deterministic.
  *
  * Not here: long-tail selection and splits (split.h), writing records (tools/partition.c). */
 #ifndef FEDSM_DATASET_H
@@ -53,7 +53,6 @@ typedef struct ds_opts {
     const char *test_list;     /* list: optional test list file */
     ds_store store;
     int small_max;             /* decode when every side <= small_max (default 64) */
-    int threads;               /* decode threads (>= 1) */
     void (*progress)(const char *what, int64_t done, int64_t total); /* optional */
 } ds_opts;
 void ds_opts_default(ds_opts *o);

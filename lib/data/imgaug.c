@@ -1,5 +1,6 @@
 /* imgaug.c - Pillow's resampler, torchvision's crop geometry and PIL's colour enhancers on
- * 8-bit planar RGB (see imgaug.h).  Sections: resampling, geometry, colour, transforms. */
+ * 8-bit planar RGB (see imgaug.h).  Sections: resampling, geometry, colour, transforms, CIFAR
+ * crop and flip (float images). */
 #include "imgaug.h"
 
 #include "err.h"
@@ -363,4 +364,41 @@ int imgaug_train(uint8_t *out, uint8_t *gray, const uint8_t *chw, int h, int w, 
             imgaug_saturation(out, gray, hw, fac[2]);
     }
     return 0;
+}
+
+/* ---- CIFAR crop and flip on normalised float images ---- */
+
+void imgaug_crop_flip(float *out, const float *in, int c, int h, int w, int pad, int dy, int dx,
+                      int flip)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++) {
+            int sy = y + dy - pad;
+            float *row = out + ((size_t)ch * h + y) * w;
+            if (sy < 0 || sy >= h) {
+                memset(row, 0, sizeof(float) * w);
+                continue;
+            }
+            const float *src = in + ((size_t)ch * h + sy) * w;
+            for (int x = 0; x < w; x++) {
+                int cx = flip ? w - 1 - x : x; /* position in the crop before mirroring */
+                int sx = cx + dx - pad;
+                row[x] = (sx >= 0 && sx < w) ? src[sx] : 0.0f;
+            }
+        }
+}
+
+void imgaug_random_crop_flip(float *out, const float *in, int n, int c, int h, int w, int pad,
+                             int per_sample, rng *r)
+{
+    int dy = 0, dx = 0, flip = 0;
+    const size_t img = (size_t)c * h * w;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || per_sample) {
+            dy = (int)rng_below(r, (uint64_t)(2 * pad + 1));
+            dx = (int)rng_below(r, (uint64_t)(2 * pad + 1));
+            flip = rng_uniform(r) < 0.5;
+        }
+        imgaug_crop_flip(out + i * img, in + i * img, c, h, w, pad, dy, dx, flip);
+    }
 }

@@ -11,6 +11,8 @@
  * uint8; grey = convert("L"), (19595 R + 38470 G + 7471 B + 2^15) >> 16).
  * Randomness comes from the caller's rng (not torch's generator: same distributions, other
  * numbers).  Images are (3, h, w) uint8 unless a function says otherwise.
+ * Also here: CIFAR's RandomCrop(32, padding=4) + RandomHorizontalFlip on normalised float
+ * batches (the last section).
  * Not here: decoding (image.h), normalisation to floats (shard.h). */
 #ifndef FEDSM_IMGAUG_H
 #define FEDSM_IMGAUG_H
@@ -66,5 +68,17 @@ int imgaug_eval(uint8_t *out, const uint8_t *chw, int h, int w, int size);
  * bytes of scratch.  0 or a negative error. */
 int imgaug_train(uint8_t *out, uint8_t *gray, const uint8_t *chw, int h, int w, int size,
                  rng *r);
+
+/* ---- CIFAR crop and flip (applied to normalised float images; no backward) ---- */
+/* One image: out (C, H, W) = crop of in (C, H, W) zero-padded by pad on each side, taken
+ * at offset (dy, dx) in [0, 2 pad], then mirrored left-right when flip. out != in. */
+void imgaug_crop_flip(float *out, const float *in, int c, int h, int w, int pad, int dy, int dx,
+                      int flip);
+/* RandomCrop(H, padding=pad) + RandomHorizontalFlip(0.5) on a batch (N, C, H, W).
+ * per_sample == 0: one offset and one flip for the whole batch (the reference code:
+ * torchvision on a 4-D tensor); != 0: drawn per image.  Draw order per draw: dy, dx
+ * (rng_below(2 pad + 1)), then flip (rng_uniform < 0.5).  out != in. */
+void imgaug_random_crop_flip(float *out, const float *in, int n, int c, int h, int w, int pad,
+                             int per_sample, rng *r);
 
 #endif

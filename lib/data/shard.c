@@ -4,7 +4,7 @@
 #include "err.h"
 #include "image.h"
 #include "imgaug.h"
-#include "nn.h"
+#include "pool.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -175,9 +175,9 @@ typedef struct gather_job {
     int n, size;
     const uint64_t *seeds;
     const float *mean, *std;
-    int bad[NN_MAX_THREADS]; /* first failing image of each thread, n when none */
-    int rc[NN_MAX_THREADS];
-    char msg[NN_MAX_THREADS][1024];
+    int bad[POOL_MAX_THREADS]; /* first failing image of each thread, n when none */
+    int rc[POOL_MAX_THREADS];
+    char msg[POOL_MAX_THREADS][1024];
 } gather_job;
 
 static int gather_one(const gather_job *j, int i, uint8_t *u8, uint8_t *gray)
@@ -246,9 +246,9 @@ int shard_gather_encoded(float *out, const shard *s, const int64_t *rows, int n,
         return err_set(ERR_INTERNAL, "out of memory");
     *j = (gather_job){.out = out, .s = s, .rows = rows, .n = n, .size = size, .seeds = seeds,
                       .mean = mean, .std = std};
-    nn_parallel(gather_task, j);
+    pool_run(gather_task, j);
     int worst = -1;
-    for (int t = 0; t < nn_threads(); t++)
+    for (int t = 0; t < pool_threads(); t++)
         if (j->bad[t] < n && (worst < 0 || j->bad[t] < j->bad[worst]))
             worst = t;
     int rc = worst < 0 ? 0 : err_set(j->rc[worst], "%s", j->msg[worst]);

@@ -5,7 +5,7 @@
  *   decoded: images |u1 [N,3,H,W]: shard_gather copies rows (CIFAR; no decoding).
  *   encoded: jpeg |u1 [B] (JPEG or PNG files back to back) + offsets <i8 [N+1] (image i is
  *            jpeg[offsets[i]:offsets[i+1]]; ImageNet-LT and other image folders):
- *            shard_gather_encoded decodes each batch on nn's thread pool and applies the
+ *            shard_gather_encoded decodes each batch on the thread pool and applies the
  *            ImageNet transforms of imgaug.h (eval: Resize + CenterCrop; train:
  *            RandomResizedCrop + flip + ColorJitter) at the model's input size.  Nothing is
  *            decoded at load (115k ImageNet-LT images would not fit as pixels); shard_load
@@ -47,7 +47,7 @@ void shard_gather(float *out, const shard *s, const int64_t *rows, int n, const 
 /* Encoded shards: out (n, 3, size, size) = (transform(decode(image rows[i])) / 255 - mean)
  * / std.  seeds NULL: the eval transform; else the train transform, image i drawing from
  * rng stream (seeds[i], "imgaug", 0, 0), so results do not depend on the thread count.
- * Images are split over nn's thread pool (nn_parallel).  0, or ERR_FORMAT naming the shard,
+ * Images are split over the thread pool (pool_run).  0, or ERR_FORMAT naming the shard,
  * the sample and the byte range of the first image that does not decode. */
 int shard_gather_encoded(float *out, const shard *s, const int64_t *rows, int n, int size,
                          const uint64_t *seeds, const float *mean, const float *std);

@@ -9,6 +9,7 @@
 #include "imgaug.h"
 #include "json.h"
 #include "nn.h"
+#include "pool.h"
 #include "safetensors.h"
 
 #include <cblas.h>
@@ -148,13 +149,13 @@ static void lin_task(void *ctx, int tid, int nt)
     lin_cols(j, n0, n1);
 }
 
-/* par: split the columns over nn's pool (one sequence); else on this thread */
+/* par: split the columns over the pool (one sequence); else on this thread */
 static void linear(float *y, const float *x, const float *w, const uint16_t *wh, const float *b, int M, int N, int K,
                    bool acc, int act, bool par)
 {
     lin_job j = {y, x, w, b, wh, M, N, K, acc, act != 0, act == 1};
-    if (par && nn_threads() > 1)
-        nn_parallel(lin_task, &j);
+    if (par && pool_threads() > 1)
+        pool_run(lin_task, &j);
     else
         lin_cols(&j, 0, N);
 }
@@ -307,7 +308,7 @@ static void scratch_carve(tower_scratch *s, float *mem, const clip_tower *tw, in
 }
 
 /* s->x: (B*T, D), updated in place through all layers.  par: one small batch, each product
- * and the attention heads split over nn's pool; else all on this thread.  pool: the row of
+ * and the attention heads split over the pool; else all on this thread.  pool: the row of
  * each sequence the caller reads (EOT, class token): the last layer computes only those
  * rows after its q/k/v (the other rows of s->x are left one layer behind). */
 static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, bool causal, bool par,
@@ -321,8 +322,8 @@ static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, 
         layernorm_forward(s->h, s->x, L->ln1_w, L->ln1_b, B * T, D, tw->ln_eps);
         linear(s->qkv, s->h, L->qkv_w, L->qkv_h, L->qkv_b, B * T, 3 * D, D, false, 0, par);
         att_job aj = {s->h, s->att, s->qkv, last ? pool : NULL, B, T, D, tw->heads, causal};
-        if (par && nn_threads() > 1 && B * tw->heads > 1)
-            nn_parallel(att_task, &aj);
+        if (par && pool_threads() > 1 && B * tw->heads > 1)
+            pool_run(att_task, &aj);
         else
             attention_pairs(&aj, 0, B * tw->heads, s->att);
         float *x = s->x;
@@ -341,7 +342,7 @@ static void tower_forward(const clip_tower *tw, tower_scratch *s, int B, int T, 
     }
 }
 
-/* Runs the batch [0, batch) as nt contiguous chunks, one per thread of nn's pool, each chunk
+/* Runs the batch [0, batch) as nt contiguous chunks, one per thread of the pool, each chunk
  * through the whole tower single-threaded (no synchronisation inside a forward pass), when
  * there are at least as many samples as threads; else as one chunk whose products are split
  * over the pool. */
@@ -376,12 +377,12 @@ static void enc_task(void *ctx, int tid, int nt)
 /* Sizes and allocates each chunk's scratch, then runs.  0 or ERR_INTERNAL (memory). */
 static int encode(enc_job *j)
 {
-    int pool = nn_threads();
+    int pool = pool_threads();
     int nt = pool > 1 && j->batch >= pool ? pool : 1, rc = 0;
     j->par = nt == 1 && pool > 1;
     int thr = j->par ? pool : 1;
-    float *mem[NN_MAX_THREADS] = {0};
-    int T[NN_MAX_THREADS];
+    float *mem[POOL_MAX_THREADS] = {0};
+    int T[POOL_MAX_THREADS];
     j->mem = mem;
     j->T = T;
     for (int t = 0; t < nt && !rc; t++) {
@@ -405,7 +406,7 @@ static int encode(enc_job *j)
     }
     if (!rc) {
         if (nt > 1)
-            nn_parallel(enc_task, j);
+            pool_run(enc_task, j);
         else
             enc_task(j, 0, 1);
     }
@@ -418,7 +419,7 @@ static void text_chunk(const enc_job *j, int b0, int nb, int T, float *mem)
     const clip_model *m = j->m;
     int D = m->text.width;
     tower_scratch s;
-    scratch_carve(&s, mem, &m->text, nb * T, T, j->par ? nn_threads() : 1);
+    scratch_carve(&s, mem, &m->text, nb * T, T, j->par ? pool_threads() : 1);
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < T; i++) {
             const float *te = m->tok_emb + (size_t)j->tokens[(size_t)(b0 + b) * j->ctx + i] * D,
@@ -440,7 +441,7 @@ static void image_chunk(const enc_job *j, int b0, int nb, float *mem)
     int D = m->vision.width, P = m->patch, G = m->grid, S = m->image_size, T = G * G + 1, K = 3 * P * P;
     const float *pixels = j->pixels + (size_t)b0 * 3 * S * S;
     tower_scratch s;
-    scratch_carve(&s, mem, &m->vision, nb * T, T, j->par ? nn_threads() : 1);
+    scratch_carve(&s, mem, &m->vision, nb * T, T, j->par ? pool_threads() : 1);
     float *cols = s.extra;
     /* patch embedding as a matrix product: cols (B*G*G, 3*P*P) . patch_w^T */
     for (int b = 0; b < nb; b++)

@@ -12,7 +12,7 @@
  * slab; q/k/v projections are fused into one matrix per layer, and the blocks' linear
  * weights are packed once for nn_gemm_packb (no per-call packing of weights).
  *
- * Threads: the encoders run on nn's pool (nn_set_threads).  A batch of at least as many
+ * Threads: the encoders run on the pool (pool.h).  A batch of at least as many
  * samples as threads is cut into one contiguous chunk per thread, each chunk run through
  * the whole tower on its thread with single-threaded OpenBLAS products; a smaller batch
  * splits each product's columns and the attention heads over the pool instead.  Results

@@ -1,43 +1,28 @@
 /* nn.h - training kernels on raw float pointers: conv2d, BatchNorm2d, ReLU, pooling,
- * linear, softmax cross-entropy, distillation loss, SGD, crop/flip augmentation.
+ * linear, softmax cross-entropy, distillation loss, SGD; products with packed weights.
  *
  * What it is: plain functions, output first, then inputs, then sizes, with a shape
  * comment on each pointer; a _forward/_backward pair per op (llm.c style).  All tensors
  * are fp32, C order, NCHW; conv weights (Co, Ci, KH, KW) and linear weights (O, I) as in
- * PyTorch.  Semantics follow PyTorch's defaults (ALGORITHMS 1.5-1.6).
- * What it is not: a graph or autograd; models (model.h) chain these kernels by hand.
+ * PyTorch.  Semantics follow PyTorch's defaults (docs/algorithms.md 1.5-1.6).
+ * What it is not: a graph or autograd; models (model.h) chain these kernels by hand; image
+ * augmentation (imgaug.h).
+ * Files: ops.c (BatchNorm, elementwise, pooling, linear, losses, SGD), conv.c (conv2d),
+ * gemm.c (the micro-kernel and the packed products), winograd.c; nn_impl.h is private.
  *
  * Gradient conventions: parameter gradients (dw, db, dgamma, dbeta) ACCUMULATE (+=), so a
  * caller zeroes them once per step; input gradients (din) are OVERWRITTEN (=), except the
  * loss backwards, which ADD into dlogits (so CE and KD combine), as stated per function.
  *
- * Threads: the kernels run on nn's own pool of nn_threads() threads, parallel over
- * samples or channels with a static split, calling OpenBLAS single-threaded from each
- * worker; results are identical run to run at a fixed thread count.  nn_set_threads() and
- * every nn kernel set OpenBLAS to 1 thread and leave it there (no oversubscription; a
- * threaded OpenBLAS toggled per call wakes workers that spin on our cores).  Code that
- * wants a threaded OpenBLAS after using nn sets openblas_set_num_threads() again. */
+ * Threads: conv2d and BatchNorm run on the one pool (pool.h) of pool_threads() threads,
+ * parallel over samples or channels with a static split, calling OpenBLAS single-threaded
+ * from each worker; results are identical run to run at a fixed thread count.  Every nn
+ * kernel that calls OpenBLAS sets it to 1 thread and leaves it there (pool.h says why). */
 #ifndef FEDSM_NN_H
 #define FEDSM_NN_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include "rng.h"
-
-/* ---- threads ---- */
-/* Sets nn's pool size (n <= 0: all online cores) and OpenBLAS to 1 thread.  Not
- * thread-safe: call from the main thread, outside any kernel.  Default 1.  Tools: call it
- * with the --threads value (after tool_set_threads, which sets OpenBLAS to n). */
-void nn_set_threads(int n);
-int nn_threads(void);
-#define NN_MAX_THREADS 256
-/* Runs fn(ctx, tid, nt) for tid = 0..nt-1, nt = nn_threads(), on the pool (tid 0 on the
- * calling thread) and returns when all are done; OpenBLAS is held at one thread.  For
- * other modules' parallel loops (clip.c).  Not reentrant: fn must not call nn kernels or
- * nn_parallel. */
-typedef void (*nn_task_fn)(void *ctx, int tid, int nt);
-void nn_parallel(nn_task_fn fn, void *ctx);
 
 /* ---- conv2d (no groups, no dilation; square or rectangular kernels) ---- */
 /* Algorithm: NN_CONV_IGEMM, our implicit-GEMM kernels (im2col fused into the packing of an
@@ -62,7 +47,7 @@ typedef struct nn_conv2d_dims {
 
 /* Fills ho/wo from the other fields. */
 nn_conv2d_dims nn_conv2d_make(int n, int ci, int h, int w, int co, int k, int stride, int pad);
-/* Floats of scratch a forward or backward call needs (at the current nn_threads()). */
+/* Floats of scratch a forward or backward call needs (at the current pool_threads()). */
 size_t nn_conv2d_ws_floats(const nn_conv2d_dims *d);
 
 /* out: (N, Co, Ho, Wo) = conv(in, w) (+ b).  in: (N, Ci, H, W); w: (Co, Ci, KH, KW);
@@ -155,8 +140,9 @@ float nn_cross_entropy_forward(float *probs, const float *logits, const int32_t 
 /* dlogits (N, C) += scale * (probs - onehot(labels)) / N. */
 void nn_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels, int n,
                                int c, float scale);
-/* Distillation loss (ALGORITHMS 4.2): alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
- * summed over classes, mean over the batch (PyTorch kl_div(..., 'batchmean')).
+/* Distillation loss (docs/algorithms.md 4.2):
+ * alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)), summed over classes, mean over
+ * the batch (PyTorch kl_div(..., 'batchmean')).
  * student, teacher: (N, C) logits.  Returns the loss. */
 float nn_kd_forward(const float *student, const float *teacher, int n, int c, float t, float alpha);
 /* dlogits (N, C) += alpha * T / N * (softmax(student/T) - softmax(teacher/T)). */
@@ -169,17 +155,5 @@ void nn_kd_backward(float *dlogits, const float *student, const float *teacher, 
  * p -= lr buf; else p -= lr g'.  p, g: (n); buf: (n), may be NULL when momentum == 0. */
 void nn_sgd_step(float *p, float *buf, const float *g, size_t n, float lr, float momentum,
                  float wd);
-
-/* ---- augmentation (applied to normalised images; no backward) ---- */
-/* One image: out (C, H, W) = crop of in (C, H, W) zero-padded by pad on each side, taken
- * at offset (dy, dx) in [0, 2 pad], then mirrored left-right when flip. out != in. */
-void nn_crop_flip(float *out, const float *in, int c, int h, int w, int pad, int dy, int dx,
-                  int flip);
-/* RandomCrop(H, padding=pad) + RandomHorizontalFlip(0.5) on a batch (N, C, H, W).
- * per_sample == 0: one offset and one flip for the whole batch (the reference code:
- * torchvision on a 4-D tensor); != 0: drawn per image.  Draw order per draw: dy, dx
- * (rng_below(2 pad + 1)), then flip (rng_uniform < 0.5).  out != in. */
-void nn_augment_crop_flip(float *out, const float *in, int n, int c, int h, int w, int pad,
-                          int per_sample, rng *r);
 
 #endif

@@ -10,7 +10,7 @@
 #include "err.h"
 #include "image.h"
 #include "imgaug.h"
-#include "nn.h"
+#include "pool.h"
 #include "rng.h"
 #include "sha256.h"
 #include "shard.h"
@@ -349,7 +349,7 @@ static void check_encoded(const char *dir)
     size_t img = (size_t)3 * S * S;
     float *x1 = malloc(n * img * sizeof *x1), *x2 = malloc(n * img * sizeof *x2);
     /* eval: image by image == decode + imgaug_eval + normalise */
-    nn_set_threads(1);
+    pool_set_threads(1);
     CHECK(shard_gather_encoded(x1, s, rows, n, S, NULL, mean, std) == 0);
     int same = 1;
     for (int i = 0; i < n; i++) {
@@ -368,7 +368,7 @@ static void check_encoded(const char *dir)
     CHECK_MSG(same, "shard_gather_encoded (eval) != decode + imgaug_eval");
     /* train: the same on 1 and 2 threads; differs from eval */
     CHECK(shard_gather_encoded(x1, s, rows, n, S, seeds, mean, std) == 0);
-    nn_set_threads(2);
+    pool_set_threads(2);
     CHECK(shard_gather_encoded(x2, s, rows, n, S, seeds, mean, std) == 0);
     CHECK_MSG(!memcmp(x1, x2, n * img * sizeof *x1), "train batch differs on 2 threads");
     CHECK(shard_gather_encoded(x2, s, rows, n, S, NULL, mean, std) == 0);
@@ -388,7 +388,7 @@ static void check_encoded(const char *dir)
                   "rc %d: %s", rc, err_msg());
     }
     shard_free(s);
-    nn_set_threads(1);
+    pool_set_threads(1);
 
     /* bad offsets: not rising, past the end, not starting at an image, too few */
     for (int t = 0; t < 4; t++) {

@@ -10,8 +10,9 @@
 
 #include "err.h"
 #include "model.h"
-#include "nn.h"
+#include "pool.h"
 #include "record.h"
+#include "rng.h"
 #include "testlib.h"
 
 static model *make(const char *arch, int classes, int proj, int depth)
@@ -144,7 +145,7 @@ static void test_batches(void)
     model *m = make("resnet8", 10, 0, 0);
     if (!m)
         return;
-    nn_set_threads(2);
+    pool_set_threads(2);
     const int n = 5, sz = 3 * 32 * 32;
     float *x = malloc(sizeof(float) * n * sz);
     rng r;

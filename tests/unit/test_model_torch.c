@@ -17,6 +17,7 @@
 #include "err.h"
 #include "model.h"
 #include "nn.h"
+#include "pool.h"
 #include "testlib.h"
 
 #define TOL 1e-4
@@ -200,7 +201,7 @@ static void run_case(const tcase *tc)
         CHECK_MSG(0, "cannot read %s (run from the repository root)", path);
         return;
     }
-    nn_set_threads(tc->threads);
+    pool_set_threads(tc->threads);
     static const int algos[] = {NN_CONV_IGEMM, NN_CONV_BLAS, NN_CONV_WINOGRAD};
     nn_set_conv_algo(algos[tc->algo]);
     model_config cfg;

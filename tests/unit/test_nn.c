@@ -1,8 +1,9 @@
 /* test_nn.c - finite-difference gradient checks for every nn.h kernel with a backward
  * (conv2d in five shapes, BatchNorm2d train/eval with and without fused ReLU, ReLU, average
  * and max pool, linear, cross-entropy, distillation loss), plus SGD against PyTorch's update
- * rule written out, crop/flip against a direct reference, and bitwise run-to-run
- * determinism at 2 threads.
+ * rule written out (weight decay with and without momentum), crop/flip (imgaug.h) against a
+ * direct reference, and bitwise run-to-run determinism at 2 threads.  BatchNorm runs at plane
+ * widths 5, 16 and 37, so the 16-lane helpers' scalar tail, vector body and both are checked.
  *
  * Convolutions and BatchNorm run at 1 and 2 threads, and with every conv algorithm
  * (implicit GEMM, im2col + OpenBLAS, Winograd F(2x2, 3x3)); convolutions are also checked against a
@@ -19,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "imgaug.h"
 #include "nn.h"
+#include "pool.h"
 #include "rng.h"
 #include "testlib.h"
 
@@ -179,9 +182,11 @@ static double bn_loss(void *p)
                          c->train, 0.1f, 1e-5f, c->relu);
     return dot(c->y, c->r, (size_t)c->n * c->c * c->hw);
 }
-static void test_bn(int train, int relu)
+/* hw: the plane width, which picks the code path of the 16-lane row helpers: 5 runs only
+ * their scalar tail, 16 only the vector body, 37 both (two vectors and a tail of 5) */
+static void test_bn(int train, int relu, int hw)
 {
-    bn_ctx c = {.n = 3, .c = 4, .hw = 5, .train = train, .relu = relu};
+    bn_ctx c = {.n = 3, .c = 4, .hw = hw, .train = train, .relu = relu};
     size_t nx = (size_t)c.n * c.c * c.hw;
     c.x = randv(nx, 1), c.g = randv(c.c, 0.5f), c.b = randv(c.c, 0.5f);
     c.rm0 = randv(c.c, 0.2f), c.rv0 = zerov(c.c), c.rm = zerov(c.c), c.rv = zerov(c.c);
@@ -190,7 +195,7 @@ static void test_bn(int train, int relu)
     c.y = zerov(nx), c.mean = zerov(c.c), c.rstd = zerov(c.c), c.r = randv(nx, 1);
     float *dx = zerov(nx), *dg = zerov(c.c), *db = zerov(c.c);
     float h = 1e-2f;
-    if (relu) { /* keep every pre-ReLU value 0.05 away from the kink (redraw x) */
+    if (relu) { /* keep every pre-ReLU value 0.05 away from the kink */
         h = 1e-3f;
         for (int tries = 0; tries < 1000; tries++) {
             c.relu = 0;
@@ -200,8 +205,16 @@ static void test_bn(int train, int relu)
                 mn = fmin(mn, fabs(c.y[i]));
             if (mn > 0.05)
                 break;
+            if (c.hw <= 5) { /* small planes: a fresh draw of x soon works */
+                for (size_t i = 0; i < nx; i++)
+                    c.x[i] = (float)rng_normal(&R);
+                continue;
+            }
+            /* larger ones (a fresh draw almost never works): push each near-kink input away
+             * from the kink, the way its output leans (dy/dx has gamma's sign) */
             for (size_t i = 0; i < nx; i++)
-                c.x[i] = (float)rng_normal(&R);
+                if (fabs(c.y[i]) <= 0.05)
+                    c.x[i] += (c.y[i] >= 0) == (c.g[(i / c.hw) % c.c] >= 0) ? 0.25f : -0.25f;
         }
         c.relu = 1;
     }
@@ -228,14 +241,17 @@ static void test_bn(int train, int relu)
     }
     nn_batchnorm_backward(dx, dg, db, c.r, c.x, c.y, c.mean, c.rstd, c.g, c.n, c.c, c.hw, train,
                           relu);
-    char name[64];
-    snprintf(name, sizeof name, "batchnorm %s%s dx", train ? "train" : "eval", relu ? "+relu" : "");
+    char name[64], hws[16] = "";
+    if (hw != 5) /* (the original name for the original width) */
+        snprintf(hws, sizeof hws, " hw%d", hw);
+    snprintf(name, sizeof name, "batchnorm %s%s%s dx", train ? "train" : "eval",
+             relu ? "+relu" : "", hws);
     fd_check(name, bn_loss, &c, c.x, dx, nx, h);
-    snprintf(name, sizeof name, "batchnorm %s%s dgamma", train ? "train" : "eval",
-             relu ? "+relu" : "");
+    snprintf(name, sizeof name, "batchnorm %s%s%s dgamma", train ? "train" : "eval",
+             relu ? "+relu" : "", hws);
     fd_check(name, bn_loss, &c, c.g, dg, c.c, h);
-    snprintf(name, sizeof name, "batchnorm %s%s dbeta", train ? "train" : "eval",
-             relu ? "+relu" : "");
+    snprintf(name, sizeof name, "batchnorm %s%s%s dbeta", train ? "train" : "eval",
+             relu ? "+relu" : "", hws);
     fd_check(name, bn_loss, &c, c.b, db, c.c, h);
     free(c.x), free(c.g), free(c.b), free(c.rm0), free(c.rv0), free(c.rm), free(c.rv);
     free(c.y), free(c.mean), free(c.rstd), free(c.r), free(dx), free(dg), free(db);
@@ -442,6 +458,33 @@ static void test_sgd(void)
         CHECK_CLOSE(p[i], ref[i] - 0.1 * g[i], 1e-6);
 }
 
+/* ---- SGD with weight decay, with and without momentum, three steps each against the rule
+ * computed directly in double: g' = g + wd p; momentum: buf = m buf + g' (buf from zero, as
+ * PyTorch's first-step copy), p -= lr buf; else p -= lr g'.  wd = 0.05: its term (about
+ * 1e-2 of p per step here) is far above the 1e-6 tolerance. ---- */
+static void test_sgd_wd(void)
+{
+    enum { N = 37 };
+    for (int mom = 0; mom < 2; mom++) {
+        const float lr = 0.1f, m = mom ? 0.9f : 0.0f, wd = 0.05f;
+        float p[N], buf[N] = {0}, g[N];
+        double rp[N], rbuf[N] = {0};
+        for (int i = 0; i < N; i++)
+            p[i] = (float)(rp[i] = 0.25 * i - 4.0), g[i] = (float)(0.1 * (i % 7) - 0.3);
+        for (int step = 0; step < 3; step++) {
+            nn_sgd_step(p, mom ? buf : NULL, g, N, lr, m, wd);
+            for (int i = 0; i < N; i++) {
+                double gi = g[i] + (double)wd * rp[i];
+                rbuf[i] = mom ? m * rbuf[i] + gi : gi;
+                rp[i] -= lr * rbuf[i];
+                CHECK_MSG(fabs(p[i] - rp[i]) <= 1e-6 * fmax(1.0, fabs(rp[i])),
+                          "sgd wd %g momentum %g step %d p[%d]: %.9g vs %.9g", wd, m, step, i,
+                          p[i], rp[i]);
+            }
+        }
+    }
+}
+
 /* ---- crop/flip ---- */
 static void test_augment(void)
 {
@@ -452,7 +495,7 @@ static void test_augment(void)
     for (int dy = 0; dy <= 2 * pad; dy++)
         for (int dx = 0; dx <= 2 * pad; dx++)
             for (int flip = 0; flip < 2; flip++) {
-                nn_crop_flip(out, in, c, h, w, pad, dy, dx, flip);
+                imgaug_crop_flip(out, in, c, h, w, pad, dy, dx, flip);
                 for (int ch = 0; ch < c; ch++)
                     for (int y = 0; y < h; y++)
                         for (int x = 0; x < w; x++) {
@@ -470,11 +513,11 @@ static void test_augment(void)
         memcpy(batch + i * 60, in, sizeof in);
     rng r;
     rng_init(&r, 1, "augment", 0, 0);
-    nn_augment_crop_flip(res, batch, 3, c, h, w, pad, 0, &r);
+    imgaug_random_crop_flip(res, batch, 3, c, h, w, pad, 0, &r);
     CHECK(!memcmp(res, res + 60, sizeof in) && !memcmp(res, res + 120, sizeof in));
     int differ = 0;
     for (int t = 0; t < 8 && !differ; t++) {
-        nn_augment_crop_flip(res, batch, 3, c, h, w, pad, 1, &r);
+        imgaug_random_crop_flip(res, batch, 3, c, h, w, pad, 1, &r);
         differ = memcmp(res, res + 60, sizeof in) || memcmp(res, res + 120, sizeof in);
     }
     CHECK(differ); /* per sample: draws differ (8 tries) */
@@ -484,7 +527,7 @@ static void test_augment(void)
 static void test_determinism(int algo)
 {
     nn_set_conv_algo(algo);
-    nn_set_threads(2);
+    pool_set_threads(2);
     nn_conv2d_dims d = nn_conv2d_make(6, 16, 12, 12, 24, 3, 1, 1);
     size_t nx = 6 * 16 * 144, nw = 24 * 16 * 9, ny = 6 * 24 * 144;
     float *x = randv(nx, 1), *w = randv(nw, 0.3f), *dy = randv(ny, 1),
@@ -498,7 +541,7 @@ static void test_determinism(int algo)
     CHECK(!memcmp(y[0], y[1], ny * 4) && !memcmp(dx[0], dx[1], nx * 4) &&
           !memcmp(dw[0], dw[1], nw * 4));
     /* and the 2-thread result agrees with 1 thread to rounding */
-    nn_set_threads(1);
+    pool_set_threads(1);
     float *dw1 = zerov(nw);
     nn_conv2d_backward(dx[1], dw1, NULL, dy, x, w, &d, ws);
     double e = 0, mx = 0;
@@ -518,7 +561,7 @@ int main(void)
     static const char *names[] = {"igemm", "blas", "winograd"};
     for (int run = 0; run < 6; run++) { /* each algorithm at 1 and 2 threads */
         int threads = 1 + run % 2, algo = algos[run / 2];
-        nn_set_threads(threads);
+        pool_set_threads(threads);
         int got = nn_set_conv_algo(algo);
         fprintf(stderr, "threads %d, conv %s%s\n", threads, names[run / 2],
                 got != algo ? " (not in this build: blas)" : "");
@@ -549,10 +592,10 @@ int main(void)
         test_conv_direct(2, 3, 8, 8, 12, 3, 1, 1, 0);
         for (int train = 0; train < 2; train++)
             for (int relu = 0; relu < 2; relu++)
-                test_bn(train, relu);
+                test_bn(train, relu, 5);
     }
     nn_set_conv_algo(NN_CONV_IGEMM);
-    nn_set_threads(1);
+    pool_set_threads(1);
     test_pools();
     test_linear();
     /* ragged rows, columns and depths; column ranges; K beyond one 512 slice; M beyond a
@@ -571,8 +614,21 @@ int main(void)
     test_gemm_packb_bf16(130, 200, 515, 0, 200, 203, 515);
     test_losses();
     test_sgd();
+    test_sgd_wd();
     test_augment();
     test_determinism(NN_CONV_IGEMM);
     test_determinism(NN_CONV_WINOGRAD);
+    /* BatchNorm at widths that run the row helpers' vector body (16) and body + tail (37), at
+     * 1 and 2 threads (last, so that the draws of the tests above stay as they were) */
+    for (int threads = 1; threads <= 2; threads++) {
+        pool_set_threads(threads);
+        fprintf(stderr, "threads %d, batchnorm widths\n", threads);
+        for (int train = 0; train < 2; train++)
+            for (int relu = 0; relu < 2; relu++) {
+                test_bn(train, relu, 16);
+                test_bn(train, relu, 37);
+            }
+    }
+    pool_set_threads(1);
     TEST_MAIN_END();
 }
