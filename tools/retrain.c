@@ -1,0 +1,200 @@
+/* retrain - a fresh linear classifier trained on labelled features, written into a model:
+ * CReFF/CLIP2FL's server-side re-training on the federated features (docs/algorithms.md
+ * section 3 step 7, 4.4) and FedSM's client head on its pseudo-features (section 5.4 step 4).
+ * Reads a `features` record (features <f4 [N,D], labels <i4 [N]) and a `model`; writes the
+ * model with fc replaced by the new head (kind `model`, or `update` with --num-samples, for
+ * aggregate's sample-weighted average of the clients' heads).  Not a feature generator
+ * (featgen) nor a body trainer (local-train).  The head: lib/fl/head.h. */
+#include "endpoint.h"
+#include "err.h"
+#include "head.h"
+#include "model.h"
+#include "sha256.h"
+#include "tool.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Noreturn static void usage(void)
+{
+    printf("usage: retrain --features F -m MODEL -o OUT [options]\n"
+           "Train a fresh linear head (PyTorch nn.Linear init, SGD, cross-entropy) on labelled\n"
+           "features and write MODEL with its classifier (fc) replaced by it.\n\n"
+           "  -f, --features F     labelled features (kind features: features [N,D], labels [N]);\n"
+           "                       D must be the model's feat_dim, labels in [0, num_classes)\n"
+           "  -m, --model MODEL    the model whose body the head goes with (kind model)\n"
+           "  -o, --out OUT        the retrained model (kind model, or update with --num-samples)\n"
+           "  -e, --epochs E       epochs (default 300: CReFF/CLIP2FL; FedSM uses 60)\n"
+           "  -b, --batch B        batch size (default 32; FedSM uses 256)\n"
+           "      --lr LR          SGD learning rate (default 0.01)\n"
+           "      --momentum M     SGD momentum (default 0)\n"
+           "      --wd WD          weight decay (default 0)\n"
+           "      --round R        round (default: the features' meta.round, else the model's)\n"
+           "      --client K       client id for the random streams and meta (default: the\n"
+           "                       features' meta.client, else -1 = server)\n"
+           "      --num-samples N  write kind update with meta num_samples N and client (FedSM:\n"
+           "                       the server averages the clients' heads weighted by N)\n"
+           "  -s, --seed S         seed (default 7); init and shuffles from streams keyed by\n"
+           "                       (seed, round, client)\n"
+           "      --threads N      compute threads (the head trains on one)\n"
+           "  -q, --quiet / -v, --verbose\n"
+           "  -h, --help / -V, --version\n\n"
+           "example: retrain --features round-120/features.mpk.zst -m round-120/model.mpk.zst \\\n"
+           "           -o round-120/retrained.mpk.zst\n"
+           "exit: 0 ok, 1 training diverged, 2 usage, 3 bad input, 4 I/O\n");
+    exit(0);
+}
+
+/* meta.inputs: the SHA-256 of each input file (streams and stdin are left out) */
+static void add_input(mval *inp, const char *path)
+{
+    char hex[65];
+    if (strcmp(path, "-") && !ep_is_zmq(path) && sha256_file(path, hex) == 0) {
+        mval h = mv_str(hex);
+        mv_map_put(inp, path, &h);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("retrain");
+    const char *fpath = NULL, *mpath = NULL;
+    int64_t round = -1, client = INT64_MIN, num_samples = -1;
+    head_opts ho;
+    head_opts_default(&ho);
+    ep_opts o;
+    ep_opts_default(&o);
+    tool_common co = {.usage = usage, .seed = 7};
+    enum { O_LR = 0x100, O_MOM, O_WD, O_ROUND, O_CLIENT, O_NUM };
+    static const struct option lo[] = {
+        {"features", required_argument, 0, 'f'}, {"in", required_argument, 0, 'f'},
+        {"model", required_argument, 0, 'm'},    {"epochs", required_argument, 0, 'e'},
+        {"batch", required_argument, 0, 'b'},    {"lr", required_argument, 0, O_LR},
+        {"momentum", required_argument, 0, O_MOM}, {"wd", required_argument, 0, O_WD},
+        {"round", required_argument, 0, O_ROUND}, {"client", required_argument, 0, O_CLIENT},
+        {"num-samples", required_argument, 0, O_NUM}, {0, 0, 0, 0}};
+    int c;
+    while ((c = tool_getopt(argc, argv, "f:m:e:b:", lo, &co)) != -1) {
+        switch (c) {
+        case 'f': fpath = optarg; break;
+        case 'm': mpath = optarg; break;
+        case 'e': ho.epochs = (int)tool_parse_int("--epochs", optarg, 0, 1000000); break;
+        case 'b': ho.batch = (int)tool_parse_int("--batch", optarg, 1, 1 << 24); break;
+        case O_LR: ho.lr = (float)tool_parse_double("--lr", optarg, 0, 1e6); break;
+        case O_MOM: ho.momentum = (float)tool_parse_double("--momentum", optarg, 0, 1); break;
+        case O_WD: ho.wd = (float)tool_parse_double("--wd", optarg, 0, 1e6); break;
+        case O_ROUND: round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
+        case O_CLIENT: client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
+        case O_NUM: num_samples = tool_parse_int("--num-samples", optarg, 0, INT64_MAX); break;
+        }
+    }
+    if (optind < argc)
+        tool_usage_error("unexpected argument '%s'", argv[optind]);
+    if (!fpath || !mpath || !co.out)
+        tool_usage_error("need --features, --model and -o");
+
+    record *fr = ep_read_one(fpath, "features", &o);
+    if (!fr)
+        tool_fail(err_last());
+    record *mrec = ep_read_one(mpath, "model", &o);
+    if (!mrec)
+        tool_fail(err_last());
+    model *m = model_from_record(mrec);
+    if (!m)
+        tool_fail(err_last());
+    int C = m->cfg.num_classes, D = m->feat_dim;
+    model_free(m);
+
+    /* the features must fit the model: dims, classes, labels, finite values */
+    const tensor *ft = rec_get(fr, "features", DT_F32, 2, NULL);
+    if (!ft)
+        tool_fail(err_last());
+    int64_t N = ft->shape[0];
+    if (ft->shape[1] != D)
+        tool_die(ERR_FORMAT, "features of dimension %lld (%s, tensor features): model %s has "
+                             "feat_dim %d (features of another model, or --proj-dim?)",
+                 (long long)ft->shape[1], fpath, mpath, D);
+    if (N == 0)
+        tool_die(ERR_FORMAT, "no features to train on (%s, tensor features): shape [0, %d]", fpath, D);
+    const tensor *lt = rec_get(fr, "labels", DT_I32, 1, (int64_t[]){N});
+    if (!lt)
+        tool_fail(err_last());
+    int64_t fc = -1;
+    if (rec_opt_int(fr, "num_classes", &fc) < 0)
+        tool_fail(err_last());
+    if (fc >= 0 && fc != C)
+        tool_die(ERR_FORMAT, "features for %lld classes (%s, meta.num_classes): model %s has %d",
+                 (long long)fc, fpath, mpath, C);
+    const int32_t *y = lt->data;
+    for (int64_t i = 0; i < N; i++)
+        if (y[i] < 0 || y[i] >= C)
+            tool_die(ERR_FORMAT, "label %d of feature %lld is outside [0, %d) (%s, tensor labels)",
+                     y[i], (long long)i, C, fpath);
+    const float *x = ft->data;
+    for (int64_t i = 0; i < N * D; i++)
+        if (!isfinite(x[i]))
+            tool_die(ERR_FORMAT, "feature %lld, dim %lld is %g (%s, tensor features): not finite",
+                     (long long)(i / D), (long long)(i % D), x[i], fpath);
+
+    if (round < 0 && rec_opt_int(fr, "round", &round) == 0 && round < 0)
+        rec_opt_int(mrec, "round", &round);
+    if (round < 0)
+        round = 0;
+    if (client == INT64_MIN) {
+        client = -1;
+        rec_opt_int(fr, "client", &client);
+    }
+    ho.seed = co.seed;
+    ho.round = round;
+    ho.client = client;
+
+    /* the head goes straight into the model record's fc tensors */
+    tensor *tw = (tensor *)rec_get(mrec, "fc.weight", DT_F32, 2, (int64_t[]){C, D});
+    tensor *tb = tw ? (tensor *)rec_get(mrec, "fc.bias", DT_F32, 1, (int64_t[]){C}) : NULL;
+    if (!tb)
+        tool_fail(err_last());
+    double t0 = tool_now(), loss = NAN;
+    if (head_fit(tw->data, tb->data, x, y, N, D, C, &ho, &loss))
+        tool_fail(err_last());
+    double dt = tool_now() - t0;
+    int64_t steps = (int64_t)ho.epochs * ((N + ho.batch - 1) / ho.batch);
+    tool_log(1, "round %lld client %lld: head %dx%d on %lld features, %d epochs x batch %d, "
+                "loss %.4f, %.2f s (%.0f steps/s)",
+             (long long)round, (long long)client, C, D, (long long)N, ho.epochs, ho.batch, loss,
+             dt, dt > 0 ? (double)steps / dt : 0.0);
+
+    if (num_samples >= 0) {
+        snprintf(mrec->kind, sizeof mrec->kind, "update");
+        rec_set_int(mrec, "num_samples", num_samples);
+    }
+    if (num_samples >= 0 || client >= 0)
+        rec_set_int(mrec, "client", client);
+    rec_set_int(mrec, "round", round);
+    rec_set_bool(mrec, "retrained", true);
+    mval opt = mv_map(), v;
+    v = mv_int(ho.epochs), mv_map_put(&opt, "epochs", &v);
+    v = mv_int(ho.batch), mv_map_put(&opt, "batch", &v);
+    v = mv_float(ho.lr), mv_map_put(&opt, "lr", &v);
+    v = mv_float(ho.momentum), mv_map_put(&opt, "momentum", &v);
+    v = mv_float(ho.wd), mv_map_put(&opt, "wd", &v);
+    v = mv_int((int64_t)ho.seed), mv_map_put(&opt, "seed", &v);
+    v = mv_int(N), mv_map_put(&opt, "features", &v);
+    v = mv_float(loss), mv_map_put(&opt, "loss", &v);
+    const char *method = NULL;
+    if (rec_opt_str(fr, "method", &method) == 0 && method)
+        v = mv_str(method), mv_map_put(&opt, "method", &v);
+    mv_map_put(mrec->meta, "retrain", &opt);
+    mval inp = mv_map();
+    add_input(&inp, fpath);
+    add_input(&inp, mpath);
+    mv_map_put(mrec->meta, "inputs", &inp);
+    rec_set_str(mrec, "producer", "retrain " FEDSM_VERSION);
+    if (ep_write_one(co.out, mrec, &o))
+        tool_fail(err_last());
+    rec_free(mrec);
+    rec_free(fr);
+    return 0;
+}
