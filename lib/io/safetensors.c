@@ -28,38 +28,6 @@ struct st_file {
     int n;
 };
 
-static const char *const dt_names[ST_DTYPE_COUNT] = {"F32", "F16", "BF16", "F64", "I64",
-                                                     "I32", "I16", "I8",  "U8",  "BOOL"};
-static const size_t dt_sizes[ST_DTYPE_COUNT] = {4, 2, 2, 8, 8, 4, 2, 1, 1, 1};
-
-const char *st_dtype_name(st_dtype t) { return t < ST_DTYPE_COUNT ? dt_names[t] : "?"; }
-size_t st_dtype_size(st_dtype t) { return t < ST_DTYPE_COUNT ? dt_sizes[t] : 1; }
-
-float st_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
-    if (exp == 0) {
-        if (man == 0) bits = sign;
-        else { /* subnormal: normalise */
-            int e = -1;
-            do { man <<= 1; e++; } while (!(man & 1024));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 1023) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7F800000u | (man << 13);
-    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-float st_bf16_to_f32(uint16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 static int cmp_off(const void *a, const void *b)
 {
     const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
@@ -79,7 +47,7 @@ static int parse_entry(const char *path, const char *name, const json *e, st_ten
         return err_set(ERR_FORMAT, "%s: tensor '%s': missing dtype", path, name);
     int d = -1;
     for (int k = 0; k < ST_DTYPE_COUNT; k++)
-        if (!strcmp(dt->str, dt_names[k])) d = k;
+        if (!strcmp(dt->str, st_dtype_name((st_dtype)k))) d = k;
     if (d < 0)
         return err_set(ERR_FORMAT, "%s: tensor '%s': unsupported dtype '%s'", path, name, dt->str);
     t->dtype = (st_dtype)d;
@@ -108,7 +76,7 @@ static int parse_entry(const char *path, const char *name, const json *e, st_ten
                        "%s: tensor '%s': data_offsets [%lld, %lld] past the end of the data "
                        "(%llu bytes); truncated file?",
                        path, name, (long long)b->i, (long long)en->i, (unsigned long long)data_len);
-    uint64_t want = numel * dt_sizes[d];
+    uint64_t want = numel * st_dtype_size((st_dtype)d);
     if ((uint64_t)(en->i - b->i) != want)
         return err_set(ERR_FORMAT,
                        "%s: tensor '%s': shape and dtype say %llu bytes, data_offsets give %lld",
@@ -294,6 +262,6 @@ int st_to_f32(const st_file *f, const st_tensor *t, float *out, int64_t n)
         return 0;
     default:
         return err_set(ERR_FORMAT, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16",
-                       f->path, t->name, dt_names[t->dtype]);
+                       f->path, t->name, st_dtype_name(t->dtype));
     }
 }

@@ -1,6 +1,6 @@
 /* torchzip.h - reads a PyTorch zip checkpoint (what torch.save writes since PyTorch 1.6,
- * e.g. a Hugging Face pytorch_model.bin) into safetensors.h's tensor table, so that
- * st_open takes it as it takes a model.safetensors.
+ * e.g. a Hugging Face pytorch_model.bin) into tensorfile.h's tensor table, so that
+ * st_open (safetensors.h) takes it as it takes a model.safetensors.
  *
  * Layout: a zip archive (stored entries, zip64 end records accepted) holding
  * <dir>/data.pkl, a pickle of the state dict, and <dir>/data/<key>, one raw little-endian
@@ -16,7 +16,7 @@
 #ifndef FEDSM_TORCHZIP_H
 #define FEDSM_TORCHZIP_H
 
-#include "safetensors.h"
+#include "tensorfile.h"
 
 #include <stdbool.h>
 #include <stddef.h>
