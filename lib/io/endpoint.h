@@ -9,7 +9,11 @@
  * readers consume `end` records themselves, check the count, and (ZeroMQ) stop after the
  * expected number of producers have ended.
  *
- * Not here: what is in the records (record.h). */
+ * An empty spec is refused (ERR_USAGE).  Opening PATH for writing removes the PATH.tmp.<pid>
+ * files that killed writers of the same user left behind (ep_file.h).
+ *
+ * Not here: what is in the records (record.h); the transports (ep_file.h for "-" and
+ * paths, ep_zmq.h for ZeroMQ), which endpoint.c dispatches to. */
 #ifndef FEDSM_ENDPOINT_H
 #define FEDSM_ENDPOINT_H
 

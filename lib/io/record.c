@@ -198,13 +198,24 @@ int rec_remove(record *r, const char *name)
     return -1;
 }
 
-/* "stream X, record N" or "built record" for messages. */
+const char *rec_origin(const record *r, char *buf, size_t len)
+{
+    if (r->src[0] && r->index >= 0)
+        snprintf(buf, len, "stream %s, record %ld", r->src, r->index);
+    else if (r->src[0])
+        snprintf(buf, len, "stream %s", r->src);
+    else
+        snprintf(buf, len, "%s record", r->kind[0] ? r->kind : "unnamed");
+    return buf;
+}
+
+/* The "where" of messages about r (rec_origin without the "stream " of a read record, as
+ * the messages have always read). */
 static const char *rec_where(const record *r, char *buf, size_t len)
 {
+    rec_origin(r, buf, len);
     if (r->src[0])
-        snprintf(buf, len, "%s, record %ld", r->src, r->index);
-    else
-        snprintf(buf, len, "%s record", r->kind);
+        memmove(buf, buf + 7, strlen(buf + 7) + 1);
     return buf;
 }
 
@@ -1239,10 +1250,42 @@ static int parse_record(rec_instream *s, record *r)
     return 0;
 }
 
-/* Starts a frame: reads its header for the content size bound.  Returns 1 when a frame
- * starts, 0 at clean end of input. */
+/* Reads (and drops) a zstd skippable frame: 4-byte magic, 4-byte little-endian size, that
+ * many bytes of user data.  zstd's own tools pass over them, and so do we: they hold no
+ * record and do not count as one (docs/format.md).  0 ok, < 0 error. */
+static int skip_skippable(rec_instream *s)
+{
+    if (s->in_len - s->in_pos < 8)
+        return bad(s, ERR_FORMAT, "truncated stream: a zstd skippable frame's header is cut short");
+    const uint8_t *m = s->in + s->in_pos + 4;
+    uint64_t left = (uint64_t)m[0] | (uint64_t)m[1] << 8 | (uint64_t)m[2] << 16 |
+                    (uint64_t)m[3] << 24;
+    uint64_t size = left;
+    s->in_pos += 8;
+    while (left) {
+        if (s->in_pos == s->in_len) {
+            int rc = refill(s);
+            if (rc)
+                return rc;
+            if (s->in_pos == s->in_len && s->in_eof)
+                return bad(s, ERR_FORMAT,
+                           "truncated stream: a zstd skippable frame of %llu bytes ends early",
+                           (unsigned long long)size);
+        }
+        size_t take = s->in_len - s->in_pos;
+        if (take > left)
+            take = (size_t)left;
+        s->in_pos += take;
+        left -= take;
+    }
+    return 0;
+}
+
+/* Starts a frame: reads its header for the content size bound, passing over skippable
+ * frames.  Returns 1 when a frame starts, 0 at clean end of input. */
 static int frame_begin(rec_instream *s)
 {
+next:
     while (s->in_len - s->in_pos < 18 /* ZSTD_FRAMEHEADERSIZE_MAX */ && !s->in_eof) {
         size_t before = s->in_len - s->in_pos;
         int rc = refill(s);
@@ -1254,6 +1297,17 @@ static int frame_begin(rec_instream *s)
     size_t avail = s->in_len - s->in_pos;
     if (avail == 0)
         return 0;
+    if (avail >= 4) {
+        const uint8_t *m = s->in + s->in_pos;
+        uint32_t magic = (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 |
+                         (uint32_t)m[3] << 24;
+        if ((magic & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START) {
+            int rc = skip_skippable(s);
+            if (rc)
+                return rc;
+            goto next;
+        }
+    }
     unsigned long long cs = ZSTD_getFrameContentSize(s->in + s->in_pos, avail);
     if (cs == ZSTD_CONTENTSIZE_ERROR) {
         if (avail < 4)
@@ -1346,10 +1400,10 @@ record *rec_decode_mem(const void *buf, size_t len, const rec_limits *lim, const
     record *r = NULL;
     int rc = rec_instream_next(s, &r);
     if (rc == 0)
-        bad(s, ERR_FORMAT, "empty message (no zstd frame)");
+        bad(s, ERR_FORMAT, "empty message (no zstd frame holding a record)");
     else if (rc == 1) {
-        /* exactly one frame */
-        if (m.pos != m.len || s->in_pos != s->in_len) {
+        /* exactly one record frame (skippable frames around it are passed over) */
+        if (frame_begin(s) != 0) {
             rec_free(r);
             r = NULL;
             s->count = index; /* name the record just read, not the next one */

@@ -56,6 +56,11 @@ typedef struct record {
     long index; /* 0-based position in its stream, -1 when built */
 } record;
 
+/* Where r came from, for error messages: "stream S, record N" for a record read from a
+ * stream, "stream S" when its position is unknown, "K record" (its kind) for one built
+ * in memory; never an empty name or a "record -1".  Fills buf (len bytes), returns it. */
+const char *rec_origin(const record *r, char *buf, size_t len);
+
 /* Returns owned, or NULL (out of memory).  kind is one of DESIGN's kinds. */
 record *rec_new(const char *kind);
 void rec_free(record *r); /* NULL-safe */
@@ -127,7 +132,8 @@ record *rec_decode_mem(const void *buf, size_t len, const rec_limits *lim, const
 
 /* A stream of records from a source of compressed bytes: read(ctx, buf, cap) returns
  * bytes read (> 0), 0 at end of input, or a negative error (with err_set).  Frames are
- * decoded one at a time with bounded memory; a truncated last frame is an error. */
+ * decoded one at a time with bounded memory; a truncated last frame is an error.  zstd
+ * skippable frames hold no record and are passed over (docs/format.md). */
 typedef long (*rec_source_fn)(void *ctx, void *buf, size_t cap);
 typedef struct rec_instream rec_instream;
 /* name labels error messages (copied).  lim may be NULL for defaults. */

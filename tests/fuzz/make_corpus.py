@@ -64,6 +64,17 @@ def main():
     seeds["truncated"] = seeds["all_dtypes"][: len(seeds["all_dtypes"]) // 2]
     seeds["trailing"] = frame(None, raw=msgpack.packb(record(), use_bin_type=True) + b"\xc0")
     seeds["not_zstd"] = b"\x89PNG\r\n\x1a\n not a record"
+    # zstd skippable frames (passed over by readers) around a record, and one cut short
+    skip = lambda v, data: struct.pack("<II", 0x184D2A50 + v, len(data)) + data
+    seeds["skippable"] = skip(0, b"meta") + seeds["f4"] + skip(15, b"") + seeds["end"] + skip(3, b"x" * 9)
+    seeds["skippable_cut"] = seeds["f4"] + skip(7, b"padding")[:-3]
+    # keys of exactly the reader's key buffers (record key, kind: 32; tensor key: 16) and one over
+    for n in (31, 32, 33):
+        seeds["key%d" % n] = frame(None, raw=b"\x84\xa5fedsm\x01\xa4kind\xa1x\xa4meta\x80"
+                                   + msgpack.packb("k" * n) + b"\xc0")
+        seeds["kind%d" % n] = frame(record(kind="k" * n))
+    for n in (15, 16, 17):
+        seeds["tkey%d" % n] = frame(record(tensors={"w": {"k" * n: None, "nd": True}}))
     for name, data in seeds.items():
         with open(os.path.join(OUT, name + ".mpk.zst"), "wb") as f:
             f.write(data)

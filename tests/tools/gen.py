@@ -196,6 +196,10 @@ def corrupt(d):
     cases["good_then_garbage"] = gf + b"garbage after the frame"
     cases["end_count_mismatch"] = gf + frame(None, raw=rec_bytes(kind="end", meta={"count": 5}))
     cases["end_without_count"] = gf + frame(None, raw=rec_bytes(kind="end"))
+    cases["end_count_over"] = gf + gf + end  # more records than the end record declares
+    skip = struct.pack("<II", 0x184D2A50, 7) + b"padding"  # a zstd skippable frame
+    cases["skippable_cut_data"] = gf + end + skip[:-2]
+    cases["skippable_cut_header"] = gf + end + skip[:6]
     for name, data in cases.items():
         with open(os.path.join(d, name + ".mpk.zst"), "wb") as f:
             f.write(data)

@@ -1,8 +1,10 @@
 /* test_record.c - unit tests of the record codec, meta trees and file endpoints (record.h,
  * endpoint.h): round trips of every dtype through memory and files, scalars, empty and many
  * tensors, meta of every value type, rec_get checks and messages, end records, concatenated
- * streams, borrowed/owned/copied tensors, alignment, raw msgpack edge cases, limits, digests.
- * References: the formulas of testgen.h and hand-written msgpack bytes. */
+ * streams, borrowed/owned/copied tensors, alignment, raw msgpack edge cases, limits, digests;
+ * end counts in both directions, keys at and one byte over every key buffer, zstd skippable
+ * frames, stale temporaries of killed writers, and where-messages (no empty stream name, no
+ * "record -1").  References: the formulas of testgen.h and hand-written msgpack bytes. */
 #include "endpoint.h"
 #include "err.h"
 #include "sha256.h"
@@ -10,7 +12,9 @@
 #include "testlib.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -390,6 +394,269 @@ static void test_end_records(void)
     rec_free(r);
 }
 
+/* More records than the end record declares (the other direction of the count check). */
+static void test_end_count_over(void)
+{
+    rec_writer *w = ep_open_writer(path("over.mpk.zst"), NULL);
+    record *e = rec_new("end");
+    for (int q = 0; q < 3; q++) {
+        record *y = tg_make(0, q, 0);
+        CHECK(rec_write(w, y) == 0);
+        rec_free(y);
+    }
+    rec_set_int(e, "count", 2);
+    CHECK(rec_write(w, e) == 0);
+    CHECK(rec_writer_close(w, true) == 0);
+    rec_reader *rd = ep_open_reader(path("over.mpk.zst"), NULL);
+    record *x;
+    int n = 0, rc;
+    while ((rc = rec_read(rd, &x)) == 1) {
+        rec_free(x);
+        n++;
+    }
+    CHECK_MSG(rc == ERR_FORMAT && n == 3 &&
+                  strstr(err_msg(), "over.mpk.zst holds more records than it declares: its end "
+                                    "record counts 2 records, 3 read") &&
+                  !strchr(err_msg(), '\n'),
+              "rc %d n %d: %s", rc, n, err_msg());
+    rec_reader_close(rd);
+    rec_free(e);
+}
+
+/* Appends the msgpack str header and bytes of an n-byte key of 'k's. */
+static size_t put_key(uint8_t *b, size_t n)
+{
+    size_t at = 0;
+    if (n < 32)
+        b[at++] = (uint8_t)(0xa0 | n);
+    else {
+        b[at++] = 0xd9;
+        b[at++] = (uint8_t)n;
+    }
+    memset(b + at, 'k', n);
+    return at + n;
+}
+
+/* Keys of exactly the reader's buffer size and one byte over, in every fixed key buffer
+ * (record key 32, kind 32, tensor name 128, tensor key 16, dtype string 16): the longest
+ * that fits (size - 1, for the NUL) is read, size and size + 1 are refused with a message,
+ * never written past the buffer. */
+static void test_key_buffers(void)
+{
+    enum { REC_KEY, KIND, TNAME, TKEY, DTYPE };
+    static const struct {
+        int where;
+        size_t cap;
+        const char *fits; /* NULL: decodes; else the message the fitting key gives */
+        const char *what;
+    } cases[] = {
+        {REC_KEY, 32, NULL, "record key"},
+        {KIND, 32, NULL, "kind"},
+        {TNAME, TENSOR_NAME_MAX, NULL, "tensor name"},
+        {TKEY, 16, "unknown tensor key \"kkkkkkkkkkkkkkk\"", "tensor key"},
+        {DTYPE, 16, "unknown dtype 'kkkkkkkkkkkkkkk'", "unknown dtype (longer than 15 bytes)"},
+    };
+#define LIT(s) (memcpy(b + at, s, sizeof s - 1), at += sizeof s - 1)
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
+        for (size_t n = cases[c].cap - 1; n <= cases[c].cap + 1; n++) {
+            uint8_t b[512];
+            size_t at = 0;
+            int w = cases[c].where;
+            b[at++] = w == REC_KEY ? 0x85 : 0x84;
+            LIT("\xa5" "fedsm\x01\xa4kind");
+            if (w == KIND)
+                at += put_key(b + at, n);
+            else
+                LIT("\xa1x");
+            LIT("\xa4meta\x80\xa7tensors\x81");
+            if (w == TNAME)
+                at += put_key(b + at, n);
+            else
+                LIT("\xa1w");
+            b[at++] = 0x84;
+            if (w == TKEY) {
+                at += put_key(b + at, n);
+                b[at++] = 0xc0;
+            } else
+                LIT("\xa2nd\xc3");
+            LIT("\xa4type");
+            if (w == DTYPE)
+                at += put_key(b + at, n);
+            else
+                LIT("\xa3<f4");
+            LIT("\xa5shape\x91\x01\xa4" "data\xc4\x04\0\0\x80\x3f");
+            if (w == REC_KEY) {
+                at += put_key(b + at, n);
+                b[at++] = 0xc0;
+            }
+#undef LIT
+            record *r = decode_raw((const char *)b, at, 1);
+            if (n == cases[c].cap - 1 && !cases[c].fits) {
+                const tensor *t = r ? rec_find(r, w == TNAME ? "" : "w") : NULL;
+                if (w == TNAME && r)
+                    t = r->n_tensors == 1 && strlen(r->tensors[0].name) == n ? &r->tensors[0] : NULL;
+                CHECK_MSG(r && t && t->nbytes == 4 && ((float *)t->data)[0] == 1.0f &&
+                              (w != KIND || strlen(r->kind) == n),
+                          "%s of %zu bytes: %s", cases[c].what, n, err_msg());
+            } else if (n == cases[c].cap - 1) {
+                CHECK_MSG(!r && strstr(err_msg(), cases[c].fits), "%s of %zu bytes: %s",
+                          cases[c].what, n, err_msg());
+            } else {
+                char want[96];
+                if (w == DTYPE)
+                    snprintf(want, sizeof want, "%s", cases[c].what);
+                else
+                    snprintf(want, sizeof want, "%s is %zu bytes long (at most %zu)",
+                             cases[c].what, n, cases[c].cap - 1);
+                CHECK_MSG(!r && err_last() == ERR_FORMAT && strstr(err_msg(), want) &&
+                              strstr(err_msg(), "(stream raw, record 7"),
+                          "%s of %zu bytes: %s", cases[c].what, n, err_msg());
+            }
+            rec_free(r);
+        }
+}
+
+/* A zstd skippable frame: magic 0x184D2A5v, 4-byte LE size, size bytes. */
+static size_t skippable(uint8_t *b, unsigned variant, uint32_t size)
+{
+    uint32_t magic = 0x184D2A50u + variant;
+    for (int i = 0; i < 4; i++) {
+        b[i] = (uint8_t)(magic >> 8 * i);
+        b[4 + i] = (uint8_t)(size >> 8 * i);
+    }
+    memset(b + 8, 0xa5, size);
+    return 8 + size;
+}
+
+/* Skippable frames hold no record: passed over (as `zstd -d` does) before, between and
+ * after records, in files and in messages; a cut one is a truncated stream. */
+static void test_skippable_frames(void)
+{
+    record *r = tg_make(1, 0, 0);
+    void *f;
+    size_t flen;
+    CHECK(rec_encode_mem(r, 3, &f, &flen) == 0);
+    record *e = rec_new("end");
+    rec_set_int(e, "count", 2);
+    void *ef;
+    size_t eflen;
+    CHECK(rec_encode_mem(e, 3, &ef, &eflen) == 0);
+    uint8_t *b = malloc(3 * flen + 100000);
+    size_t at = skippable(b, 0, 5);
+    memcpy(b + at, f, flen), at += flen;
+    at += skippable(b + at, 15, 0);
+    at += skippable(b + at, 7, 70000); /* larger than the reader's input buffer */
+    memcpy(b + at, f, flen), at += flen;
+    memcpy(b + at, ef, eflen), at += eflen;
+    at += skippable(b + at, 3, 9);
+    write_file(path("skip.mpk.zst"), b, at);
+    rec_reader *rd = ep_open_reader(path("skip.mpk.zst"), NULL);
+    record *x;
+    int n = 0, rc;
+    while ((rc = rec_read(rd, &x)) == 1) {
+        CHECK_MSG(tg_check(x, 0, why, sizeof why) == 0 && x->index == n, "%s", why);
+        rec_free(x);
+        n++;
+    }
+    CHECK_MSG(rc == 0 && n == 2, "rc %d n %d: %s", rc, n, err_msg());
+    rec_reader_close(rd);
+    /* cut inside the last skippable frame's data, then inside its header */
+    for (size_t cut = 4; cut <= 12; cut += 8) {
+        write_file(path("skipcut.mpk.zst"), b, at - cut);
+        rd = ep_open_reader(path("skipcut.mpk.zst"), NULL);
+        while ((rc = rec_read(rd, &x)) == 1)
+            rec_free(x);
+        CHECK_MSG(rc == ERR_FORMAT && strstr(err_msg(), "skipcut.mpk.zst") &&
+                      strstr(err_msg(), "truncated stream: a zstd skippable frame") &&
+                      !strstr(err_msg(), "record truncated"),
+                  "cut %zu: %s", cut, err_msg());
+        rec_reader_close(rd);
+    }
+    /* one message: skippable frames around one record frame are fine; alone, no record */
+    at = skippable(b, 1, 3);
+    memcpy(b + at, f, flen), at += flen;
+    at += skippable(b + at, 2, 4);
+    x = rec_decode_mem(b, at, NULL, "msg", 0);
+    CHECK_MSG(x && tg_check(x, 0, why, sizeof why) == 0, "%s", x ? why : err_msg());
+    rec_free(x);
+    CHECK(!rec_decode_mem(b, 7, NULL, "msg", 0) && strstr(err_msg(), "skippable frame's header"));
+    CHECK(!rec_decode_mem(b, skippable(b, 1, 3), NULL, "msg", 0) &&
+          strstr(err_msg(), "(stream msg, record 0): empty message"));
+    free(b);
+    free(f);
+    free(ef);
+    rec_free(e);
+    rec_free(r);
+}
+
+/* A SIGKILLed writer leaves NAME.tmp.PID: the next writer of NAME removes it when PID is
+ * dead and the file is ours, and leaves everything else alone. */
+static void test_stale_temporaries(void)
+{
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    waitpid(dead, NULL, 0);
+    char n[48];
+    const char *keep[] = {"x.mpk.zst.tmp.1", /* init: alive */
+                          "y.mpk.zst.tmp.%d", /* another output's */
+                          "x.mpk.zst.tmp.%dz", "x.mpk.zst.tmp.0%d", "x.mpk.zst.tmp.-%d",
+                          "x.mpk.zst.tmp.%d99999999999", "x.mpk.zsttmp.%d"};
+    for (size_t i = 0; i < sizeof keep / sizeof *keep; i++) {
+        snprintf(n, sizeof n, keep[i], (int)dead);
+        write_file(path(n), "z", 1);
+    }
+    snprintf(n, sizeof n, "x.mpk.zst.tmp.%d", (int)dead);
+    write_file(path(n), "stale", 5);
+    char other[48];
+    snprintf(other, sizeof other, "x.mpk.zst.tmp.%d", (int)dead + 1);
+    bool foreign = false;
+    if (geteuid() == 0 && kill(dead + 1, 0) != 0) { /* as root: a dead PID's file of another user */
+        write_file(path(other), "z", 1);
+        foreign = chown(path(other), 65534, 65534) == 0;
+    }
+    rec_writer *w = ep_open_writer(path("x.mpk.zst"), NULL);
+    CHECK_MSG(w, "%s", err_msg());
+    CHECK_MSG(access(path(n), F_OK) != 0, "stale %s not removed", n);
+    for (size_t i = 0; i < sizeof keep / sizeof *keep; i++) {
+        char k[48];
+        snprintf(k, sizeof k, keep[i], (int)dead);
+        CHECK_MSG(access(path(k), F_OK) == 0, "%s removed", k);
+        unlink(path(k));
+    }
+    if (foreign) {
+        CHECK_MSG(access(path(other), F_OK) == 0, "another user's %s removed", other);
+        unlink(path(other));
+    }
+    CHECK(rec_writer_close(w, true) == 0);
+    CHECK(no_tmp_files());
+    unlink(path("x.mpk.zst"));
+}
+
+/* No message names an empty stream or a record -1. */
+static void test_origins(void)
+{
+    CHECK(!ep_open_reader("", NULL) && err_last() == ERR_USAGE &&
+          strstr(err_msg(), "empty input endpoint"));
+    CHECK(!ep_open_writer("", NULL) && err_last() == ERR_USAGE &&
+          strstr(err_msg(), "empty output endpoint"));
+    CHECK(ep_write_one("", NULL, NULL) == ERR_USAGE);
+    record *r = rec_new("model");
+    char buf[300];
+    CHECK(strcmp(rec_origin(r, buf, sizeof buf), "model record") == 0);
+    int64_t v;
+    CHECK(rec_get_int(r, "round", &v) == ERR_FORMAT);
+    CHECK_MSG(strstr(err_msg(), "(model record, field meta.round)"), "%s", err_msg());
+    snprintf(r->src, sizeof r->src, "a.mpk.zst"); /* a source but no position */
+    CHECK(strcmp(rec_origin(r, buf, sizeof buf), "stream a.mpk.zst") == 0);
+    CHECK(!rec_get(r, "w", DT_F32, 1, NULL));
+    CHECK_MSG(strstr(err_msg(), "(a.mpk.zst, field tensors.w)") && !strstr(err_msg(), "-1"),
+              "%s", err_msg());
+    r->index = 4;
+    CHECK(strcmp(rec_origin(r, buf, sizeof buf), "stream a.mpk.zst, record 4") == 0);
+    rec_free(r);
+}
+
 static void test_ownership(void)
 {
     float *borrowed = malloc(4 * sizeof(float)), src[4] = {1, 2, 3, 4};
@@ -549,6 +816,11 @@ int main(void)
     test_meta();
     test_rec_get();
     test_end_records();
+    test_end_count_over();
+    test_key_buffers();
+    test_skippable_frames();
+    test_stale_temporaries();
+    test_origins();
     test_ownership();
     test_raw();
     test_limits_and_digest();
