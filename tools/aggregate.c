@@ -1,6 +1,6 @@
 /* aggregate - the server step of a round: FedAvg over client `update` records (files,
  * stdin or a ZeroMQ endpoint), weighted by sample counts over every tensor, BatchNorm
- * running statistics included, summed in client-id order (ALGORITHMS 1.7, DESIGN 6).
+ * running statistics included, summed in client-id order (docs/algorithms.md 1.7, DESIGN 6).
  * Also makes the initial global model (--init) and draws a round's clients (--select).
  * Not here: prototypes and per-class gradients (CReFF/CLIP2FL/FedSM stages). */
 #include "endpoint.h"

@@ -1,4 +1,4 @@
-/* clip-embed - CLIP text and image embeddings for fedsm (ALGORITHMS 4.2 and 5.2, DESIGN 5):
+/* clip-embed - CLIP text and image embeddings for fedsm (docs/algorithms.md 4.2 and 5.2, DESIGN 5):
  * class text embeddings from prompt templates (averaged, normalised), the class relevance
  * matrix S (cosine of the bare-name embeddings), and for each shard a `teacher` record
  * (normalised image embeddings, teacher logits exp(logit_scale) * v.t, keyed by `index`).

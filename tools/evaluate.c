@@ -1,4 +1,4 @@
-/* evaluate - test a global model on the balanced test shard (ALGORITHMS 1.8): top-1, per-
+/* evaluate - test a global model on the balanced test shard (docs/algorithms.md 1.8): top-1, per-
  * class accuracy, many/medium/few (training counts > 100 / 20..100 / < 20, from the
  * partition record), mean cross-entropy, confusion matrix.  Writes a `metrics` record, a
  * CSV row (column top1 is a fraction) and/or a JSON line.  Eval-mode BatchNorm.

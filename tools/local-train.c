@@ -1,4 +1,4 @@
-/* local-train - the client step of a federated round (ALGORITHMS 1.6; CLIP2FL/FedSM KD 4.2):
+/* local-train - the client step of a federated round (docs/algorithms.md 1.6; CLIP2FL/FedSM KD 4.2):
  * load the global model and one client shard, train E epochs of plain SGD with the papers'
  * crop/flip augmentation (encoded ImageNet-style shards: torchvision's RandomResizedCrop,
  * flip and ColorJitter per image, imgaug.h), optionally distilling from CLIP teacher
@@ -227,7 +227,7 @@ int main(int argc, char **argv)
         for (int64_t b0 = 0; b0 < s->n; b0 += batch) {
             int nb = (int)(s->n - b0 < batch ? s->n - b0 : batch);
             const float *in = x;
-            if (s->bytes) { /* ImageNet transforms per image (ALGORITHMS 1.5) */
+            if (s->bytes) { /* ImageNet transforms per image (docs/algorithms.md 1.5) */
                 for (int i = 0; i < nb && aug_mode != 2; i++)
                     seeds[i] = rng_u64(&ra);
                 if (shard_gather_encoded(x, s, perm + b0, nb, S, aug_mode != 2 ? seeds : NULL,

@@ -1,5 +1,5 @@
 /* partition - a labelled image dataset into long-tailed, non-IID client shards: the first
- * stage of every experiment (DESIGN section 4; ALGORITHMS 1.1-1.4).
+ * stage of every experiment (DESIGN section 4; docs/algorithms.md 1.1-1.4).
  *
  * Reads CIFAR-10/100 binary batches, an image folder or an ImageNet-LT list file
  * (lib/dataset), keeps a long-tailed subset of the training set (lib/split lt_select),

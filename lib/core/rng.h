@@ -3,7 +3,7 @@
  * Each stream is derived from (seed, purpose, round, client) by hashing, so the data split
  * never changes when a training option does.  Generator: xoshiro256** seeded by
  * splitmix64.  Not numpy's Mersenne Twister: sequences differ from the reference code's
- * (ALGORITHMS 1.4 allows this). */
+ * (docs/algorithms.md 1.4 allows this). */
 #ifndef FEDSM_RNG_H
 #define FEDSM_RNG_H
 

@@ -1,4 +1,4 @@
-/* imgaug.h - ImageNet-style preprocessing of 8-bit planar RGB images (ALGORITHMS 1.5), bit
+/* imgaug.h - ImageNet-style preprocessing of 8-bit planar RGB images (docs/algorithms.md 1.5), bit
  * for bit what torchvision's transforms do on PIL images with the Pillow the fixtures were
  * made with (tests/fixtures_imgaug.py, Pillow 9.4):
  *   eval:  Resize(R) (shorter side to R = 256/224 * size, BILINEAR), CenterCrop(size)

@@ -1,7 +1,7 @@
-/* split.c - long-tail selection and client splits (see split.h; ALGORITHMS 1.2-1.3).
+/* split.c - long-tail selection and client splits (see split.h; docs/algorithms.md 1.2-1.3).
  *
  * Follows CReFF's Dataset/long_tailed_cifar10.py and Dataset/sample_dirichlet.py in
- * structure (described in ALGORITHMS, not copied): same counts, same chunking, balance
+ * structure (described in docs/algorithms.md, not copied): same counts, same chunking, balance
  * step and equal slices; our xoshiro streams instead of numpy's RandomState.
  *
  * Not here: any I/O. */

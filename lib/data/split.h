@@ -1,10 +1,10 @@
-/* split.h - long-tail selection and client splits of a labelled dataset (ALGORITHMS 1.2-1.3).
+/* split.h - long-tail selection and client splits of a labelled dataset (docs/algorithms.md 1.2-1.3).
  *
  * Works on labels only: positions 0..n-1 into a label array; the caller maps positions to
  * images.  Every random choice comes from an rng stream derived from (seed, purpose), so a
  * split depends on its own options only ("lt" for the long-tail draw, "split" for the
  * client split).  The streams are not numpy's: counts follow the reference exactly, the
- * particular samples chosen differ (ALGORITHMS 1.4).
+ * particular samples chosen differ (docs/algorithms.md 1.4).
  *
  * Not here: reading datasets, writing shards (tools/partition.c). */
 #ifndef FEDSM_SPLIT_H
@@ -14,7 +14,7 @@
 
 typedef enum { LT_EXP = 0, LT_STEP } lt_profile;
 
-/* Per-class target counts for imbalance factor imb = n_max/n_min >= 1 (ALGORITHMS 1.2):
+/* Per-class target counts for imbalance factor imb = n_max/n_min >= 1 (docs/algorithms.md 1.2):
  *   exp:  n_c = floor(n_max * (1/imb)^(c/(C-1)))      (CReFF, LDAM-DRW)
  *   step: n_c = floor(n_max) for c < C/2 (integer division), floor(n_max/imb) after.
  * n_max is the mean class size total/C (a double, as in the reference).  out: [C].
@@ -53,7 +53,7 @@ typedef struct split_result {
 } split_result;
 
 /* Splits positions 0..n-1 (labels[n] in [0, C)) among o->clients clients:
- *  creff      ALGORITHMS 1.3: shuffle, chunks of 10 auxiliary workers (ceil(K/10) chunks;
+ *  creff      docs/algorithms.md 1.3: shuffle, chunks of 10 auxiliary workers (ceil(K/10) chunks;
  *             K < 10 uses K workers in one chunk, where the reference asserts), per-class
  *             Dirichlet with the balance step and a NaN guard (when the balance step zeroes
  *             every proportion the unbalanced draw is used), redraw until the smallest

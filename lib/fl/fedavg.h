@@ -1,4 +1,4 @@
-/* fedavg.h - weighted averaging of records tensor by tensor (FedAvg, ALGORITHMS 1.7):
+/* fedavg.h - weighted averaging of records tensor by tensor (FedAvg, docs/algorithms.md 1.7):
  * every <f4 tensor, BatchNorm running statistics included, is sum_k w_k t_k with the
  * weights normalised to sum 1, accumulated in double in the order given (callers pass
  * updates sorted by client id, DESIGN 6); integer counters (<i8 num_batches_tracked) take

@@ -1,9 +1,9 @@
 /* model.c - CIFAR ResNets (ResNet-8 by default) and torchvision ResNet-50 over nn.h kernels.
  *
  * What it is: the tensor table (PyTorch names, state_dict order), the three slabs, init
- * (ALGORITHMS 1.5), forward/backward chained by hand, SGD, and model records.
+ * (docs/algorithms.md 1.5), forward/backward chained by hand, SGD, and model records.
  * What it is not: a general graph; a new architecture is a new builder below.
- * Follows: CReFF's ResNet-8 (Model/Resnet8.py, described in ALGORITHMS 1.5) with DESIGN 5
+ * Follows: CReFF's ResNet-8 (Model/Resnet8.py, described in docs/algorithms.md 1.5) with DESIGN 5
  * names; torchvision's resnet50 (bottleneck, stride on the 3x3 conv, adaptive avg pool). */
 #include "model.h"
 

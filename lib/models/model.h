@@ -12,7 +12,7 @@
  * num_batches_tracked is one counter for the whole model (every BN layer sees every batch);
  * records carry it per BN layer as an <i8 scalar so PyTorch's strict load_state_dict works.
  *
- * Architectures (ALGORITHMS 1.5):
+ * Architectures (docs/algorithms.md 1.5):
  *   "resnet8" / "cifar-resnet": conv1 3x3 (3->w), bn1, relu; layer1..layer3 of (depth-2)/6
  *     BasicBlocks with w, 2w, 4w channels (strides 1, 2, 2; downsample.0/1 = 1x1 conv + BN
  *     when the shape changes); global average pool -> 4w-d; optional proj Linear(4w ->
@@ -81,7 +81,7 @@ typedef struct model {
  * Returns owned, or NULL with err_msg (ERR_USAGE bad config, ERR_INTERNAL out of memory). */
 model *model_new(const model_config *cfg);
 void model_free(model *m); /* NULL-safe */
-/* Initialises every tensor (ALGORITHMS 1.5), zeroes grads and momentum, and sets
+/* Initialises every tensor (docs/algorithms.md 1.5), zeroes grads and momentum, and sets
  * num_batches_tracked to 0. */
 void model_init(model *m, uint64_t seed);
 
@@ -119,7 +119,7 @@ void model_sgd_step(model *m, float lr, float momentum, float wd);
 
 /* Training-loss helper: forward (train mode), mean CE, backward into grads (not zeroed
  * here).  labels: (n).  teacher: (n, num_classes) CLIP logits or NULL; with a teacher the
- * loss is CE + kd_alpha T^2 KL (ALGORITHMS 4.2).  *loss receives the total loss.
+ * loss is CE + kd_alpha T^2 KL (docs/algorithms.md 4.2).  *loss receives the total loss.
  * Returns 0 or a negative error. */
 int model_train_step_grads(model *m, const float *x, const int32_t *labels, const float *teacher,
                            int n, float kd_t, float kd_alpha, float *loss);

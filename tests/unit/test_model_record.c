@@ -1,5 +1,5 @@
 /* test_model_record.c - model tables, init, records and batch handling:
- * ResNet-8 layout (names, shapes, 1.23M body params), init statistics (ALGORITHMS 1.5),
+ * ResNet-8 layout (names, shapes, 1.23M body params), init statistics (docs/algorithms.md 1.5),
  * save -> encode -> decode -> load round trip (bit-exact, meta), rejection of a record of
  * another architecture with the tensor named, variable batch size (a last partial batch
  * gives the same per-sample eval outputs), and run-to-run determinism of a training step. */

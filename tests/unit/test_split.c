@@ -1,5 +1,5 @@
-/* test_split.c - long-tail counts against the published CIFAR-LT totals (ALGORITHMS 1.2),
- * and the invariants of every split mode (ALGORITHMS 1.3): each sample in exactly one
+/* test_split.c - long-tail counts against the published CIFAR-LT totals (docs/algorithms.md 1.2),
+ * and the invariants of every split mode (docs/algorithms.md 1.3): each sample in exactly one
  * client, client sizes, determinism, bounded failures. */
 #include "err.h"
 #include "rng.h"
@@ -80,7 +80,7 @@ static void test_lt_counts(void)
     CHECK(sum(c100, 100) == 12608);
     CHECK(lt_counts(500, 100, 10, LT_EXP, c100) == 0);
     CHECK(sum(c100, 100) == 19573);
-    /* many/medium/few of ALGORITHMS 1.8 at IF=100: class 69 has exactly 20 */
+    /* many/medium/few of docs/algorithms.md 1.8 at IF=100: class 69 has exactly 20 */
     CHECK(lt_counts(500, 100, 100, LT_EXP, c100) == 0);
     CHECK(c100[34] > 100 && c100[35] <= 100 && c100[69] == 20 && c100[70] < 20);
     /* step: half at n_max, half at n_max/IF */
@@ -209,7 +209,7 @@ static void test_creff(void)
         split_free(&s);
     }
     /* tiny alpha: gamma draws underflow to 0 and the balance step can zero every
-     * proportion (the NaN case of ALGORITHMS 8.14) - must still work, or fail cleanly */
+     * proportion (the NaN case of docs/algorithms.md 8.14) - must still work, or fail cleanly */
     split_opts_default(&o);
     o.alpha = 1e-3;
     o.max_tries = 50;
