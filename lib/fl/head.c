@@ -8,6 +8,7 @@
 #include "head.h"
 
 #include "err.h"
+#include "pool.h"
 #include "record.h"
 
 #include <cblas.h>
@@ -72,6 +73,7 @@ int head_train(float *w, float *b, const float *x, const int32_t *y, int64_t n, 
         if (y[i] < 0 || y[i] >= C)
             return err_set(ERR_USAGE, "head: label %d of sample %lld is outside [0, %d)", y[i],
                            (long long)i, C);
+    pool_blas_single(); /* small GEMMs: a threaded OpenBLAS only spins */
     int B = o->batch < n ? o->batch : (int)n;
     size_t wn = (size_t)C * (size_t)D;
     float *xb = aligned_alloc64((size_t)B * (size_t)D * sizeof *xb);

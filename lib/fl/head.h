@@ -5,8 +5,8 @@
  * What it is: logits = x W^T + b with W (C, D), b (C); PyTorch nn.Linear's default init
  * (W and b ~ U(-1/sqrt(D), 1/sqrt(D))); mean softmax cross-entropy over each mini-batch; plain
  * SGD with PyTorch semantics (lr, momentum, weight decay on W and b); `epochs` passes over the
- * features, reshuffled every epoch, the last partial batch kept.  Single-threaded and
- * deterministic: one call gives the same head bit for bit on any machine with the same
+ * features, reshuffled every epoch, the last partial batch kept.  Single-threaded (it sets
+ * OpenBLAS to one thread, pool_blas_single) and deterministic: one call gives the same head bit for bit on any machine with the same
  * OpenBLAS.  Random streams: init (seed, "head-init", round, client), shuffles (seed,
  * "head-shuffle", round, client).
  * What it is not: the feature generation (featgen) or a record reader (tools/retrain.c). */
