@@ -1166,6 +1166,27 @@ static int dict_tensors(const char *path, const pv *d, st_tensor **out, int *n_o
     return 0;
 }
 
+/* torch.save(tensor, f): one tensor, named after the archive's folder ("<dir>/" less the
+ * slash), which torch.save takes from the file name. */
+static int bare_tensor(const char *path, const pv *v, const char *dir, size_t dir_len, st_tensor **out,
+                       int *n_out)
+{
+    st_tensor *t = calloc(1, sizeof *t);
+    if (!t || !(t->name = strndup(dir, dir_len ? dir_len - 1 : 0))) {
+        free(t);
+        return err_set(ERR_INTERNAL, "out of memory");
+    }
+    int rc = to_st(path, t->name, v->u.t, t);
+    if (rc) {
+        free(t->name);
+        free(t);
+        return rc;
+    }
+    *out = t;
+    *n_out = 1;
+    return 0;
+}
+
 /* The one <dir>/data.pkl entry; *dir_len gets the length of "<dir>/". */
 static const zentry *find_pickle(const zarchive *z, size_t *dir_len)
 {
@@ -1232,7 +1253,8 @@ int tz_read(const char *path, const void *map, size_t len, st_tensor **t, int *n
         err_wrap(rc, "%s", path);
         goto done;
     }
-    rc = dict_tensors(path, result, t, n);
+    rc = result->kind == PV_TENSOR ? bare_tensor(path, result, I.dir, I.dir_len, t, n)
+                                   : dict_tensors(path, result, t, n);
 done:
     if (!rc && !pe)
         rc = err_last();
