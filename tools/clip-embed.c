@@ -11,6 +11,8 @@
 #include "endpoint.h"
 #include "err.h"
 #include "image.h"
+#include "relevance.h"
+#include "safetensors.h"
 #include "pool.h"
 #include "sha256.h"
 #include "tool.h"
@@ -63,6 +65,7 @@ _Noreturn static void usage(void)
 {
     printf("usage: clip-embed --weights FILE [--classes names.txt] [--prompts T.txt]\n"
            "                  [--shard client-NN.mpk.zst ...] -o out.mpk.zst\n"
+           "       clip-embed --wordnet [--wordnet-map FILE] --classes names.txt -o rel.mpk.zst\n"
            "       clip-embed --tokenize --vocab bpe_simple_vocab_16e6.txt.gz < lines.txt\n"
            "CLIP (Hugging Face CLIPModel weights: ViT-B/32, B/16, L/14, ...) in C: writes one\n"
            "`embeddings` record (tensors text [C,E] from --prompts, relevance_text [C,E] from\n"
@@ -78,8 +81,15 @@ _Noreturn static void usage(void)
            "                            (default: \"a photo of a {}\", as data/prompts/default.txt)\n"
            "      --relevance-prompts F templates for S (default: \"{}\", data/prompts/bare.txt)\n"
            "  -s, --shard STREAM        a shard stream (repeatable); one teacher record per shard\n"
-           "      --import FILE         class embeddings [C,E] made elsewhere (.npy f4/f8, or a record:\n"
-           "                            tensor `text`, or its only 2-D <f4 tensor); used for text and S\n"
+           "      --import FILE         class embeddings [C,E] made elsewhere (.npy f4/f8, a torch.save'd\n"
+           "                            tensor .pt, or a record: tensor `text`, or its only 2-D <f4\n"
+           "                            tensor); used for text and S\n"
+           "      --wordnet             S from WordNet instead (no weights): Wu-Palmer similarity of the\n"
+           "                            classes' first noun senses, as NLTK's wup_similarity; writes only\n"
+           "                            `relevance` (meta relevance_source \"wordnet\", synsets)\n"
+           "      --wordnet-map FILE    'class-name synset' lines overriding a class's sense (word.n.NN or a\n"
+           "                            sense key; e.g. data/wordnet-cifar100.map)\n"
+           "      --wordnet-dir DIR     the WordNet 3.0 database (default: $WNSEARCHDIR or /usr/share/wordnet)\n"
            "      --tokenize            print the token ids (sot..eot) of each stdin line, then exit\n"
            "  -b, --batch N             images per forward pass (default 32)\n"
            "  -f, --force               recompute even when the output is up to date\n"
@@ -112,7 +122,27 @@ static void list_free(strlist *l)
     l->n = 0;
 }
 
-/* Non-empty lines, trimmed; '#' lines are comments when comments is set. */
+/* Length of the valid UTF-8 prefix of s[0, n) (n when all of it is valid). */
+static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
+{
+    for (size_t k = 0; k < n;) {
+        unsigned c = s[k], len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!len || k + len > n || (len == 2 && c < 0xC2)) return k;
+        uint32_t cp = len == 1 ? c : c & (0x7F >> len);
+        for (unsigned j = 1; j < len; j++) {
+            if ((s[k + j] & 0xC0) != 0x80) return k;
+            cp = cp << 6 | (s[k + j] & 0x3F);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp < 0xE000))
+            return k;
+        k += len;
+    }
+    return n;
+}
+
+/* Non-empty lines, trimmed; '#' lines are comments when comments is set.  Every line must be
+ * UTF-8.  Without comments (a class list) a blank line is an error: skipping it would move
+ * every later class to another label. */
 static void read_lines(const char *path, strlist *out, bool comments)
 {
     FILE *f = fopen(path, "r");
@@ -120,11 +150,19 @@ static void read_lines(const char *path, strlist *out, bool comments)
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
+    size_t lineno = 0;
     while ((n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
             line[--n] = 0;
+        size_t ok = utf8_valid_prefix((const unsigned char *)line, (size_t)n);
+        if (ok < (size_t)n || memchr(line, 0, (size_t)n))
+            die(ERR_FORMAT, "%s line %zu: not UTF-8 text (byte %zu)", path, lineno, ok + 1);
         char *s = line;
         while (*s == ' ' || *s == '\t') s++;
+        if (!*s && !comments)
+            die(ERR_FORMAT, "%s line %zu: blank line in a class list (one name per line; a gap would shift every later label)",
+                path, lineno);
         if (!*s || (comments && *s == '#')) continue;
         list_push(out, s);
     }
@@ -221,9 +259,10 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
         char *h = calloc(1, hl + 1);
         if (!h || fread(h, 1, hl, f) != hl) die(ERR_FORMAT, "%s: truncated .npy header", path);
         bool f8 = strstr(h, "'<f8'") != NULL, f4 = strstr(h, "'<f4'") != NULL;
+        char close = 0;
         const char *sh = strstr(h, "'shape': (");
         if ((!f4 && !f8) || strstr(h, "'fortran_order': True") || !sh ||
-            sscanf(sh, "'shape': (%ld, %ld)", &rows, &cols) != 2)
+            sscanf(sh, "'shape': (%ld, %ld%c", &rows, &cols, &close) != 3 || close != ')')
             die(ERR_FORMAT, "%s: expected a 2-D C-order <f4 or <f8 array (header %s)", path, h);
         free(h);
         if (rows < 1 || cols < 1 || rows > (1 << 20) || cols > (1 << 16))
@@ -239,6 +278,27 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
             } else if (fread(&out[k], 4, 1, f) != 1) die(ERR_FORMAT, "%s: truncated .npy data", path);
         }
         fclose(f);
+    } else if (got >= 4 && !memcmp(magic, "PK\3\4", 4)) { /* torch.save zip: a tensor or a dict of them */
+        fclose(f);
+        st_file *sf = st_open(path);
+        if (!sf) fail_code(err_last());
+        const st_tensor *t = st_count(sf) == 1 ? st_at(sf, 0) : st_find(sf, "text");
+        for (int k = 0; !t && k < st_count(sf); k++)
+            if (st_at(sf, k)->ndim == 2) {
+                if (t) die(ERR_FORMAT, "%s: several 2-D tensors and none called `text`; save the [C,E] tensor alone", path);
+                t = st_at(sf, k);
+            }
+        if (!t || t->ndim != 2 || (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16))
+            die(ERR_FORMAT, "%s: expected one 2-D float tensor [C,E] of class embeddings%s%s (%d dims, %s)", path,
+                t ? ", got " : "", t ? t->name : "", t ? t->ndim : 0, t ? st_dtype_name(t->dtype) : "none");
+        rows = t->shape[0];
+        cols = t->shape[1];
+        if (rows < 1 || cols < 1 || rows > (1 << 20) || cols > (1 << 16))
+            die(ERR_FORMAT, "%s: implausible shape (%ld, %ld)", path, (long)rows, (long)cols);
+        out = malloc((size_t)(rows * cols) * sizeof *out);
+        if (!out) die(ERR_INTERNAL, "out of memory");
+        if (st_to_f32(sf, t, out, rows * cols)) fail_code(err_last());
+        st_close(sf);
     } else {
         fclose(f);
         record *r = NULL;
@@ -262,6 +322,10 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
     }
     if ((size_t)rows != C)
         die(ERR_FORMAT, "%s: %ld rows of class embeddings for %zu classes", path, (long)rows, C);
+    for (int64_t k = 0; k < rows * cols; k++)
+        if (!isfinite(out[k]))
+            die(ERR_FORMAT, "%s: class embedding [%ld, %ld] is %s", path, (long)(k / cols), (long)(k % cols),
+                isnan(out[k]) ? "NaN" : "infinite");
     clip_l2_normalize(out, (int)rows, (int)cols);
     *E_out = (int)cols;
     return out;
@@ -428,6 +492,82 @@ static void shard_classes(char **shards, int n_shards, strlist *out)
     }
 }
 
+/* --wordnet: one `embeddings` record holding only `relevance` (Wu-Palmer, lib/fl/relevance.c). */
+static int wordnet_main(const char *classes_path, const char *map, const char *dir, const char *out_path, bool force)
+{
+    strlist classes = {0};
+    read_lines(classes_path, &classes, false);
+    const char *db = dir ? dir : getenv("WNSEARCHDIR") && *getenv("WNSEARCHDIR") ? getenv("WNSEARCHDIR") : "/usr/share/wordnet";
+    sha256_ctx dc;
+    sha256_init(&dc);
+    digest_str(&dc, "tool", "clip-embed/1");
+    digest_str(&dc, "relevance", "wordnet-wup/1");
+    const char *files[] = {"index.noun", "data.noun"};
+    for (int k = 0; k < 2; k++) {
+        char *p = malloc(strlen(db) + 16);
+        if (!p) die(ERR_INTERNAL, "out of memory");
+        sprintf(p, "%s/%s", db, files[k]);
+        if (file_exists(p)) digest_file(&dc, files[k], p); /* else relevance_wordnet says what is missing */
+        free(p);
+    }
+    if (map) digest_file(&dc, "wordnet_map", map);
+    for (size_t k = 0; k < classes.n; k++) digest_str(&dc, "class", classes.v[k]);
+    uint8_t d[32];
+    char digest[65];
+    sha256_final(&dc, d);
+    sha256_hex(d, digest);
+    if (!force && strcmp(out_path, "-") && !ep_is_zmq(out_path) && file_exists(out_path)) {
+        rec_reader *rd = ep_open_reader(out_path, NULL);
+        record *r = NULL;
+        const char *prev = NULL;
+        bool same = rd && rec_read(rd, &r) == 1 && !strcmp(r->kind, "embeddings") &&
+                    rec_opt_str(r, "inputs", &prev) == 0 && prev && !strcmp(prev, digest);
+        rec_free(r);
+        rec_reader_close(rd);
+        err_clear();
+        if (same) {
+            tool_log(1, "%s is up to date (inputs %.12s); nothing to do (--force recomputes)", out_path, digest);
+            list_free(&classes);
+            return 0;
+        }
+    }
+    size_t C = classes.n;
+    double *Sd = malloc(C * C * sizeof *Sd);
+    char **syn = NULL;
+    if (!Sd) die(ERR_INTERNAL, "out of memory");
+    int rc = relevance_wordnet(Sd, &syn, dir, map, (const char *const *)classes.v, (int)C);
+    if (rc) fail_code(rc);
+    record *er = rec_new("embeddings");
+    int64_t scc[2] = {(int64_t)C, (int64_t)C};
+    float *S = er ? rec_add_new(er, "relevance", DT_F32, 2, scc) : NULL;
+    if (!S) die(ERR_INTERNAL, "out of memory");
+    for (size_t k = 0; k < C * C; k++) S[k] = (float)Sd[k];
+    rc = rec_set_strs(er, "classes", (const char *const *)classes.v, classes.n);
+    if (!rc) rc = rec_set_strs(er, "synsets", (const char *const *)syn, C);
+    if (!rc) rc = rec_set_str(er, "source", "wordnet");
+    if (!rc) rc = rec_set_str(er, "relevance_source", "wordnet");
+    if (!rc) rc = rec_set_str(er, "relevance_measure", "Wu-Palmer, as NLTK wup_similarity (row i, column j: wup(i, j))");
+    if (!rc) rc = rec_set_str(er, "relevance_diag", "wup(c, c) (1 unless c has hypernym paths of unequal length); FedSM sets it to the row mean itself");
+    if (!rc) rc = rec_set_str(er, "wordnet_dir", db);
+    if (!rc && map) rc = rec_set_str(er, "wordnet_map", map);
+    if (!rc) rc = rec_set_str(er, "producer", "clip-embed " FEDSM_VERSION);
+    if (!rc) rc = rec_set_str(er, "inputs", digest);
+    if (rc) fail_code(rc);
+    g_out = ep_open_writer(out_path, NULL);
+    if (!g_out) fail_code(err_last());
+    if ((rc = rec_write(g_out, er))) fail_code(rc);
+    rc = rec_writer_close(g_out, true);
+    g_out = NULL;
+    if (rc) tool_fail(rc);
+    tool_log(1, "relevance: %zu classes from WordNet (%s)", C, db);
+    rec_free(er);
+    for (size_t k = 0; k < C; k++) free(syn[k]);
+    free(syn);
+    free(Sd);
+    list_free(&classes);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     tool_init("clip-embed");
@@ -437,7 +577,9 @@ int main(int argc, char **argv)
     int n_shards = 0, batch = 32;
     bool tokenize = false, force = false, bf16 = false;
     char *vocab_owned = NULL; /* vocabulary found beside the weights */
-    enum { O_VOCAB = 256, O_CONFIG, O_REL, O_IMPORT, O_TOKENIZE, O_THREADS, O_SEED, O_BF16 };
+    enum { O_VOCAB = 256, O_CONFIG, O_REL, O_IMPORT, O_TOKENIZE, O_THREADS, O_SEED, O_BF16, O_WORDNET, O_WN_MAP, O_WN_DIR };
+    bool wordnet = false;
+    const char *wn_map = NULL, *wn_dir = NULL;
     static const struct option opts[] = {
         {"weights", required_argument, 0, 'w'}, {"vocab", required_argument, 0, O_VOCAB},
         {"config", required_argument, 0, O_CONFIG}, {"classes", required_argument, 0, 'c'},
@@ -447,6 +589,8 @@ int main(int argc, char **argv)
         {"force", no_argument, 0, 'f'}, {"out", required_argument, 0, 'o'},
         {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
         {"bf16", no_argument, 0, O_BF16},
+        {"wordnet", no_argument, 0, O_WORDNET}, {"wordnet-map", required_argument, 0, O_WN_MAP},
+        {"wordnet-dir", required_argument, 0, O_WN_DIR},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     int c;
@@ -470,6 +614,9 @@ int main(int argc, char **argv)
         case O_THREADS: tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
         case O_SEED: tool_parse_seed("--seed", optarg); break;
         case O_BF16: bf16 = true; break;
+        case O_WORDNET: wordnet = true; break;
+        case O_WN_MAP: wn_map = optarg; break;
+        case O_WN_DIR: wn_dir = optarg; break;
         case 'q': tool_verbosity = 0; break;
         case 'v': tool_verbosity++; break;
         case 'h': usage();
@@ -492,6 +639,11 @@ int main(int argc, char **argv)
         return rc;
     }
     if (!out_path) tool_usage_error("no output: give -o FILE (or '-')");
+    if ((wn_map || wn_dir) && !wordnet) tool_usage_error("--wordnet-map and --wordnet-dir need --wordnet");
+    if (wordnet && (weights || import_path || n_shards))
+        tool_usage_error("--wordnet replaces the text encoder: no --weights, --import or --shard with it");
+    if (wordnet && !classes_path) tool_usage_error("--wordnet needs --classes");
+    if (wordnet) return wordnet_main(classes_path, wn_map, wn_dir, out_path, force);
     if (!weights && !import_path) tool_usage_error("give --weights (or --import for class embeddings)");
     if (!weights && n_shards) tool_usage_error("--shard needs --weights (the image encoder)");
     if (!import_path && !vocab)
@@ -596,19 +748,15 @@ int main(int argc, char **argv)
     if (!rc) rc = rec_add(er, "relevance_text", DT_F32, 2, sce, rtext, REC_COPY);
     float *S = rc ? NULL : rec_add_new(er, "relevance", DT_F32, 2, scc);
     if (!rc && !S) rc = err_set(ERR_INTERNAL, "out of memory");
+    if (!rc && (rc = relevance_cosine(S, rtext, (int)C, E))) err_wrap(rc, "%s", import_path ? import_path : "text encoder");
     if (rc) fail_code(rc);
-    for (size_t i = 0; i < C; i++)
-        for (size_t j = 0; j < C; j++) {
-            float s = 0;
-            for (int k = 0; k < E; k++) s += rtext[i * E + k] * rtext[j * E + k];
-            S[i * C + j] = s;
-        }
     rc = rec_set_strs(er, "classes", (const char *const *)classes.v, classes.n);
     if (!rc) rc = rec_set_strs(er, "prompts", (const char *const *)prompts.v, prompts.n);
     if (!rc) rc = rec_set_strs(er, "relevance_prompts", (const char *const *)rel.v, rel.n);
     if (!rc) rc = rec_set_str(er, "relevance_diag", "cosine (1); FedSM sets it to the row mean itself");
     if (!rc) rc = rec_set_int(er, "embed_dim", E);
     if (!rc) rc = rec_set_str(er, "source", import_path ? "import" : "clip");
+    if (!rc) rc = rec_set_str(er, "relevance_source", import_path ? "import" : "clip");
     if (!rc && import_path) rc = rec_set_str(er, "import", import_path);
     if (!rc && m) {
         rc = rec_set_str(er, "model", weights);
