@@ -6,9 +6,9 @@
 #include "endpoint.h"
 #include "err.h"
 #include "fedavg.h"
+#include "inputs.h"
 #include "model.h"
 #include "rng.h"
-#include "sha256.h"
 #include "tool.h"
 
 #include <getopt.h>
@@ -181,11 +181,35 @@ static int run_init(const agg_args *a)
         names[i] = strdup(pnames[i]);
     }
     free(pnames);
-    rec_free(prec);
     if (!r || model_to_record(m, r, REC_BORROW) ||
         rec_set_strs(r, "classes", (const char *const *)names, (size_t)classes) ||
         rec_set_int(r, "round", 0) || rec_set_int(r, "seed", (int64_t)a->seed) ||
         rec_set_str(r, "producer", "aggregate " FEDSM_VERSION))
+        tool_fail(err_last());
+    /* the data decides the normalisation (norm.h): the partition's mean/std replace the
+     * architecture's default, so its shards and this model agree */
+    for (const char *const *k = (const char *const[]){"mean", "std", NULL}; prec && *k; k++) {
+        const mval *v = mv_map_get(prec->meta, *k);
+        mval cp;
+        if (v && (mv_copy(&cp, v) || mv_map_put(r->meta, *k, &cp)))
+            tool_fail(ERR_INTERNAL);
+    }
+    rec_free(prec);
+    inputs in;
+    inputs_init(&in);
+    if (a->ppath)
+        inputs_add_file(&in, a->ppath);
+    if (a->names_path)
+        inputs_add_file(&in, a->names_path);
+    inputs_add_option(&in, "mode", "init");
+    inputs_add_option(&in, "arch", cfg.arch);
+    inputs_add_option_int(&in, "classes", classes);
+    inputs_add_option_int(&in, "proj", cfg.proj_dim);
+    inputs_add_option_int(&in, "depth", cfg.depth);
+    inputs_add_option_int(&in, "width", cfg.width);
+    inputs_add_option_int(&in, "input_size", cfg.input_size);
+    inputs_add_option_int(&in, "seed", (int64_t)a->seed);
+    if (inputs_set(&in, r))
         tool_fail(err_last());
     if (ep_write_one(a->out, r, &a->ep))
         tool_fail(err_last());
@@ -313,20 +337,18 @@ static int run_fedavg(const agg_args *a)
         if (mv_copy(&cp, &src_meta->u.map.vals[i]) || mv_map_put(m->meta, k, &cp))
             tool_fail(ERR_INTERNAL);
     }
-    rec_set_int(m, "round", round);
-    rec_set_ints(m, "clients", ids, (size_t)n);
-    rec_set_int(m, "num_samples", (int64_t)total);
-    rec_set_str(m, "producer", "aggregate " FEDSM_VERSION);
-    mval inp = mv_map();
-    for (int k = 0; k < n; k++) {
-        char hex[65];
-        if (!ep_is_zmq(ups[k]->src) && strcmp(ups[k]->src, "<stdin>") &&
-            sha256_file(ups[k]->src, hex) == 0) {
-            mval h = mv_str(hex);
-            mv_map_put(&inp, ups[k]->src, &h);
-        }
-    }
-    mv_map_put(m->meta, "inputs", &inp);
+    inputs in; /* the global model, then each input stream as named */
+    inputs_init(&in);
+    if (a->gpath)
+        inputs_add_file(&in, a->gpath);
+    for (int i = 0; i < a->n_in; i++)
+        inputs_add_file(&in, a->inputs[i]);
+    inputs_add_option(&in, "mode", "fedavg");
+    inputs_add_option_int(&in, "round", a->round_req);
+    if (rec_set_int(m, "round", round) || rec_set_ints(m, "clients", ids, (size_t)n) ||
+        rec_set_int(m, "num_samples", (int64_t)total) ||
+        rec_set_str(m, "producer", "aggregate " FEDSM_VERSION) || inputs_set(&in, m))
+        tool_fail(err_last());
     if (ep_write_one(a->out, m, &a->ep))
         tool_fail(err_last());
     tool_log(1, "round %lld: averaged %d updates (%lld samples) -> %s", (long long)round, n,
@@ -366,12 +388,13 @@ int main(int argc, char **argv)
 {
     tool_init("aggregate");
     agg_args a = {.round_req = -1, .expect = -1, .classes = -1, .proj = 0, .depth = -1,
-                  .width = -1, .insize = -1, .select_k = -1, .nclients = -1, .seed = 7};
+                  .width = -1, .insize = -1, .select_k = -1, .nclients = -1};
+    tool_common co = {.usage = usage, .seed = 7};
     agg_mode mode = MODE_FEDAVG;
     ep_opts_default(&a.ep);
     a.ep.timeout_ms = 600000;
     static const struct option lo[] = {
-        {"out", required_argument, 0, 'o'},      {"model", required_argument, 0, 'm'},
+        {"model", required_argument, 0, 'm'},
         {"round", required_argument, 0, 'R'},    {"expect", required_argument, 0, 'E'},
         {"timeout", required_argument, 0, 'T'},  {"max-msg", required_argument, 0, 'M'},
         {"init", required_argument, 0, 'I'},     {"classes", required_argument, 0, 'C'},
@@ -379,18 +402,14 @@ int main(int argc, char **argv)
         {"proj", required_argument, 0, 'P'},
         {"depth", required_argument, 0, 'D'},    {"width", required_argument, 0, 'W'},
         {"input-size", required_argument, 0, 'Z'}, {"select", required_argument, 0, 'S'},
-        {"clients", required_argument, 0, 'K'},  {"seed", required_argument, 0, 's'},
-        {"threads", required_argument, 0, 't'},  {"in", required_argument, 0, 'i'},
-        {"quiet", no_argument, 0, 'q'},          {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
+        {"clients", required_argument, 0, 'K'},  {"in", required_argument, 0, 'i'},
         {0, 0, 0, 0}};
     a.inputs = calloc((size_t)argc + 1, sizeof *a.inputs);
     if (!a.inputs)
         tool_die(ERR_INTERNAL, "out of memory for %d arguments", argc);
     int c;
-    while ((c = getopt_long(argc, argv, "o:m:s:t:i:qvhV", lo, NULL)) != -1) {
+    while ((c = tool_getopt(argc, argv, "m:i:", lo, &co)) != -1) {
         switch (c) {
-        case 'o': a.out = optarg; break;
         case 'm': a.gpath = optarg; break;
         case 'R': a.round_req = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
         case 'E': a.expect = tool_parse_int("--expect", optarg, 1, 1 << 20); break;
@@ -409,16 +428,11 @@ int main(int argc, char **argv)
             set_mode(&mode, MODE_SELECT);
             break;
         case 'K': a.nclients = tool_parse_int("--clients", optarg, 1, 1 << 20); break;
-        case 's': a.seed = tool_parse_seed("--seed", optarg); break;
-        case 't': tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
         case 'i': a.inputs[a.n_in++] = optarg; break;
-        case 'q': tool_verbosity = 0; break;
-        case 'v': tool_verbosity++; break;
-        case 'h': usage();
-        case 'V': tool_version();
-        default: tool_usage_error("unknown option");
         }
     }
+    a.out = co.out;
+    a.seed = co.seed;
     for (int i = optind; i < argc; i++)
         a.inputs[a.n_in++] = argv[i];
     if (modes[mode].needs_out && !a.out)

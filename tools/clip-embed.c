@@ -586,15 +586,12 @@ int main(int argc, char **argv)
         {"prompts", required_argument, 0, 'p'}, {"relevance-prompts", required_argument, 0, O_REL},
         {"shard", required_argument, 0, 's'}, {"import", required_argument, 0, O_IMPORT},
         {"tokenize", no_argument, 0, O_TOKENIZE}, {"batch", required_argument, 0, 'b'},
-        {"force", no_argument, 0, 'f'}, {"out", required_argument, 0, 'o'},
-        {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
-        {"bf16", no_argument, 0, O_BF16},
+        {"force", no_argument, 0, 'f'}, {"bf16", no_argument, 0, O_BF16},
         {"wordnet", no_argument, 0, O_WORDNET}, {"wordnet-map", required_argument, 0, O_WN_MAP},
-        {"wordnet-dir", required_argument, 0, O_WN_DIR},
-        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+        {"wordnet-dir", required_argument, 0, O_WN_DIR}, {0, 0, 0, 0}};
+    tool_common co = {.usage = usage}; /* --seed is accepted: nothing here is random */
     int c;
-    while ((c = getopt_long(argc, argv, "w:c:p:s:b:fo:qvhV", opts, NULL)) != -1) {
+    while ((c = tool_getopt(argc, argv, "w:c:p:s:b:f", opts, &co)) != -1) {
         switch (c) {
         case 'w': weights = optarg; break;
         case O_VOCAB: vocab = optarg; break;
@@ -610,22 +607,14 @@ int main(int argc, char **argv)
         case O_TOKENIZE: tokenize = true; break;
         case 'b': batch = (int)tool_parse_int("--batch", optarg, 1, 4096); break;
         case 'f': force = true; break;
-        case 'o': out_path = optarg; break;
-        case O_THREADS: tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
-        case O_SEED: tool_parse_seed("--seed", optarg); break;
         case O_BF16: bf16 = true; break;
         case O_WORDNET: wordnet = true; break;
         case O_WN_MAP: wn_map = optarg; break;
         case O_WN_DIR: wn_dir = optarg; break;
-        case 'q': tool_verbosity = 0; break;
-        case 'v': tool_verbosity++; break;
-        case 'h': usage();
-        case 'V': tool_version();
-        default: tool_usage_error("unknown option");
         }
     }
+    out_path = co.out;
     if (optind < argc) tool_usage_error("unexpected argument '%s'", argv[optind]);
-    pool_set_threads(tool_threads());
 
     if (!vocab && weights) {
         char *v = beside(weights, VOCAB_NAME);

@@ -7,8 +7,10 @@
  * (CReFF/CLIP2FL/FedSM).  Not a trainer. */
 #include "endpoint.h"
 #include "err.h"
+#include "inputs.h"
 #include "model.h"
 #include "nn.h"
+#include "norm.h"
 #include "pool.h"
 #include "shard.h"
 #include "tool.h"
@@ -27,14 +29,15 @@ _Noreturn static void usage(void)
 {
     printf("usage: evaluate --model M --test TEST [options]\n"
            "Top-1 and per-class accuracy of model M on the test shard.\n\n"
-           "  -m, --model M        model (kind model)\n"
+           "  -m, --model M        model (kind model, or an update: it holds every weight)\n"
            "      --test TEST      test shard (kind shard; partition's test.mpk.zst); encoded\n"
            "                       (JPEG/PNG) images get Resize(256/224 x input) + CenterCrop\n"
            "  -p, --partition P    partition record: training class counts for many/medium/few\n"
            "                       (many > 100, medium 20..100, few < 20 training images)\n"
            "      --head H         replace the classifier (fc.weight, fc.bias) with H's\n"
-           "      --csv FILE       append a CSV row (header when the file is new)\n"
+           "      --csv FILE       append a CSV row (header when the file is new; RFC 4180)\n"
            "      --json FILE      append a JSON line\n"
+           "                       (all outputs are written in full or not at all)\n"
            "  -o, --out METRICS    write a metrics record\n"
            "      --label NAME     a method/run label for the CSV/JSON rows\n"
            "  -b, --batch B        batch size (default 500)\n"
@@ -48,17 +51,90 @@ _Noreturn static void usage(void)
     exit(0);
 }
 
-/* Appends text to path with one write (O_APPEND), header first when the file is empty. */
-static void append_line(const char *path, const char *header, const char *line)
+/* An appended text output staged in path.tmp.PID: the old content, the header when there
+ * was none, the new line.  Renamed over path only once every output was written. */
+typedef struct {
+    const char *path;
+    char tmp[4096];
+} staged;
+
+static staged stages[2];
+static int n_stages;
+
+static void unstage_all(void)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd < 0)
-        tool_die(ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    char buf[8192];
-    int n = snprintf(buf, sizeof buf, "%s%s", fstat(fd, &st) == 0 && st.st_size == 0 && header ? header : "", line);
-    if (write(fd, buf, (size_t)n) != n || close(fd))
-        tool_die(ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    for (int i = 0; i < n_stages; i++)
+        unlink(stages[i].tmp);
+    n_stages = 0;
+}
+
+_Noreturn static void die_unstaged(int code)
+{
+    unstage_all();
+    tool_fail(code);
+}
+
+static int stage_append(const char *path, const char *header, const char *line)
+{
+    staged *st = &stages[n_stages];
+    st->path = path;
+    snprintf(st->tmp, sizeof st->tmp, "%s.tmp.%ld", path, (long)getpid());
+    int in = open(path, O_RDONLY);
+    if (in < 0 && errno != ENOENT)
+        return err_set(ERR_IO, "cannot read %s: %s", path, strerror(errno));
+    struct stat sb;
+    mode_t mode = in >= 0 && fstat(in, &sb) == 0 ? sb.st_mode & 07777 : 0644;
+    int fd = open(st->tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    if (fd < 0) {
+        int e = errno;
+        if (in >= 0)
+            close(in);
+        return err_set(ERR_IO, "cannot create %s: %s", st->tmp, strerror(e));
+    }
+    n_stages++;
+    char buf[1 << 16];
+    ssize_t n;
+    off_t old = 0;
+    bool ok = true;
+    while (in >= 0 && ok && (n = read(in, buf, sizeof buf)) != 0) {
+        ok = n > 0 && write(fd, buf, (size_t)n) == n;
+        old += n > 0 ? n : 0;
+    }
+    if (in >= 0)
+        close(in);
+    if (ok && old == 0 && header)
+        ok = write(fd, header, strlen(header)) == (ssize_t)strlen(header);
+    ok = ok && write(fd, line, strlen(line)) == (ssize_t)strlen(line);
+    if (close(fd) || !ok)
+        return err_set(ERR_IO, "cannot write %s: %s", st->tmp, strerror(errno));
+    return 0;
+}
+
+static void commit_stages(void)
+{
+    for (int i = 0; i < n_stages; i++)
+        if (rename(stages[i].tmp, stages[i].path))
+            tool_die(ERR_IO, "cannot rename %s to %s: %s", stages[i].tmp, stages[i].path,
+                     strerror(errno));
+    n_stages = 0;
+}
+
+/* s as one CSV field (RFC 4180: quoted, inner quotes doubled, when it holds , " CR LF or
+ * starts or ends with a space) on f */
+static void csv_field(FILE *f, const char *s)
+{
+    size_t n = strlen(s);
+    if (!strpbrk(s, ",\"\r\n") && !(n && (s[0] == ' ' || s[n - 1] == ' '))) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
 }
 
 static void fmt_frac(char *b, size_t n, double v)
@@ -77,18 +153,15 @@ int main(int argc, char **argv)
     int64_t batch = 500;
     ep_opts o;
     ep_opts_default(&o);
+    tool_common co = {.usage = usage}; /* --seed is accepted: evaluation draws nothing */
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},  {"test", required_argument, 0, 'T'},
         {"partition", required_argument, 0, 'p'}, {"head", required_argument, 0, 'H'},
         {"csv", required_argument, 0, 'C'},    {"json", required_argument, 0, 'J'},
-        {"out", required_argument, 0, 'o'},    {"label", required_argument, 0, 'L'},
-        {"batch", required_argument, 0, 'b'},  {"threads", required_argument, 0, 't'},
-        {"in", required_argument, 0, 'm'},     {"seed", required_argument, 0, 's'},
-        {"quiet", no_argument, 0, 'q'},        {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},         {"version", no_argument, 0, 'V'},
-        {0, 0, 0, 0}};
+        {"label", required_argument, 0, 'L'},  {"batch", required_argument, 0, 'b'},
+        {"in", required_argument, 0, 'm'},     {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:p:o:b:t:s:qvhV", lo, NULL)) != -1) {
+    while ((c = tool_getopt(argc, argv, "m:p:b:", lo, &co)) != -1) {
         switch (c) {
         case 'm': mpath = optarg; break;
         case 'T': tpath = optarg; break;
@@ -96,29 +169,24 @@ int main(int argc, char **argv)
         case 'H': hpath = optarg; break;
         case 'C': csv = optarg; break;
         case 'J': json = optarg; break;
-        case 'o': out = optarg; break;
         case 'L': label = optarg; break;
         case 'b': batch = tool_parse_int("--batch", optarg, 1, 1 << 20); break;
-        case 't': tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
-        case 's': (void)tool_parse_seed("--seed", optarg); break; /* evaluation draws nothing */
-        case 'q': tool_verbosity = 0; break;
-        case 'v': tool_verbosity++; break;
-        case 'h': usage();
-        case 'V': tool_version();
-        default: tool_usage_error("unknown option");
         }
     }
+    out = co.out;
     if (optind < argc)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
     if (!mpath || !tpath)
         tool_usage_error("need --model and --test");
     if (!csv && !json && !out && tool_verbosity < 1)
         tool_usage_error("nothing to report: give --csv, --json or -o (or drop -q)");
-    pool_set_threads(tool_threads());
 
-    record *mrec = ep_read_one(mpath, "model", &o);
+    record *mrec = ep_read_one(mpath, NULL, &o); /* a model, or an update (every weight) */
     if (!mrec)
         tool_fail(err_last());
+    if (strcmp(mrec->kind, "model") && strcmp(mrec->kind, "update"))
+        tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): expected "
+                 "model or update, got %s", mrec->src, mrec->index, mrec->kind);
     model *m = model_from_record(mrec);
     if (!m)
         tool_fail(err_last());
@@ -141,7 +209,8 @@ int main(int argc, char **argv)
     if (shard_check_fits(s, tpath, C, m->cfg.in_channels, m->cfg.input_size, m->cfg.input_size))
         tool_fail(err_last());
     float mean[3], std[3];
-    if (meta_get_vec3(mrec, "mean", mean) || meta_get_vec3(mrec, "std", std))
+    if (meta_get_vec3(mrec, "mean", mean) || meta_get_vec3(mrec, "std", std) ||
+        norm_check_shard(mrec, s->rec))
         tool_fail(err_last());
     int64_t *train_counts = NULL;
     if (ppath) {
@@ -152,6 +221,8 @@ int main(int argc, char **argv)
         if (!cc)
             tool_fail(err_last());
         train_counts = malloc((size_t)C * sizeof *train_counts);
+        if (!train_counts)
+            tool_die(ERR_INTERNAL, "out of memory");
         memcpy(train_counts, cc->data, (size_t)C * sizeof *train_counts);
         rec_free(p);
     }
@@ -197,6 +268,8 @@ int main(int argc, char **argv)
     double top1 = s->n ? (double)correct / (double)s->n : NAN;
     double loss = s->n ? loss_sum / (double)s->n : NAN;
     float *per_class = malloc((size_t)C * sizeof *per_class);
+    if (!per_class)
+        tool_die(ERR_INTERNAL, "out of memory");
     double grp_sum[3] = {0}, grp_n[3] = {0}; /* many, medium, few: mean of per-class acc */
     for (int k = 0; k < C; k++) {
         int64_t tot = 0;
@@ -225,49 +298,74 @@ int main(int argc, char **argv)
         for (int k = 0; k < C; k++)
             tool_log(2, "class %d: %.4f (train count %lld)", k, per_class[k],
                      train_counts ? (long long)train_counts[k] : -1LL);
+    /* every output is staged (CSV, JSON in temporaries, the record by ep_write_one's own
+     * temporary); the staged files are renamed only when all were written */
     if (csv) {
-        char line[512];
-        snprintf(line, sizeof line, "%s,%lld,%.6f,%.6f,%s,%s,%s,%lld\n", label, (long long)round,
-                 top1, loss, fm[0], fm[1], fm[2], (long long)s->n);
-        append_line(csv, "label,round,top1,loss,many,medium,few,n\n", line);
+        char *line = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&line, &len);
+        if (!f)
+            tool_die(ERR_INTERNAL, "out of memory");
+        csv_field(f, label);
+        fprintf(f, ",%lld,%.6f,%.6f,%s,%s,%s,%lld\n", (long long)round, top1, loss, fm[0], fm[1],
+                fm[2], (long long)s->n);
+        if (fclose(f))
+            tool_die(ERR_INTERNAL, "out of memory");
+        if (stage_append(csv, "label,round,top1,loss,many,medium,few,n\n", line))
+            die_unstaged(err_last());
+        free(line);
     }
     if (json) {
-        char line[8192];
-        int at = snprintf(line, sizeof line,
-                          "{\"label\":\"%s\",\"round\":%lld,\"top1\":%.6f,\"loss\":%.6f,", label,
-                          (long long)round, top1, loss);
+        char *line = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&line, &len);
+        if (!f)
+            tool_die(ERR_INTERNAL, "out of memory");
+        mval lv = mv_str(label);
+        fputs("{\"label\":", f);
+        mv_write_json(&lv, f); /* escaped */
+        mv_clear(&lv);
+        fprintf(f, ",\"round\":%lld,\"top1\":%.6f,\"loss\":%.6f,", (long long)round, top1, loss);
         const char *gn[3] = {"many", "medium", "few"};
         for (int g = 0; g < 3; g++)
-            at += snprintf(line + at, sizeof line - (size_t)at, "\"%s\":%s,", gn[g],
-                           fm[g][0] ? fm[g] : "null");
-        at += snprintf(line + at, sizeof line - (size_t)at, "\"n\":%lld,\"per_class\":[",
-                       (long long)s->n);
-        for (int k = 0; k < C && at < (int)sizeof line - 32; k++)
-            at += snprintf(line + at, sizeof line - (size_t)at, "%s%.4f", k ? "," : "",
-                           isnan(per_class[k]) ? -1.0 : per_class[k]);
-        snprintf(line + at, sizeof line - (size_t)at, "]}\n");
-        append_line(json, NULL, line);
+            fprintf(f, "\"%s\":%s,", gn[g], fm[g][0] ? fm[g] : "null");
+        fprintf(f, "\"n\":%lld,\"per_class\":[", (long long)s->n);
+        for (int k = 0; k < C; k++)
+            fprintf(f, "%s%.4f", k ? "," : "", isnan(per_class[k]) ? -1.0 : per_class[k]);
+        fputs("]}\n", f);
+        if (fclose(f))
+            tool_die(ERR_INTERNAL, "out of memory");
+        if (stage_append(json, NULL, line))
+            die_unstaged(err_last());
+        free(line);
     }
     if (out) {
         record *r = rec_new("metrics");
-        rec_add(r, "per_class", DT_F32, 1, (int64_t[]){C}, per_class, REC_BORROW);
-        rec_add(r, "confusion", DT_I64, 2, (int64_t[]){C, C}, conf, REC_BORROW);
-        rec_set_int(r, "round", round);
-        rec_set_float(r, "top1", top1);
-        rec_set_float(r, "loss", loss);
-        rec_set_float(r, "many", grp[0]);
-        rec_set_float(r, "medium", grp[1]);
-        rec_set_float(r, "few", grp[2]);
-        rec_set_int(r, "n", s->n);
-        rec_set_str(r, "label", label);
-        rec_set_str(r, "model", mpath);
-        rec_set_str(r, "producer", "evaluate " FEDSM_VERSION);
+        inputs in; /* the model, the test shard, the partition, the head; the label */
+        inputs_init(&in);
+        inputs_add_file(&in, mpath);
+        inputs_add_file(&in, tpath);
+        if (ppath)
+            inputs_add_file(&in, ppath);
+        if (hpath)
+            inputs_add_file(&in, hpath);
+        inputs_add_option(&in, "label", label);
+        if (!r || rec_add(r, "per_class", DT_F32, 1, (int64_t[]){C}, per_class, REC_BORROW) ||
+            rec_add(r, "confusion", DT_I64, 2, (int64_t[]){C, C}, conf, REC_BORROW) ||
+            rec_set_int(r, "round", round) || rec_set_float(r, "top1", top1) ||
+            rec_set_float(r, "loss", loss) || rec_set_float(r, "many", grp[0]) ||
+            rec_set_float(r, "medium", grp[1]) || rec_set_float(r, "few", grp[2]) ||
+            rec_set_int(r, "n", s->n) || rec_set_str(r, "label", label) ||
+            rec_set_str(r, "model", mpath) ||
+            rec_set_str(r, "producer", "evaluate " FEDSM_VERSION) || inputs_set(&in, r))
+            die_unstaged(err_last() ? err_last() : ERR_INTERNAL);
         if (ep_write_one(out, r, &o))
-            tool_fail(err_last());
+            die_unstaged(err_last());
         rec_free(r);
     }
+    commit_stages();
     free(per_class);
-    free(x);
+    aligned_free(x);
     free(probs);
     free(rows);
     free(conf);

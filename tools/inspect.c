@@ -23,7 +23,7 @@ _Noreturn static void usage(void)
            "  -m, --meta           print each record's whole meta map (JSON)\n"
            "  -t, --tensor NAME    export tensor NAME as NumPy .npy (needs -o)\n"
            "  -r, --record N       with --tensor: take it from record N (default: first that has it)\n"
-           "  -o, --out FILE       output file for --tensor\n"
+           "  -o, --out FILE       output file for --tensor ('-': stdout)\n"
            "      --no-stats       skip min/max/mean (faster on huge tensors)\n"
            "      --timeout SEC    ZeroMQ receive timeout (default 60)\n"
            "      --producers K    ZeroMQ: wait for K producers' end records (default 1)\n"
@@ -117,13 +117,22 @@ static int write_npy(const tensor *t, const char *path)
     memset(hdr + n, ' ', (size_t)pad);
     hdr[n + pad] = '\n';
     uint16_t hlen = (uint16_t)(n + pad + 1);
+    unsigned char magic[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 255),
+                               (unsigned char)(hlen >> 8)};
+    if (!strcmp(path, "-")) { /* stdout, as every endpoint's '-' (DESIGN 3) */
+        if (isatty(1))
+            return err_set(ERR_USAGE, "not writing a binary .npy to a terminal (-o -)");
+        bool ok = fwrite(magic, 1, 10, stdout) == 10 && fwrite(hdr, 1, hlen, stdout) == hlen &&
+                  (t->nbytes == 0 || fwrite(t->data, 1, t->nbytes, stdout) == t->nbytes);
+        if (fflush(stdout) || !ok)
+            return err_set(ERR_IO, "cannot write the tensor to stdout: %s", strerror(errno));
+        return 0;
+    }
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f)
         return err_set(ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    unsigned char magic[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 255),
-                               (unsigned char)(hlen >> 8)};
     bool ok = fwrite(magic, 1, 10, f) == 10 && fwrite(hdr, 1, hlen, f) == hlen &&
               (t->nbytes == 0 || fwrite(t->data, 1, t->nbytes, f) == t->nbytes);
     ok = (fclose(f) == 0) && ok;
@@ -198,33 +207,27 @@ int main(int argc, char **argv)
     long want_rec = -1;
     ep_opts o;
     ep_opts_default(&o);
+    tool_common co = {.usage = usage};
     static const struct option lo[] = {
         {"json", no_argument, 0, 'j'},      {"meta", no_argument, 0, 'm'},
         {"tensor", required_argument, 0, 't'}, {"record", required_argument, 0, 'r'},
-        {"out", required_argument, 0, 'o'}, {"no-stats", no_argument, 0, 'S'},
+        {"no-stats", no_argument, 0, 'S'},
         {"timeout", required_argument, 0, 'T'}, {"producers", required_argument, 0, 'P'},
-        {"max-msg", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
-        {"verbose", no_argument, 0, 'v'},   {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},   {0, 0, 0, 0}};
+        {"max-msg", required_argument, 0, 'M'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "jmt:r:o:qvhV", lo, NULL)) != -1) {
+    while ((c = tool_getopt(argc, argv, "jmt:r:", lo, &co)) != -1) {
         switch (c) {
         case 'j': json = true; break;
         case 'm': meta = true; break;
         case 't': tname = optarg; break;
         case 'r': want_rec = (long)tool_parse_int("--record", optarg, 0, INT32_MAX); break;
-        case 'o': out = optarg; break;
         case 'S': with_stats = false; break;
         case 'T': o.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
         case 'P': o.producers = (int)tool_parse_int("--producers", optarg, 1, 1 << 20); break;
         case 'M': o.max_msg_bytes = tool_parse_int("--max-msg", optarg, -1, INT64_MAX); break;
-        case 'q': tool_verbosity = 0; break;
-        case 'v': tool_verbosity++; break;
-        case 'h': usage();
-        case 'V': tool_version();
-        default: tool_usage_error("unknown option");
         }
     }
+    out = co.out;
     if (optind >= argc)
         tool_usage_error("no stream given");
     if (tname && !out)

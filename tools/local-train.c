@@ -7,7 +7,9 @@
 #include "endpoint.h"
 #include "err.h"
 #include "imgaug.h"
+#include "inputs.h"
 #include "model.h"
+#include "norm.h"
 #include "pool.h"
 #include "rng.h"
 #include "shard.h"
@@ -100,10 +102,13 @@ static float *teacher_rows(const char *path, const shard *s, int classes, const 
         tool_fail(err_last());
     int64_t nt = lg->shape[0];
     int64_t *pairs = malloc((size_t)(nt ? nt : 1) * 2 * sizeof *pairs);
+    float *out = malloc((size_t)(s->n ? s->n : 1) * (size_t)classes * sizeof *out);
+    if (!pairs || !out)
+        tool_die(ERR_INTERNAL, "out of memory for the teacher logits of %lld samples",
+                 (long long)s->n);
     for (int64_t i = 0; i < nt; i++)
         pairs[2 * i] = ((const int64_t *)ix->data)[i], pairs[2 * i + 1] = i;
     qsort(pairs, (size_t)nt, 2 * sizeof *pairs, cmp_i64);
-    float *out = malloc((size_t)s->n * (size_t)classes * sizeof *out);
     for (int64_t i = 0; i < s->n; i++) {
         int64_t key[2] = {s->index[i], 0};
         int64_t *hit = bsearch(key, pairs, (size_t)nt, 2 * sizeof *pairs, cmp_i64);
@@ -126,29 +131,25 @@ int main(int argc, char **argv)
     const char *gpath = NULL, *spath = NULL, *out = NULL, *tpath = NULL, *aug = "batch";
     int64_t epochs = 10, batch = 32, round = -1, client = -1;
     double lr = 0.1, mom = 0, wd = 0, kd_alpha = 1.0, kd_t = 3.0;
-    uint64_t seed = 7;
+    tool_common co = {.usage = usage, .seed = 7};
     ep_opts o;
     ep_opts_default(&o);
     o.timeout_ms = 600000;
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},  {"shard", required_argument, 0, 'd'},
-        {"out", required_argument, 0, 'o'},    {"teacher", required_argument, 0, 'T'},
+        {"teacher", required_argument, 0, 'T'},
         {"kd-alpha", required_argument, 0, 'A'}, {"kd-temp", required_argument, 0, 'K'},
         {"epochs", required_argument, 0, 'e'}, {"batch", required_argument, 0, 'b'},
         {"lr", required_argument, 0, 'L'},     {"momentum", required_argument, 0, 'U'},
         {"wd", required_argument, 0, 'W'},     {"aug", required_argument, 0, 'G'},
         {"round", required_argument, 0, 'R'},  {"client", required_argument, 0, 'C'},
-        {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 't'},
         {"timeout", required_argument, 0, 'O'}, {"in", required_argument, 0, 'd'},
-        {"quiet", no_argument, 0, 'q'},        {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:d:o:e:b:s:t:qvhV", lo, NULL)) != -1) {
+    while ((c = tool_getopt(argc, argv, "m:d:e:b:", lo, &co)) != -1) {
         switch (c) {
         case 'm': gpath = optarg; break;
         case 'd': spath = optarg; break;
-        case 'o': out = optarg; break;
         case 'T': tpath = optarg; break;
         case 'A': kd_alpha = tool_parse_double("--kd-alpha", optarg, 0, 1e6); break;
         case 'K': kd_t = tool_parse_double("--kd-temp", optarg, 1e-3, 1e6); break;
@@ -160,16 +161,11 @@ int main(int argc, char **argv)
         case 'G': aug = optarg; break;
         case 'R': round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
         case 'C': client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
-        case 's': seed = tool_parse_seed("--seed", optarg); break;
-        case 't': tool_set_threads((int)tool_parse_int("--threads", optarg, 0, 1024)); break;
         case 'O': o.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
-        case 'q': tool_verbosity = 0; break;
-        case 'v': tool_verbosity++; break;
-        case 'h': usage();
-        case 'V': tool_version();
-        default: tool_usage_error("unknown option");
         }
     }
+    out = co.out;
+    uint64_t seed = co.seed;
     if (optind < argc)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
     if (!gpath || !spath || !out)
@@ -177,7 +173,6 @@ int main(int argc, char **argv)
     int aug_mode = !strcmp(aug, "batch") ? 0 : !strcmp(aug, "sample") ? 1 : !strcmp(aug, "none") ? 2 : -1;
     if (aug_mode < 0)
         tool_usage_error("--aug must be batch, sample or none, not '%s'", aug);
-    pool_set_threads(tool_threads());
 
     record *grec = ep_read_one(gpath, "model", &o);
     if (!grec)
@@ -192,7 +187,8 @@ int main(int argc, char **argv)
     if (shard_check_fits(s, spath, C, m->cfg.in_channels, m->cfg.input_size, m->cfg.input_size))
         tool_fail(err_last());
     float mean[3], std[3];
-    if (meta_get_vec3(grec, "mean", mean) || meta_get_vec3(grec, "std", std))
+    if (meta_get_vec3(grec, "mean", mean) || meta_get_vec3(grec, "std", std) ||
+        norm_check_shard(grec, s->rec))
         tool_fail(err_last());
     if (round < 0) {
         int64_t gr = 0;
@@ -275,30 +271,45 @@ int main(int argc, char **argv)
     record *u = rec_new("update");
     if (!u || model_to_record(m, u, REC_BORROW))
         tool_fail(err_last());
-    const mval *cls = mv_map_get(grec->meta, "classes");
-    if (cls) {
+    /* the global model's classes and normalisation carry over (model_to_record writes the
+     * architecture's default mean/std) */
+    for (const char *const *k = (const char *const[]){"classes", "mean", "std", NULL}; *k; k++) {
+        const mval *v = mv_map_get(grec->meta, *k);
         mval cp;
-        mv_copy(&cp, cls);
-        mv_map_put(u->meta, "classes", &cp);
+        if (v && (mv_copy(&cp, v) || mv_map_put(u->meta, *k, &cp)))
+            tool_fail(ERR_INTERNAL);
     }
-    rec_set_int(u, "client", client);
-    rec_set_int(u, "round", round);
-    rec_set_int(u, "num_samples", s->n);
-    rec_set_float(u, "loss", last_loss);
-    rec_set_int(u, "epochs", epochs);
-    rec_set_int(u, "batch", batch);
-    rec_set_float(u, "lr", lr);
-    rec_set_int(u, "seed", (int64_t)seed);
-    if (teacher) {
-        rec_set_float(u, "kd_alpha", kd_alpha);
-        rec_set_float(u, "kd_temp", kd_t);
+    inputs in; /* the global model, the shard, the teacher; the options that change it */
+    inputs_init(&in);
+    inputs_add_file(&in, gpath);
+    inputs_add_file(&in, spath);
+    if (tpath)
+        inputs_add_file(&in, tpath);
+    inputs_add_option_int(&in, "epochs", epochs);
+    inputs_add_option_int(&in, "batch", batch);
+    inputs_add_option_float(&in, "lr", lr);
+    inputs_add_option_float(&in, "momentum", mom);
+    inputs_add_option_float(&in, "wd", wd);
+    inputs_add_option(&in, "aug", aug);
+    inputs_add_option_int(&in, "round", round);
+    inputs_add_option_int(&in, "client", client);
+    inputs_add_option_int(&in, "seed", (int64_t)seed);
+    if (tpath) {
+        inputs_add_option_float(&in, "kd_alpha", kd_alpha);
+        inputs_add_option_float(&in, "kd_temp", kd_t);
     }
-    rec_set_str(u, "producer", "local-train " FEDSM_VERSION);
+    if (rec_set_int(u, "client", client) || rec_set_int(u, "round", round) ||
+        rec_set_int(u, "num_samples", s->n) || rec_set_float(u, "loss", last_loss) ||
+        rec_set_int(u, "epochs", epochs) || rec_set_int(u, "batch", batch) ||
+        rec_set_float(u, "lr", lr) || rec_set_int(u, "seed", (int64_t)seed) ||
+        (teacher && (rec_set_float(u, "kd_alpha", kd_alpha) || rec_set_float(u, "kd_temp", kd_t))) ||
+        rec_set_str(u, "producer", "local-train " FEDSM_VERSION) || inputs_set(&in, u))
+        tool_fail(err_last());
     if (ep_write_one(out, u, &o))
         tool_fail(err_last());
     rec_free(u);
-    free(x);
-    free(xa);
+    aligned_free(x);
+    aligned_free(xa);
     free(seeds);
     free(tb);
     free(yb);

@@ -16,6 +16,7 @@
 #include "dataset.h"
 #include "endpoint.h"
 #include "err.h"
+#include "norm.h"
 #include "pool.h"
 #include "split.h"
 #include "tool.h"
@@ -33,10 +34,6 @@
 
 #define PRODUCER "partition " FEDSM_VERSION
 
-static const double cifar_mean[3] = {0.4914, 0.4822, 0.4465};
-static const double cifar_std[3] = {0.2023, 0.1994, 0.2010};
-static const double imagenet_mean[3] = {0.485, 0.456, 0.406};
-static const double imagenet_std[3] = {0.229, 0.224, 0.225};
 
 typedef struct opts {
     const char *in, *out_dir, *classes_file, *root, *test_list, *name;
@@ -176,8 +173,8 @@ static void set_common_meta(record *r, const opts *o, const dataset *d, bool enc
         rec_set_int(r, "classes_per_client", o->sp.classes_per_client);
     rec_set_str(r, "source_format", ds_format_name(d->format));
     rec_set_str(r, "producer", PRODUCER);
-    rec_set_floats(r, "mean", encoded ? imagenet_mean : cifar_mean, 3);
-    rec_set_floats(r, "std", encoded ? imagenet_std : cifar_std, 3);
+    rec_set_floats(r, "mean", norm_for_storage(encoded)->mean, 3); /* the one table: norm.h */
+    rec_set_floats(r, "std", norm_for_storage(encoded)->std, 3);
 }
 
 /* Writes one shard of samples pos[0..n) (positions in set s). */
@@ -585,20 +582,14 @@ static void parse_args(int argc, char **argv, opts *o)
         {"min-size", required_argument, 0, OPT_MIN_SIZE},
         {"max-tries", required_argument, 0, OPT_MAX_TRIES},
         {"classes-per-client", required_argument, 0, OPT_CPC},
-        {"seed", required_argument, 0, 's'},
-        {"out-dir", required_argument, 0, 'o'},
-        {"out", required_argument, 0, 'o'},
+        {"out-dir", required_argument, 0, TOOL_OPT_OUT}, /* = -o/--out */
         {"force", no_argument, 0, 'f'},
         {"zstd-level", required_argument, 0, OPT_ZSTD},
-        {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'},
-        {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
     };
+    tool_common co = {.usage = usage, .seed = o->sp.seed};
     int c, v;
-    while ((c = getopt_long(argc, argv, "i:K:a:s:o:ft:qvhV", lo, NULL)) != -1) {
+    while ((c = tool_getopt(argc, argv, "i:K:a:f", lo, &co)) != -1) {
         switch (c) {
         case 'i': o->in = optarg; break;
         case OPT_FORMAT:
@@ -657,20 +648,12 @@ static void parse_args(int argc, char **argv, opts *o)
             o->sp.classes_per_client =
                 (int)tool_parse_int("--classes-per-client", optarg, 1, 1000000);
             break;
-        case 's': o->sp.seed = tool_parse_seed("--seed", optarg); break;
-        case 'o': o->out_dir = optarg; break;
         case 'f': o->force = true; break;
         case OPT_ZSTD: o->zstd_level = (int)tool_parse_int("--zstd-level", optarg, 1, 19); break;
-        case 't':
-            tool_set_threads((int)tool_parse_int("--threads", optarg, 1, 256));
-            break;
-        case 'q': tool_verbosity = 0; break;
-        case 'v': tool_verbosity++; break;
-        case 'h': usage();
-        case 'V': tool_version();
-        default: tool_usage_error("unknown option");
         }
     }
+    o->out_dir = co.out;
+    o->sp.seed = co.seed;
     if (optind < argc)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
     if (!o->in)
@@ -694,7 +677,6 @@ int main(int argc, char **argv)
     o.ds.classes_file = o.classes_file;
     o.ds.root = o.root;
     o.ds.test_list = o.test_list;
-    pool_set_threads(tool_threads()); /* image decoding runs on the pool */
     o.ds.progress = progress_cb;
 
     size_t olen = strlen(o.out_dir);

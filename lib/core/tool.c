@@ -2,6 +2,7 @@
 #include "tool.h"
 
 #include "err.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <math.h>
@@ -16,8 +17,6 @@ const char *tool_name = "fedsm";
 int tool_verbosity = 1;
 static int threads_n = 1;
 static bool progress_open;
-
-void openblas_set_num_threads(int);
 
 void tool_init(const char *name)
 {
@@ -308,8 +307,10 @@ void tool_set_threads(int n)
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n = c > 0 ? (int)c : 1;
     }
+    if (n > POOL_MAX_THREADS)
+        n = POOL_MAX_THREADS;
     threads_n = n;
-    openblas_set_num_threads(n);
+    pool_set_threads(n); /* also holds OpenBLAS at 1 thread: each pool worker calls it */
 }
 
 int tool_threads(void) { return threads_n; }

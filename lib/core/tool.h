@@ -73,7 +73,8 @@ typedef struct {
 int tool_getopt(int argc, char **argv, const char *own, const struct option *lo,
                 tool_common *co);
 
-/* The one place that applies a thread count (OpenBLAS).  n <= 0 means all cores.  tool_init applies FEDSM_THREADS (default 1),
+/* The one place that applies a thread count: the pool every parallel loop runs on
+ * (pool_set_threads, which holds OpenBLAS at 1 thread).  n <= 0 means all cores.  tool_init applies FEDSM_THREADS (default 1),
  * tool_getopt applies --threads; tools do not call it themselves. */
 void tool_set_threads(int n);
 int tool_threads(void);

@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "nn.h"
+#include "norm.h"
 #include "rng.h"
 
 #define BN_EPS 1e-5f
@@ -743,11 +744,6 @@ int model_train_step_grads(model *m, const float *x, const int32_t *labels, cons
 /* records                                                                               */
 /* ------------------------------------------------------------------------------------ */
 
-static const double cifar_mean[3] = {0.4914, 0.4822, 0.4465};
-static const double cifar_std[3] = {0.2023, 0.1994, 0.2010};
-static const double imagenet_mean[3] = {0.485, 0.456, 0.406};
-static const double imagenet_std[3] = {0.229, 0.224, 0.225};
-
 /* "layer1.0.bn1.running_var" -> "layer1.0.bn1.num_batches_tracked" in out */
 static void nbt_name(char *out, size_t cap, const char *running_var)
 {
@@ -774,8 +770,8 @@ int model_to_record(const model *m, record *r, int mode)
         }
     }
     const model_config *c = &m->cfg;
-    const double *mean = is_cifar(c->arch) ? cifar_mean : imagenet_mean;
-    const double *sd = is_cifar(c->arch) ? cifar_std : imagenet_std;
+    const norm_stats *ns = norm_for_arch(c->arch); /* the one table: norm.h */
+    const double *mean = ns->mean, *sd = ns->std;
     if ((rc = rec_set_str(r, "arch", c->arch)) < 0 ||
         (rc = rec_set_int(r, "depth", c->depth)) < 0 ||
         (rc = rec_set_int(r, "width", c->width)) < 0 ||

@@ -127,8 +127,9 @@ int model_train_step_grads(model *m, const float *x, const int32_t *labels, cons
 /* ---- records (DESIGN section 2) ---- */
 /* Adds every param and buffer as an <f4 tensor by PyTorch name (plus
  * "<bn>.num_batches_tracked" <i8 scalars) and sets meta arch, depth, width, num_classes,
- * proj_dim, feat_dim, input_size, in_channels, mean, std (CIFAR normalisation for the
- * cifar nets, ImageNet's for resnet50).  mode: REC_COPY, or REC_BORROW (the record points
+ * proj_dim, feat_dim, input_size, in_channels, mean, std (norm_for_arch: CIFAR's for the
+ * cifar nets, ImageNet's for resnet50; a tool that knows the data overwrites them, as
+ * aggregate --init --partition does).  mode: REC_COPY, or REC_BORROW (the record points
  * into m->params: keep m alive and unchanged until the record is written and freed).
  * Returns 0 or a negative error. */
 int model_to_record(const model *m, record *r, int mode);
