@@ -5,7 +5,10 @@
  * Not here: prototypes and per-class gradients (CReFF/CLIP2FL/FedSM stages). */
 #include "endpoint.h"
 #include "err.h"
+#include "classgrad.h"
 #include "fedavg.h"
+#include "gradmatch.h"
+#include "proto.h"
 #include "inputs.h"
 #include "model.h"
 #include "rng.h"
@@ -21,7 +24,10 @@ _Noreturn static void usage(void)
     printf(
         "usage: aggregate [options] -o MODEL UPDATE...      FedAvg of client updates\n"
         "       aggregate --init ARCH --classes C [--proj 512] --seed S -o MODEL\n"
-        "       aggregate --select K --clients N --round R --seed S\n\n"
+        "       aggregate --select K --clients N --round R --seed S\n"
+        "       aggregate --gradients -o G GRADIENTS...      CReFF/CLIP2FL: per-class mean\n"
+        "       aggregate --prototypes -o P PROTOTYPES...    FedSM: global prototypes\n"
+        "       aggregate --heads -m MODEL -o OUT HEADS...   FedSM: averaged retrained heads\n\n"
         "FedAvg: every tensor (BatchNorm running stats included) is averaged with weights\n"
         "n_k / sum n (n_k = the update's num_samples), summed in client-id order.\n"
         "UPDATE is a file, '-' (stdin) or a ZeroMQ endpoint ('@tcp://*:5555' binds).\n"
@@ -42,6 +48,14 @@ _Noreturn static void usage(void)
         "select:\n"
         "      --select K       print K distinct client ids of N (seeded by seed and round)\n"
         "      --clients N      number of clients\n"
+        "methods (docs/algorithms.md 3 step 5, 5.4 steps 2 and 5):\n"
+        "      --gradients      average `gradients` records class by class: the uniform mean\n"
+        "                       over the clients that hold the class (not weighted by counts)\n"
+        "      --prototypes     P_c = sum_k n_kc mu_kc/|mu_kc| / sum_k n_kc over `prototypes`\n"
+        "                       records (not re-normalised)\n"
+        "      --heads          average the classifiers (fc) of retrained client `update`s\n"
+        "                       weighted by num_samples / their sum; the body is -m MODEL's,\n"
+        "                       and every head's body must equal it\n"
         "common: -s/--seed S (default 7), -q, -v, -h/--help, -V/--version\n"
         "examples:\n"
         "  aggregate --init resnet8 --classes 10 --seed 7 -o round-000/model.mpk.zst\n"
@@ -223,8 +237,9 @@ static int run_init(const agg_args *a)
     return 0;
 }
 
-/* Reads every `update` record of the inputs, sorted by client id; *n gets the count. */
-static record **read_updates(const agg_args *a, int *n_out)
+/* Reads every record of the inputs, each of kind `kind`, sorted by client id; *n gets the
+ * count. */
+static record **read_kind(const agg_args *a, const char *kind, int *n_out)
 {
     int cap = 64, n = 0;
     record **ups = malloc((size_t)cap * sizeof *ups);
@@ -240,9 +255,9 @@ static record **read_updates(const agg_args *a, int *n_out)
         record *r;
         int rc;
         while ((rc = rec_read(rd, &r)) == 1) {
-            if (strcmp(r->kind, "update") != 0)
+            if (strcmp(r->kind, kind) != 0)
                 tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): "
-                         "expected update, got %s", r->src, r->index, r->kind);
+                         "expected %s, got %s", r->src, r->index, kind, r->kind);
             if (n == cap) {
                 record **bigger = realloc(ups, (size_t)(cap *= 2) * sizeof *ups);
                 if (!bigger)
@@ -257,9 +272,9 @@ static record **read_updates(const agg_args *a, int *n_out)
         rec_reader_close(rd);
     }
     if (n == 0)
-        tool_die(ERR_FORMAT, "no updates in the input");
+        tool_die(ERR_FORMAT, "no %s records in the input", kind);
     if (a->expect > 0 && n != a->expect)
-        tool_die(ERR_FORMAT, "expected %lld updates, got %d", (long long)a->expect, n);
+        tool_die(ERR_FORMAT, "expected %lld %s records, got %d", (long long)a->expect, kind, n);
     qsort(ups, (size_t)n, sizeof *ups, cmp_client);
     *n_out = n;
     return ups;
@@ -274,7 +289,7 @@ static int run_fedavg(const agg_args *a)
     if (a->gpath && !(g = ep_read_one(a->gpath, "model", &a->ep)))
         tool_fail(err_last());
     int n;
-    record **ups = read_updates(a, &n);
+    record **ups = read_kind(a, "update", &n);
 
     int64_t round = -1;
     double *w = malloc((size_t)n * sizeof *w), total = 0;
@@ -363,10 +378,197 @@ static int run_fedavg(const agg_args *a)
     return 0;
 }
 
+/* Common tail of the method modes: meta (round, producer, inputs), write, free. */
+static void write_method_output(const agg_args *a, record *out, record **in, int n,
+                                const char *mode, int64_t round)
+{
+    inputs inp;
+    inputs_init(&inp);
+    if (a->gpath)
+        inputs_add_file(&inp, a->gpath);
+    for (int i = 0; i < a->n_in; i++)
+        inputs_add_file(&inp, a->inputs[i]);
+    inputs_add_option(&inp, "mode", mode);
+    int64_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids)
+        tool_die(ERR_INTERNAL, "out of memory");
+    for (int k = 0; k < n; k++) {
+        ids[k] = -1;
+        rec_opt_int(in[k], "client", &ids[k]);
+    }
+    if (rec_set_int(out, "round", round) || rec_set_int(out, "client", -1) ||
+        rec_set_ints(out, "clients", ids, (size_t)n) ||
+        rec_set_str(out, "producer", "aggregate " FEDSM_VERSION) || inputs_set(&inp, out))
+        tool_fail(err_last());
+    if (ep_write_one(a->out, out, &a->ep))
+        tool_fail(err_last());
+    free(ids);
+    for (int k = 0; k < n; k++)
+        rec_free(in[k]);
+    free(in);
+    rec_free(out);
+}
+
+/* Every input's meta.round, which must agree (-1 when none has one); no client twice. */
+static int64_t common_round(record **in, int n)
+{
+    for (int k = 1; k < n; k++) { /* sorted by client id */
+        int64_t x = -1, y = -1;
+        rec_opt_int(in[k - 1], "client", &x);
+        rec_opt_int(in[k], "client", &y);
+        if (x >= 0 && x == y)
+            tool_die(ERR_FORMAT, "two %s records from client %lld (%s and %s)", in[k]->kind,
+                     (long long)x, in[k - 1]->src, in[k]->src);
+    }
+    int64_t round = -1;
+    for (int k = 0; k < n; k++) {
+        int64_t r = -1;
+        rec_opt_int(in[k], "round", &r);
+        if (k && r != round)
+            tool_die(ERR_FORMAT, "%s is for round %lld, %s for round %lld (field meta.round)",
+                     in[0]->src, (long long)round, in[k]->src, (long long)r);
+        round = r;
+    }
+    return round;
+}
+
+/* --gradients: the per-class uniform mean over the clients holding the class (CReFF). */
+static int run_gradients(const agg_args *a)
+{
+    if (a->n_in == 0)
+        tool_usage_error("no gradients records given");
+    int n;
+    record **in = read_kind(a, "gradients", &n);
+    int64_t round = common_round(in, n);
+    classgrad **g = malloc((size_t)n * sizeof *g);
+    if (!g)
+        tool_die(ERR_INTERNAL, "out of memory");
+    for (int k = 0; k < n; k++)
+        if (!(g[k] = classgrad_from_record(in[k], k ? g[0]->num_classes : -1, k ? g[0]->feat_dim : -1)))
+            tool_fail(err_last());
+    classgrad *avg = gradmatch_average((const classgrad *const *)g, n);
+    if (!avg)
+        tool_fail(err_last());
+    int64_t repeats = 0, batch = 0;
+    rec_opt_int(in[0], "repeats", &repeats);
+    rec_opt_int(in[0], "batch", &batch);
+    const char **names = NULL;
+    size_t nn = 0;
+    if (mv_map_get(in[0]->meta, "classes") && rec_get_strs(in[0], "classes", &names, &nn))
+        tool_fail(err_last());
+    record *out = rec_new("gradients");
+    if (!out || classgrad_to_record(avg, out, round, -1, (int)repeats, (int)batch,
+                                    names && (int)nn == avg->num_classes ? names : NULL))
+        tool_fail(err_last());
+    tool_log(1, "round %lld: gradients of %d classes averaged over %d clients -> %s",
+             (long long)round, avg->k, n, a->out);
+    free(names);
+    for (int k = 0; k < n; k++)
+        classgrad_free(g[k]);
+    free(g);
+    classgrad_free(avg);
+    write_method_output(a, out, in, n, "gradients", round);
+    return 0;
+}
+
+/* --prototypes: FedSM's global prototypes from the clients' (proto.h). */
+static int run_prototypes(const agg_args *a)
+{
+    if (a->n_in == 0)
+        tool_usage_error("no prototypes records given");
+    int n;
+    record **in = read_kind(a, "prototypes", &n);
+    int64_t round = common_round(in, n);
+    record *out = rec_new("prototypes");
+    if (!out || proto_aggregate_records(out, in, n))
+        tool_fail(err_last());
+    tool_log(1, "round %lld: prototypes of %d clients -> %s", (long long)round, n, a->out);
+    write_method_output(a, out, in, n, "prototypes", round);
+    return 0;
+}
+
+/* --heads: the body of -m MODEL with the clients' retrained heads averaged, weights
+ * num_samples / sum (FedSM, docs/algorithms.md 5.4 step 5: normalised, the intent of the
+ * reference code).  Every head's other tensors must equal MODEL's (same body). */
+static int run_heads(const agg_args *a)
+{
+    if (a->n_in == 0)
+        tool_usage_error("no retrained heads given");
+    if (!a->gpath)
+        tool_usage_error("--heads needs -m MODEL (the body the heads were trained on)");
+    record *g = ep_read_one(a->gpath, "model", &a->ep);
+    if (!g)
+        tool_fail(err_last());
+    model *m = model_from_record(g);
+    if (!m)
+        tool_fail(err_last());
+    int C = m->cfg.num_classes, D = m->feat_dim;
+    int n;
+    record **in = read_kind(a, "update", &n);
+    int64_t round = common_round(in, n);
+    double total = 0, *w = malloc((size_t)n * sizeof *w);
+    double *acc = calloc((size_t)C * (size_t)D + (size_t)C, sizeof *acc);
+    if (!w || !acc)
+        tool_die(ERR_INTERNAL, "out of memory");
+    for (int k = 0; k < n; k++) {
+        int64_t ns;
+        if (rec_get_int(in[k], "num_samples", &ns))
+            tool_fail(err_last());
+        if (ns <= 0)
+            tool_die(ERR_FORMAT, "head %s has num_samples %lld (field meta.num_samples)",
+                     in[k]->src, (long long)ns);
+        w[k] = (double)ns;
+        total += w[k];
+        if (check_finite(in[k], in[k]->src))
+            tool_fail(err_last());
+        for (int t = 0; t < m->n_tensors; t++) { /* the same body as MODEL */
+            const model_tensor *mt = &m->tensors[t];
+            if (!strcmp(mt->name, "fc.weight") || !strcmp(mt->name, "fc.bias"))
+                continue;
+            const tensor *x = rec_get(in[k], mt->name, DT_F32, mt->ndim, mt->shape);
+            if (!x)
+                tool_fail(err_last());
+            if (memcmp(x->data, m->params + mt->offset, mt->numel * sizeof(float)))
+                tool_die(ERR_FORMAT, "head %s was not trained on the body of %s (tensor %s differs)",
+                         in[k]->src, a->gpath, mt->name);
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        const tensor *hw = rec_get(in[k], "fc.weight", DT_F32, 2, (int64_t[]){C, D});
+        const tensor *hb = hw ? rec_get(in[k], "fc.bias", DT_F32, 1, (int64_t[]){C}) : NULL;
+        if (!hb)
+            tool_fail(err_last());
+        double wk = w[k] / total;
+        for (size_t i = 0; i < (size_t)C * D; i++)
+            acc[i] += wk * ((const float *)hw->data)[i];
+        for (int i = 0; i < C; i++)
+            acc[(size_t)C * D + i] += wk * ((const float *)hb->data)[i];
+    }
+    /* the output is MODEL's record with fc replaced: every meta key (classes, normalisation) kept */
+    const tensor *ow = rec_get(g, "fc.weight", DT_F32, 2, (int64_t[]){C, D});
+    const tensor *ob = ow ? rec_get(g, "fc.bias", DT_F32, 1, (int64_t[]){C}) : NULL;
+    if (!ob)
+        tool_fail(err_last());
+    for (size_t i = 0; i < (size_t)C * D; i++)
+        ((float *)ow->data)[i] = (float)acc[i];
+    for (int i = 0; i < C; i++)
+        ((float *)ob->data)[i] = (float)acc[(size_t)C * D + i];
+    record *out = g;
+    if (rec_set_int(out, "heads_averaged", n) || rec_set_int(out, "num_samples", (int64_t)total))
+        tool_fail(err_last());
+    tool_log(1, "round %lld: %d retrained heads averaged (%lld samples) -> %s", (long long)round,
+             n, (long long)total, a->out);
+    free(w);
+    free(acc);
+    model_free(m);
+    write_method_output(a, out, in, n, "heads", round);
+    return 0;
+}
+
 /* The modes, zstdcli-style: options set `mode`, main dispatches once.  Adding a mode is one
  * enum value, one row here (the option that selects it, whether it writes -o) and its
  * run_ function; a second mode option on one command line is a usage error. */
-typedef enum { MODE_FEDAVG, MODE_INIT, MODE_SELECT, MODE_COUNT } agg_mode;
+typedef enum { MODE_FEDAVG, MODE_INIT, MODE_SELECT, MODE_GRADIENTS, MODE_PROTOTYPES, MODE_HEADS, MODE_COUNT } agg_mode;
 static const struct {
     const char *opt;    /* the option that selects the mode ("" for the default) */
     bool needs_out;     /* refuses to start without -o */
@@ -375,6 +577,9 @@ static const struct {
     [MODE_FEDAVG] = {"", true, run_fedavg},
     [MODE_INIT] = {"--init", true, run_init},
     [MODE_SELECT] = {"--select", false, run_select},
+    [MODE_GRADIENTS] = {"--gradients", true, run_gradients},
+    [MODE_PROTOTYPES] = {"--prototypes", true, run_prototypes},
+    [MODE_HEADS] = {"--heads", true, run_heads},
 };
 
 static void set_mode(agg_mode *mode, agg_mode m)
@@ -403,6 +608,8 @@ int main(int argc, char **argv)
         {"depth", required_argument, 0, 'D'},    {"width", required_argument, 0, 'W'},
         {"input-size", required_argument, 0, 'Z'}, {"select", required_argument, 0, 'S'},
         {"clients", required_argument, 0, 'K'},  {"in", required_argument, 0, 'i'},
+        {"gradients", no_argument, 0, 0x100},    {"prototypes", no_argument, 0, 0x101},
+        {"heads", no_argument, 0, 0x102},
         {0, 0, 0, 0}};
     a.inputs = calloc((size_t)argc + 1, sizeof *a.inputs);
     if (!a.inputs)
@@ -429,6 +636,9 @@ int main(int argc, char **argv)
             break;
         case 'K': a.nclients = tool_parse_int("--clients", optarg, 1, 1 << 20); break;
         case 'i': a.inputs[a.n_in++] = optarg; break;
+        case 0x100: set_mode(&mode, MODE_GRADIENTS); break;
+        case 0x101: set_mode(&mode, MODE_PROTOTYPES); break;
+        case 0x102: set_mode(&mode, MODE_HEADS); break;
         }
     }
     a.out = co.out;

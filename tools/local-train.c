@@ -14,6 +14,8 @@
 #include "rng.h"
 #include "shard.h"
 #include "tool.h"
+#include "classgrad.h"
+#include "proto.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -48,6 +50,17 @@ _Noreturn static void usage(void)
            "  -s, --seed S         seed (default 7); streams keyed by (seed, round, client)\n"
            "  -t, --threads N      compute threads (default 1; 0 = all cores)\n"
            "      --timeout SEC    ZeroMQ timeout (default 600)\n"
+           "client stages of the methods, computed with the model as received (before training;\n"
+           "with --epochs 0 and no -o, only these):\n"
+           "      --gradients G    CReFF/CLIP2FL: per-class gradients of a head on this data\n"
+           "                       (kind gradients; docs/algorithms.md 3 step 3a): BN in eval\n"
+           "                       mode, DSA augmentation, --grad-repeats x --grad-batch images\n"
+           "      --grad-head H    the head (fc) to take them with: the previous round's retrained\n"
+           "                       model (default: the model's own fc)\n"
+           "      --grad-repeats N repeats per class (default 10)   --grad-batch B (default 32)\n"
+           "      --prototypes P   FedSM: per-class mean features and counts (kind prototypes;\n"
+           "                       docs/algorithms.md 5.4 step 1) of the model on this data\n"
+           "      --proto-bn MODE  BatchNorm for them: eval (default) or train (the reference's)\n"
            "  -q, --quiet / -v, --verbose / -h, --help / -V, --version\n\n"
            "example: local-train -m round-000/model.mpk.zst -d shards/client-03.mpk.zst \\\n"
            "           --epochs 10 --batch 32 --lr 0.1 -o round-001/update-03.mpk.zst\n"
@@ -125,9 +138,109 @@ static float *teacher_rows(const char *path, const shard *s, int classes, const 
     return out;
 }
 
+/* --gradients: CReFF/CLIP2FL's per-class head gradients on the shard (classgrad.h), with
+ * the model's body and the head of hpath (NULL: the model's own fc). */
+static void write_gradients(const char *path, model *m, const record *grec, const char *hpath,
+                            const shard *s, const float *mean, const float *std, int repeats,
+                            int batch, uint64_t seed, int64_t round, int64_t client,
+                            const ep_opts *o)
+{
+    int C = m->cfg.num_classes, D = m->feat_dim;
+    record *h = hpath ? ep_read_one(hpath, NULL, o) : NULL;
+    if (hpath && !h)
+        tool_fail(err_last());
+    const record *hr = h ? h : grec;
+    const tensor *hw = rec_get(hr, "fc.weight", DT_F32, 2, (int64_t[]){C, D});
+    const tensor *hb = hw ? rec_get(hr, "fc.bias", DT_F32, 1, (int64_t[]){C}) : NULL;
+    if (!hb)
+        tool_fail(err_last());
+    for (int64_t i = 0; i < (int64_t)C * D + C; i++) {
+        float v = i < (int64_t)C * D ? ((const float *)hw->data)[i] : ((const float *)hb->data)[i - (int64_t)C * D];
+        if (!isfinite(v))
+            tool_die(ERR_FORMAT, "the head of %s holds %g (tensor %s): not finite", hr->src, v,
+                     i < (int64_t)C * D ? "fc.weight" : "fc.bias");
+    }
+    double t0 = tool_now();
+    classgrad *g = classgrad_client(m, hw->data, hb->data, s, mean, std, repeats, batch, seed,
+                                    round, client);
+    if (!g)
+        tool_fail(err_last());
+    const char **names = NULL;
+    size_t nn = 0;
+    if (mv_map_get(grec->meta, "classes") && rec_get_strs(grec, "classes", &names, &nn))
+        tool_fail(err_last());
+    record *r = rec_new("gradients");
+    inputs in;
+    inputs_init(&in);
+    inputs_add_file(&in, grec->src);
+    if (hpath)
+        inputs_add_file(&in, hpath);
+    inputs_add_option_int(&in, "repeats", repeats);
+    inputs_add_option_int(&in, "batch", batch);
+    inputs_add_option_int(&in, "round", round);
+    inputs_add_option_int(&in, "client", client);
+    inputs_add_option_int(&in, "seed", (int64_t)seed);
+    if (!r || classgrad_to_record(g, r, round, client, repeats, batch, names && (int)nn == C ? names : NULL) ||
+        rec_set_str(r, "producer", "local-train " FEDSM_VERSION) || inputs_set(&in, r) ||
+        ep_write_one(path, r, o))
+        tool_fail(err_last());
+    tool_log(1, "client %lld round %lld: gradients of %d classes (%d x %d images each, %.1f s)",
+             (long long)client, (long long)round, g->k, repeats, batch, tool_now() - t0);
+    free(names);
+    rec_free(r);
+    classgrad_free(g);
+    rec_free(h);
+}
+
+/* --prototypes: FedSM's per-class mean features and counts of the model on the shard
+ * (proto.h).  Train-mode BatchNorm changes running statistics: it runs on a copy. */
+static void write_prototypes(const char *path, const record *grec, const shard *s,
+                             const float *mean, const float *std, int bn_train, uint64_t seed,
+                             int64_t client, const ep_opts *o)
+{
+    model *m = model_from_record(grec);
+    if (!m)
+        tool_fail(err_last());
+    int C = m->cfg.num_classes, D = m->feat_dim;
+    int64_t round = 0;
+    rec_opt_int(grec, "round", &round);
+    double t0 = tool_now();
+    float *feats = NULL, *means = malloc((size_t)C * (size_t)D * sizeof *means);
+    int32_t *labels = NULL;
+    int64_t *counts = malloc((size_t)C * sizeof *counts);
+    if (!means || !counts)
+        tool_die(ERR_INTERNAL, "out of memory for %d prototypes", C);
+    if (proto_features(&feats, &labels, m, s, mean, std, bn_train) ||
+        proto_class_means(means, counts, feats, labels, s->n, D, C))
+        tool_fail(err_last());
+    record *r = rec_new("prototypes");
+    inputs in;
+    inputs_init(&in);
+    inputs_add_file(&in, grec->src);
+    inputs_add_option_int(&in, "bn_train", bn_train);
+    inputs_add_option_int(&in, "client", client);
+    if (!r || proto_to_record(r, means, counts, C, D, round, client, bn_train ? "train" : "eval") ||
+        rec_set_int(r, "num_samples", s->n) || rec_set_int(r, "seed", (int64_t)seed) ||
+        rec_set_str(r, "producer", "local-train " FEDSM_VERSION) || inputs_set(&in, r) ||
+        ep_write_one(path, r, o))
+        tool_fail(err_last());
+    tool_log(1, "client %lld round %lld: prototypes of %lld samples (BN %s, %.1f s)",
+             (long long)client, (long long)round, (long long)s->n, bn_train ? "train" : "eval",
+             tool_now() - t0);
+    rec_free(r);
+    free(feats);
+    free(labels);
+    free(means);
+    free(counts);
+    model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     tool_init("local-train");
+    const char *grad_out = NULL, *grad_head = NULL, *proto_out = NULL;
+    int64_t grad_repeats = 10, grad_batch = 32;
+    int proto_bn_train = 0;
     const char *gpath = NULL, *spath = NULL, *out = NULL, *tpath = NULL, *aug = "batch";
     int64_t epochs = 10, batch = 32, round = -1, client = -1;
     double lr = 0.1, mom = 0, wd = 0, kd_alpha = 1.0, kd_t = 3.0;
@@ -144,6 +257,9 @@ int main(int argc, char **argv)
         {"wd", required_argument, 0, 'W'},     {"aug", required_argument, 0, 'G'},
         {"round", required_argument, 0, 'R'},  {"client", required_argument, 0, 'C'},
         {"timeout", required_argument, 0, 'O'}, {"in", required_argument, 0, 'd'},
+        {"gradients", required_argument, 0, 0x100}, {"grad-head", required_argument, 0, 0x101},
+        {"grad-repeats", required_argument, 0, 0x102}, {"grad-batch", required_argument, 0, 0x103},
+        {"prototypes", required_argument, 0, 0x104}, {"proto-bn", required_argument, 0, 0x105},
         {0, 0, 0, 0}};
     int c;
     while ((c = tool_getopt(argc, argv, "m:d:e:b:", lo, &co)) != -1) {
@@ -162,14 +278,28 @@ int main(int argc, char **argv)
         case 'R': round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
         case 'C': client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
         case 'O': o.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
+        case 0x100: grad_out = optarg; break;
+        case 0x101: grad_head = optarg; break;
+        case 0x102: grad_repeats = tool_parse_int("--grad-repeats", optarg, 1, 1000000); break;
+        case 0x103: grad_batch = tool_parse_int("--grad-batch", optarg, 1, 1 << 20); break;
+        case 0x104: proto_out = optarg; break;
+        case 0x105:
+            if (strcmp(optarg, "eval") && strcmp(optarg, "train"))
+                tool_usage_error("--proto-bn '%s': eval or train", optarg);
+            proto_bn_train = !strcmp(optarg, "train");
+            break;
         }
     }
     out = co.out;
     uint64_t seed = co.seed;
     if (optind < argc)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
-    if (!gpath || !spath || !out)
-        tool_usage_error("need --model, --shard and -o");
+    if (!gpath || !spath)
+        tool_usage_error("need --model and --shard");
+    if (!out && (epochs > 0 || (!grad_out && !proto_out)))
+        tool_usage_error("no output: give -o UPDATE (or --epochs 0 with --gradients or --prototypes)");
+    if (grad_head && !grad_out)
+        tool_usage_error("--grad-head goes with --gradients");
     int aug_mode = !strcmp(aug, "batch") ? 0 : !strcmp(aug, "sample") ? 1 : !strcmp(aug, "none") ? 2 : -1;
     if (aug_mode < 0)
         tool_usage_error("--aug must be batch, sample or none, not '%s'", aug);
@@ -197,6 +327,17 @@ int main(int argc, char **argv)
     }
     if (client < 0)
         client = s->client;
+    if (grad_out)
+        write_gradients(grad_out, m, grec, grad_head, s, mean, std, (int)grad_repeats,
+                        (int)grad_batch, seed, round, client, &o);
+    if (proto_out)
+        write_prototypes(proto_out, grec, s, mean, std, proto_bn_train, seed, client, &o);
+    if (!out) {
+        shard_free(s);
+        model_free(m);
+        rec_free(grec);
+        return 0;
+    }
     float *teacher = tpath ? teacher_rows(tpath, s, C, &o) : NULL;
 
     /* encoded shards are transformed to the model's input size as they are decoded */

@@ -37,6 +37,8 @@ _Noreturn static void usage(void)
            "                       features' meta.client, else -1 = server)\n"
            "      --num-samples N  write kind update with meta num_samples N and client (FedSM:\n"
            "                       the server averages the clients' heads weighted by N)\n"
+           "      --as-update      the same with N = the features' meta.num_samples (featgen\n"
+           "                       --method fedsm writes the client's sample count there)\n"
            "  -s, --seed S         seed (default 7); init and shuffles from streams keyed by\n"
            "                       (seed, round, client)\n"
            "      --threads N      compute threads (the head trains on one)\n"
@@ -63,19 +65,21 @@ int main(int argc, char **argv)
     tool_init("retrain");
     const char *fpath = NULL, *mpath = NULL;
     int64_t round = -1, client = INT64_MIN, num_samples = -1;
+    bool as_update = false;
     head_opts ho;
     head_opts_default(&ho);
     ep_opts o;
     ep_opts_default(&o);
     tool_common co = {.usage = usage, .seed = 7};
-    enum { O_LR = 0x100, O_MOM, O_WD, O_ROUND, O_CLIENT, O_NUM };
+    enum { O_LR = 0x100, O_MOM, O_WD, O_ROUND, O_CLIENT, O_NUM, O_ASUPD };
     static const struct option lo[] = {
         {"features", required_argument, 0, 'f'}, {"in", required_argument, 0, 'f'},
         {"model", required_argument, 0, 'm'},    {"epochs", required_argument, 0, 'e'},
         {"batch", required_argument, 0, 'b'},    {"lr", required_argument, 0, O_LR},
         {"momentum", required_argument, 0, O_MOM}, {"wd", required_argument, 0, O_WD},
         {"round", required_argument, 0, O_ROUND}, {"client", required_argument, 0, O_CLIENT},
-        {"num-samples", required_argument, 0, O_NUM}, {0, 0, 0, 0}};
+        {"num-samples", required_argument, 0, O_NUM}, {"as-update", no_argument, 0, O_ASUPD},
+        {0, 0, 0, 0}};
     int c;
     while ((c = tool_getopt(argc, argv, "f:m:e:b:", lo, &co)) != -1) {
         switch (c) {
@@ -89,6 +93,7 @@ int main(int argc, char **argv)
         case O_ROUND: round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
         case O_CLIENT: client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
         case O_NUM: num_samples = tool_parse_int("--num-samples", optarg, 0, INT64_MAX); break;
+        case O_ASUPD: as_update = true; break;
         }
     }
     if (optind < argc)
@@ -139,6 +144,12 @@ int main(int argc, char **argv)
             tool_die(ERR_FORMAT, "feature %lld, dim %lld is %g (%s, tensor features): not finite",
                      (long long)(i / D), (long long)(i % D), x[i], fpath);
 
+    if (as_update && num_samples < 0) {
+        if (rec_get_int(fr, "num_samples", &num_samples))
+            tool_fail(err_last());
+        if (num_samples < 0)
+            tool_die(ERR_FORMAT, "meta.num_samples of %s is %lld", fpath, (long long)num_samples);
+    }
     if (round < 0 && rec_opt_int(fr, "round", &round) == 0 && round < 0)
         rec_opt_int(mrec, "round", &round);
     if (round < 0)
