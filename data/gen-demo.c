@@ -4,6 +4,10 @@
  * grating (class k: orientation k*18 degrees, its own hue and frequency) under random
  * phase, shift, contrast and pixel noise: easy to see, not trivial to classify.
  * usage: gen-demo OUTDIR [PER_CLASS_TRAIN [PER_CLASS_TEST [SEED]]]
+ * Also writes class_embeddings.npy (<f4 [10, 5]): each class's generating parameters as a
+ * vector (orientation on the circle of period 180 degrees, centred hue), the class
+ * relevance the demo gives FedSM in place of CLIP text embeddings (clip-embed --import):
+ * gratings of near orientations and colours look alike, as "cat" and "dog" do.
  * Not real data: results on it say the pipeline works, nothing about the papers. */
 #include <errno.h>
 #include <math.h>
@@ -44,6 +48,30 @@ static void make_image(uint8_t *rec, int k)
                 v = v < 0 ? 0 : v > 1 ? 1 : v;
                 rec[1 + c * 1024 + y * 32 + x] = (uint8_t)lrint(v * 255);
             }
+}
+
+/* class_embeddings.npy: [cos 2th, sin 2th, hue - 0.5 (3)] of class k, as make_image draws it */
+static int write_embeddings(const char *dir)
+{
+    char path[4096], hdr[128];
+    snprintf(path, sizeof path, "%s/class_embeddings.npy", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (10, 5), }");
+    while ((10 + n + 1) % 64)
+        hdr[n++] = ' ';
+    hdr[n++] = '\n';
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(n & 255, f), fputc(n >> 8, f);
+    fwrite(hdr, 1, (size_t)n, f);
+    for (int k = 0; k < 10; k++) {
+        double th = k * M_PI / 10;
+        float e[5] = {(float)cos(2 * th), (float)sin(2 * th), (float)(0.4 * cos(k * 0.63)),
+                      (float)(0.4 * cos(k * 0.63 + 2.1)), (float)(0.4 * cos(k * 0.63 + 4.2))};
+        fwrite(e, sizeof e[0], 5, f); /* little-endian hosts (x86, arm64) */
+    }
+    return fclose(f);
 }
 
 static int write_batch(const char *dir, const char *name, int per_class)
@@ -89,6 +117,8 @@ int main(int argc, char **argv)
     if (write_batch(argv[1], "test_batch.bin", test))
         goto io;
     char path[4096];
+    if (write_embeddings(argv[1]))
+        goto io;
     snprintf(path, sizeof path, "%s/batches.meta.txt", argv[1]);
     FILE *f = fopen(path, "w");
     if (!f)
