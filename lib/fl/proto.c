@@ -119,6 +119,9 @@ int proto_from_record(const record *r, int C, int D, const float **means,
     const tensor *tm = rec_get(r, "means", DT_F32, 2, (int64_t[]){C, D});
     if (!tm)
         return err_last();
+    if (tm->shape[0] > INT32_MAX || tm->shape[1] > INT32_MAX) /* [2^32 + 4, 0] holds no data */
+        return err_set(ERR_FORMAT, "%s, record %ld, tensor means: shape [%lld,%lld] too large",
+                       src_of(r), r->index, (long long)tm->shape[0], (long long)tm->shape[1]);
     C = (int)tm->shape[0];
     D = (int)tm->shape[1];
     const tensor *tc = rec_get(r, "counts", DT_I64, 1, (int64_t[]){C});
