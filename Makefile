@@ -108,19 +108,20 @@ asan: deps-test
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
 	FUZZ_SECONDS=0 BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run.sh
 
-FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+FUZZ_CFLAGS := -O1 -g $(ARCH) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(LIB_INC) $(PKG_CFLAGS)
 # A fuzz target links the lib/ sources of the headers it includes, found by following the
 # #include lines (tests/fuzz/deps.sh), so the lists never go stale when lib/ changes.
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/deps.sh $(LIB_SRC) $(LIB_H)
 	mkdir -p $(BUILD)/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $$(tests/fuzz/deps.sh $<) $(PKG_LIBS) -lm
+	clang $(FUZZ_CFLAGS) -o $@ $< $$(tests/fuzz/deps.sh $<) $(PKG_LIBS) -lm -pthread
 
 fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 fuzz: deps-test fuzz-build
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_record $${FUZZ_SECONDS:-3600}
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_weights $${FUZZ_SECONDS:-3600} tests/fuzz/corpus-weights
+	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_methods $${FUZZ_SECONDS:-3600} tests/fuzz/corpus-methods
 
 # ---- benchmarks (not tests): ratios against PyTorch measured in the same run ----
 bench: deps-bench
@@ -136,6 +137,7 @@ demo: deps-demo
 fixtures: deps-bench clip-fixtures
 	/usr/bin/python3 tests/make_fixtures.py
 	/usr/bin/python3 tests/fuzz/make_corpus.py
+	/usr/bin/python3 tests/fuzz/make_corpus_methods.py
 
 clip-weights:
 	data/get-clip-weights.sh
