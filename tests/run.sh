@@ -2,7 +2,8 @@
 # tests/run.sh - runs every unit test binary and every tool test script; prints
 # "N passed, N failed" (and skips) last.  A test exits 0 pass, 77 skip, else fail.
 # Env: BUILD (build dir), FUZZ_SECONDS (0 skips the fuzz runs; record's length, default 60),
-# FUZZ_WEIGHTS_SECONDS (the weight readers', default 30), TESTS (a filter regex).
+# FUZZ_WEIGHTS_SECONDS (the weight readers', default 30), FUZZ_METHODS_SECONDS (the gradients
+# and prototypes readers', default 20), TESTS (a filter regex).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -33,6 +34,9 @@ if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_record" ]; then
 fi
 if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_weights" ]; then
     run_one "fuzz/weights" tests/fuzz/run.sh "$BUILD/fuzz/fuzz_weights" "${FUZZ_WEIGHTS_SECONDS:-30}" tests/fuzz/corpus-weights
+fi
+if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_methods" ]; then
+    run_one "fuzz/methods" tests/fuzz/run.sh "$BUILD/fuzz/fuzz_methods" "${FUZZ_METHODS_SECONDS:-20}" tests/fuzz/corpus-methods
 fi
 echo "logs: $logdir"
 [ ${#failed[@]} = 0 ] || echo "failed: ${failed[*]}"
