@@ -102,6 +102,27 @@ static void *xmalloc(size_t n)
     return p;
 }
 
+/* The first record of `kind` in the stream at path: clip-embed with shards writes its
+ * embeddings record and then one teacher record per shard into one stream (the CLIP file
+ * clip2fl.sh makes once per run serves the teacher and the text embeddings).  Owned; NULL
+ * with the error set. */
+static record *read_first_kind(const char *path, const char *kind, const ep_opts *o)
+{
+    rec_reader *rd = ep_open_reader(path, o);
+    if (!rd)
+        return NULL;
+    record *r = NULL;
+    int rc;
+    while ((rc = rec_read(rd, &r)) == 1 && strcmp(r->kind, kind)) {
+        rec_free(r);
+        r = NULL;
+    }
+    if (rc == 0)
+        err_set(ERR_FORMAT, "%s holds no %s record", path, kind);
+    rec_reader_close(rd);
+    return rc == 1 ? r : NULL;
+}
+
 /* A [C,C] or [C,E] tensor of an embeddings record, checked: *out points into r. */
 static const float *emb_tensor(const record *r, const char *name, int64_t rows, int64_t cols,
                                const char *why)
@@ -179,7 +200,7 @@ static record *run_match(const fg_args *a, const record *mrec, const model *m)
     const float *text = NULL;
     record *er = NULL;
     if (a->method == M_CLIP2FL) {
-        if (!(er = ep_read_one(a->epath, "embeddings", &a->ep)))
+        if (!(er = read_first_kind(a->epath, "embeddings", &a->ep)))
             tool_fail(err_last());
         const tensor *t = rec_find(er, "text");
         if (t && t->ndim == 2 && t->shape[1] != D)
@@ -237,7 +258,7 @@ static record *run_fedsm(fg_args *a, const record *mrec, model *m)
         for (size_t i = 0; i < (size_t)C * (size_t)C; i++)
             S[i] = 1.0f;
     } else {
-        if (!(rr = ep_read_one(a->rpath, "embeddings", &a->ep)))
+        if (!(rr = read_first_kind(a->rpath, "embeddings", &a->ep)))
             tool_fail(err_last());
         memcpy(S, emb_tensor(rr, "relevance", C, C, "the class relevance FedSM draws by"),
                (size_t)C * (size_t)C * sizeof *S);
