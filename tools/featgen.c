@@ -142,6 +142,24 @@ static const float *emb_tensor(const record *r, const char *name, int64_t rows, 
     return v;
 }
 
+/* When both records name their classes, the names must agree: a relevance matrix of other
+ * classes (or in another order) would guide the draws silently wrong. */
+static void check_classes(const record *a, const record *b)
+{
+    const char **x = NULL, **y = NULL;
+    size_t nx = 0, ny = 0;
+    if (!mv_map_get(a->meta, "classes") || !mv_map_get(b->meta, "classes"))
+        return;
+    if (rec_get_strs(a, "classes", &x, &nx) || rec_get_strs(b, "classes", &y, &ny))
+        tool_fail(err_last());
+    for (size_t i = 0; i < nx || i < ny; i++)
+        if (i >= nx || i >= ny || strcmp(x[i], y[i]))
+            tool_die(ERR_FORMAT, "%s and %s name other classes (class %zu: '%s' vs '%s', field meta.classes)",
+                     a->src, b->src, i, i < nx ? x[i] : "(none)", i < ny ? y[i] : "(none)");
+    free(x);
+    free(y);
+}
+
 /* The server's federated features: read or create, update, return them in a new record. */
 static record *run_match(const fg_args *a, const record *mrec, const model *m)
 {
@@ -202,6 +220,7 @@ static record *run_match(const fg_args *a, const record *mrec, const model *m)
     if (a->method == M_CLIP2FL) {
         if (!(er = read_first_kind(a->epath, "embeddings", &a->ep)))
             tool_fail(err_last());
+        check_classes(mrec, er);
         const tensor *t = rec_find(er, "text");
         if (t && t->ndim == 2 && t->shape[1] != D)
             tool_die(ERR_FORMAT, "CLIP text embeddings of %s have %lld dimensions, the features %d "
@@ -260,6 +279,7 @@ static record *run_fedsm(fg_args *a, const record *mrec, model *m)
     } else {
         if (!(rr = read_first_kind(a->rpath, "embeddings", &a->ep)))
             tool_fail(err_last());
+        check_classes(mrec, rr);
         memcpy(S, emb_tensor(rr, "relevance", C, C, "the class relevance FedSM draws by"),
                (size_t)C * (size_t)C * sizeof *S);
         relevance_diag_row_mean(S, C);
