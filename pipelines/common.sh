@@ -447,6 +447,65 @@ finish_run() {
     echo "$LABEL: $(summary "$RUN")"
 }
 
+# ---- sharing a FedAvg body ----
+# CReFF, CLIP2FL without a teacher and FedSM without a teacher never feed their retrained
+# heads back into local training (docs/algorithms.md 3 step 9, 5.4 step 7): their global
+# models are round for round those of FedAvg with the same options.  A method run may take
+# them from such a run (--body RUN) instead of training again.
+
+# body_partition BODY: before setup_run, a new run takes BODY's partition (hard links), so
+# that both runs read the very same shards.
+body_partition() {
+    local body=$1 f
+    [ ! -e "$RUN/partition/partition.mpk.zst" ] || return 0
+    [ -f "$body/partition/partition.mpk.zst" ] || die "--body $body has no partition" 4
+    mkdir -p "$RUN/partition" || die "cannot create $RUN/partition" 4
+    for f in "$body"/partition/*; do
+        [ -f "$f" ] || continue
+        ln -f "$f" "$RUN/partition/" 2>/dev/null || cp "$f" "$RUN/partition/" || die "cannot copy $f" 4
+    done
+}
+
+# check_body BODY: exits 2 with one line unless BODY's config.txt holds the same options as
+# this run's for every key it has (the method's own keys aside) and the same partition.
+check_body() {
+    local body=$1 line key
+    while IFS= read -r line; do
+        key=${line%%=*}
+        case $key in method|label) continue ;; esac
+        grep -qxF -- "$line" "$RUN/config.txt" ||
+            die "--body $body was run with other options ($line; this run: $(grep -- "^$key=" "$RUN/config.txt" || echo "no $key"))" 2
+    done <"$body/config.txt"
+    cmp -s "$body/partition/partition.mpk.zst" "$P/partition.mpk.zst" ||
+        die "--body $body has another partition than $RUN" 2
+}
+
+# body_link BODY N FILE...: links (or copies) each FILE of BODY's round N into round N of this
+# run; false, linking nothing, unless BODY's round N has every FILE.
+body_link() {
+    local body=$1 src f; src=$(printf '%s/round-%03d' "$body" "$2"); shift 2
+    for f in "$@"; do [ -f "$src/$f" ] || return 1; done
+    for f in "$@"; do
+        [ ! -f "$R/$f" ] || continue
+        if ! ln -f "$src/$f" "$R/$f" 2>/dev/null; then
+            tmp_add "$R/$f.tmp.$$"
+            cp "$src/$f" "$R/$f.tmp.$$" && mv "$R/$f.tmp.$$" "$R/$f" || die "cannot copy $src/$f" 4
+        fi
+    done
+}
+
+# body_metrics BODY N: round N's metrics of BODY, relabelled LABEL, as this run's (the model
+# evaluated is the very same file); false when BODY has none for round N.
+body_metrics() {
+    local src; src=$(printf '%s/round-%03d' "$1" "$2")
+    [ -f "$src/metrics.csv" ] && [ -f "$src/metrics.json" ] && cmp -s "$src/model.mpk.zst" "$R/model.mpk.zst" || return 1
+    tmp_add "$R/metrics.csv.tmp" "$R/metrics.json.tmp"
+    LABEL=$LABEL awk -F, -v OFS=, 'NR == 2 { $1 = ENVIRON["LABEL"] } { print }' "$src/metrics.csv" >"$R/metrics.csv.tmp" &&
+    LABEL=$LABEL awk '{ i = index($0, "\"label\":\""); j = index(substr($0, i + 9), "\"");
+        print substr($0, 1, i + 8) ENVIRON["LABEL"] substr($0, i + 9 + j - 1) }' "$src/metrics.json" >"$R/metrics.json.tmp" &&
+    mv "$R/metrics.json.tmp" "$R/metrics.json" && mv "$R/metrics.csv.tmp" "$R/metrics.csv" || die "cannot write the metrics of $R" 4
+}
+
 # ---- metrics ----
 # collect_metrics RUN: RUN/metrics.csv from the rounds' rows; RUN/accuracy.png when gnuplot is there.
 collect_metrics() {

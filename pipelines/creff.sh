@@ -92,6 +92,7 @@ need_bin featgen retrain
 keys=(fpc="$FPC" match_iters="$MATCH_ITERS" match_lr="$MATCH_LR" grad_repeats="$GRAD_REPEATS"
       grad_batch="$GRAD_BATCH" head_epochs="$HEAD_EPOCHS" head_batch="$HEAD_BATCH" head_lr="$HEAD_LR")
 [ "$METHOD" != clip2fl ] || keys+=(beta="$BETA" tau="$TAU" kd_alpha="$KD_ALPHA" kd_temp="$KD_TEMP")
+[ -z "$BODY" ] || body_partition "$BODY"
 setup_run "${keys[@]}"
 [ -z "$BODY" ] || check_body "$BODY"
 

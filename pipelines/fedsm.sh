@@ -71,6 +71,7 @@ keys=(select="$SELECT" temp="$TEMP" per_class="$PER_CLASS" retrain_rounds="$RETR
       head_epochs="$HEAD_EPOCHS" head_batch="$HEAD_BATCH" head_lr="$HEAD_LR" proto_bn="$PROTO_BN")
 [ -z "$REL" ] || keys+=(relevance="$(sha256sum <"$REL" | cut -c1-16)")
 [ -z "$TEACHER" ] || keys+=(teacher="$(sha256sum <"$TEACHER" | cut -c1-16)")
+[ -z "$BODY" ] || body_partition "$BODY"
 setup_run "${keys[@]}"
 [ -z "$BODY" ] || check_body "$BODY"
 KD=()
@@ -120,7 +121,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
         train_clients "$R" "$PREV/model.mpk.zst" ${KD[@]+"${KD[@]}"}
         fedavg_round "$R" "$PREV/model.mpk.zst"
     fi
-    if [ $retrain_this = 0 ]; then round_end "$R" "$R/model.mpk.zst"; continue; fi
+    if [ $retrain_this = 0 ]; then
+        [ "$EVAL_THIS" = 0 ] || [ -z "$BODY" ] || [ -f "$R/metrics.csv" ] || body_metrics "$BODY" "$r" || true
+        round_end "$R" "$R/model.mpk.zst"; continue
+    fi
     if [ ! -f "$R/prototypes.mpk.zst" ]; then
         [ $body_protos = 1 ] && [ -z "$TEACHER" ] && body_link "$BODY" "$r" prototypes.mpk.zst ||
             prototypes "$R" "$R/model.mpk.zst"
