@@ -32,16 +32,6 @@ const char *mixup_select_name(mixup_select s)
     return s == MIXUP_PROB ? "prob" : s == MIXUP_DET ? "det" : s == MIXUP_UNIFORM ? "uniform" : "?";
 }
 
-void mixup_relevance_diag_mean(float *S, int C)
-{
-    for (int c = 0; c < C; c++) {
-        double m = 0;
-        for (int j = 0; j < C; j++)
-            m += S[(size_t)c * C + j];
-        S[(size_t)c * C + c] = (float)(m / C);
-    }
-}
-
 typedef struct skey {
     double k1, k2; /* sorted descending by k1, then k2, then ascending index */
     int64_t i;

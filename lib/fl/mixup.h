@@ -10,7 +10,7 @@
  * held it) gets (1 - lambda) f_i / |f_i|.
  *
  * Selection, with per-sample weight w_i = S[c, y_i] (S: C x C relevance whose diagonal the
- * caller has already replaced by the row mean, mixup_relevance_diag_mean):
+ * caller has already replaced by the row mean, relevance_diag_row_mean in relevance.h):
  *   MIXUP_PROB     (default) sequential draws without replacement, each proportional to the
  *                  remaining weights (torch.multinomial(w, k, replacement=False)).
  *                  temp > 0: weights softmax(S[c, :] / temp)[y_i] instead of S[c, y_i]
@@ -56,8 +56,6 @@ void mixup_opts_default(mixup_opts *o);
 int mixup_select_parse(const char *s);
 const char *mixup_select_name(mixup_select s);
 
-/* S (C, C) in place: S[c][c] = mean_j S[c][j] (the mean includes the old diagonal). */
-void mixup_relevance_diag_mean(float *S, int C);
 
 /* The selection for one class: idx (k) receives sample indices into 0..n-1 in draw order.
  * logw (n): log of each sample's weight (-INFINITY or NaN: weight 0); mode MIXUP_DET sorts

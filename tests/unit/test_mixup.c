@@ -7,6 +7,7 @@
  * with the fixed seed the outcome is deterministic). */
 #include "err.h"
 #include "mixup.h"
+#include "relevance.h"
 #include "testlib.h"
 
 #include <math.h>
@@ -116,7 +117,7 @@ int main(void)
 {
     float S[NC * NC];
     memcpy(S, S0, sizeof S);
-    mixup_relevance_diag_mean(S, NC);
+    relevance_diag_row_mean(S, NC);
     CHECK_CLOSE(S[0], (1.0 + 0.2 + 0.7 + 0.1) / 4, 1e-7);
     CHECK_CLOSE(S[3 * NC + 3], (0.0 - 0.4 + 0.9 + 1.0) / 4, 1e-7);
     CHECK(S[1] == 0.2f);
