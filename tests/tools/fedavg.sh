@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FedAvg tools and pipeline: --help/usage/exit codes of aggregate, local-train, evaluate;
 # bad updates (other arch, NaN, wrong round) refused by name; a tiny end-to-end run on
-# generated data, killed mid-run (asserted: after round 1's model, before the last round's)
+# generated data, killed mid-run (asserted: after round 1 is complete, before the last round)
 # and resumed, ends with the same final model and metrics as an uninterrupted run.
 # (Weighting: fedavg_weighting.sh; hostile options and strings: fedavg_hostile.sh.)
 source "$(dirname "$0")/lib.sh"
@@ -85,14 +85,14 @@ P=(--data "$T/data" --if 4 --clients 4 --per-round 2 --rounds 3 --epochs 1 --bat
 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null || fail "fedavg.sh"
 [ "$(wc -l < "$T/run/metrics.csv")" = 4 ] || fail "metrics.csv rows"
 mv "$T/run" "$T/run-a"
-# killed once round 1's model exists: the whole process group is stopped first, so what is
-# on disk when it is checked is what the kill hits; the last round's model must not exist
-# yet (else this would only compare two full runs)
+# killed once round 1 is complete (its metrics.csv, renamed last, exists): the whole process
+# group is stopped first, so what is on disk when it is checked is what the kill hits; the
+# last round's model must not exist yet (else this would only compare two full runs)
 setsid "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" >/dev/null 2>&1 &
 pid=$!
-for i in $(seq 1 1200); do [ -f "$T/run/round-001/model.mpk.zst" ] && break; sleep 0.05; done
+for i in $(seq 1 1200); do [ -f "$T/run/round-001/metrics.csv" ] && break; sleep 0.05; done
 kill -STOP -- -$pid 2>/dev/null
-[ -f "$T/run/round-001/model.mpk.zst" ] || fail "round 1's model never appeared"
+[ -f "$T/run/round-001/metrics.csv" ] || fail "round 1 never completed"
 [ ! -f "$T/run/round-003/model.mpk.zst" ] || fail "the run reached its last round before the kill"
 kill -TERM -- -$pid 2>/dev/null; kill -CONT -- -$pid 2>/dev/null
 wait $pid; rc=$?
