@@ -466,16 +466,23 @@ body_partition() {
     done
 }
 
-# check_body BODY: exits 2 with one line unless BODY's config.txt holds the same options as
-# this run's for every key it has (the method's own keys aside) and the same partition.
+# check_body BODY: exits 2 with one line unless BODY was run with this run's data, split,
+# model and training options (the keys that decide the FedAvg trajectory; a method's own
+# keys may differ, so a FedSM run can serve as another FedSM run's body) and partition.
+BODY_KEYS=(data test_list root if alpha split profile clients per_round epochs batch lr momentum wd
+           arch width proj seed aug teacher)
 check_body() {
-    local body=$1 line key
-    while IFS= read -r line; do
-        key=${line%%=*}
-        case $key in method|label) continue ;; esac
-        grep -qxF -- "$line" "$RUN/config.txt" ||
-            die "--body $body was run with other options ($line; this run: $(grep -- "^$key=" "$RUN/config.txt" || echo "no $key"))" 2
-    done <"$body/config.txt"
+    local body=$1 key mine theirs
+    for key in "${BODY_KEYS[@]}"; do
+        mine=$(grep -- "^$key=" "$RUN/config.txt" || true)
+        theirs=$(grep -- "^$key=" "$body/config.txt" || true)
+        case $key in data|test_list|root)   # the same file, however it was named
+            [ -z "$mine" ] || mine="$key=$(realpath -m -- "${mine#*=}")"
+            [ -z "$theirs" ] || theirs="$key=$(realpath -m -- "${theirs#*=}")" ;;
+        esac
+        [ "$mine" = "$theirs" ] ||
+            die "--body $body was run with other options (${theirs:-no $key}; this run: ${mine:-no $key})" 2
+    done
     cmp -s "$body/partition/partition.mpk.zst" "$P/partition.mpk.zst" ||
         die "--body $body has another partition than $RUN" 2
 }
