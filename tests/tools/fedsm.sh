@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# FedSM end to end (pipelines/fedsm.sh; issue 12) on generated data, tiny (width 4, 4 clients,
+# 3 rounds, the last 2 retraining, 5 pseudo-features per class), with a class relevance the
+# test makes (clip-embed --import of a random 10 x 6 .npy):
+# - the schedule: round 1 evaluates model.mpk.zst (and has no retrained model), rounds 2-3
+#   evaluate retrained.mpk.zst (metrics equal evaluate -m retrained), whose body is the
+#   FedAvg model's and whose fc differs;
+# - aggregate --heads equals numpy's num_samples-weighted, normalised mean of the clients'
+#   heads (1e-6), the body unchanged, in the run and on heads of unequal num_samples;
+# - aggregate --prototypes equals numpy's count-weighted mean of the unit-normalised client
+#   means (1e-6), counts summed; local-train --prototypes' counts are the shard's label
+#   counts and its means unit-norm (the means themselves against PyTorch: unit test_proto);
+# - TERM mid-run (after round 2's prototypes, before round 3's retrained model) and resume
+#   ends bit-identical; --body FEDAVG_RUN gives the same models;
+# - bad input: a relevance matrix of the wrong size and NaN prototypes to featgen, a NaN
+#   client prototype to aggregate, --select prob without --relevance, an unknown class for
+#   clip-embed --wordnet: one error line, non-zero exit, no output.
+source "$(dirname "$0")/lib.sh"
+B=$FEDSM_BIN
+PIPE=$FEDSM_ROOT/pipelines
+$PY -c 'import numpy, msgpack, zstandard' 2>/dev/null || skip "Debian python3 with numpy, msgpack, zstandard needed"
+"$B/gen-demo" "$T/data" 40 10 >/dev/null 2>&1 || fail "gen-demo"
+cat >"$T/rec.py" <<'PY'
+import msgpack, zstandard, numpy as np
+def recs(p):
+    data, out = open(p, "rb").read(), []
+    while data:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        out.append(msgpack.unpackb(d.decompress(data), raw=False, strict_map_key=False))
+        data = d.unused_data
+    return [r for r in out if r["kind"] != "end"]
+def arr(t):
+    return np.frombuffer(t["data"], dtype=np.dtype(t["type"])).reshape(t["shape"])
+def tensors(p):
+    return {k: arr(v) for k, v in recs(p)[0]["tensors"].items()}
+def write(p, r):
+    open(p, "wb").write(zstandard.ZstdCompressor().compress(msgpack.packb(r, use_bin_type=True)))
+PY
+py() { PYTHONPATH=$T $PY - "$@"; }
+py "$T" <<'PY' || fail "making the embeddings"
+import sys, numpy as np
+T = sys.argv[1]
+g = np.random.default_rng(5)
+np.save(f"{T}/emb.npy", g.normal(0, 1, (10, 6)).astype(np.float32))
+np.save(f"{T}/emb7.npy", g.normal(0, 1, (7, 6)).astype(np.float32))
+open(f"{T}/classes.txt", "w").write("".join(f"class{i}\n" for i in range(10)))
+open(f"{T}/classes7.txt", "w").write("".join(f"class{i}\n" for i in range(7)))
+PY
+"$B/clip-embed" --import "$T/emb.npy" --classes "$T/classes.txt" -o "$T/rel.mpk.zst" -q || fail "clip-embed --import"
+"$B/clip-embed" --import "$T/emb7.npy" --classes "$T/classes7.txt" -o "$T/rel7.mpk.zst" -q || fail "clip-embed --import 7"
+P=(--data "$T/data" --if 4 --clients 4 --per-round 2 --rounds 3 --epochs 1 --batch 16 --width 4 --jobs 2 -q)
+M=(--relevance "$T/rel.mpk.zst" --retrain-rounds 2 --per-class 5 --head-epochs 3)
+
+"$PIPE/fedsm.sh" "${P[@]}" "${M[@]}" --run "$T/run" >/dev/null || fail "fedsm.sh"
+mv "$T/run" "$T/a"
+A=$T/a
+[ "$(wc -l < "$A/metrics.csv")" = 4 ] || fail "metrics.csv rows: $(cat "$A/metrics.csv")"
+# the schedule: round 1 the FedAvg model, rounds 2-3 the averaged retrained heads
+[ ! -e "$A/round-001/retrained.mpk.zst" ] && [ ! -e "$A/round-001/prototypes.mpk.zst" ] || fail "round 1 retrained"
+for r in 1 2 3; do
+    d=$(printf '%s/round-%03d' "$A" $r) m=retrained.mpk.zst; [ $r != 1 ] || m=model.mpk.zst
+    "$B/evaluate" -m "$d/$m" --test "$A/partition/test.mpk.zst" -p "$A/partition/partition.mpk.zst" \
+        --label fedsm --csv "$T/ev-$r.csv" -q || fail "evaluate round $r"
+    cmp -s "$T/ev-$r.csv" "$d/metrics.csv" || fail "round $r does not evaluate $m: $(tail -n1 "$d/metrics.csv") vs $(tail -n1 "$T/ev-$r.csv")"
+done
+py "$A" <<'PY' || fail "heads, prototypes"
+import sys, glob
+from rec import tensors, recs, np
+A = sys.argv[1]
+for r in (2, 3):
+    d = f"{A}/round-{r:03d}"
+    m, out = tensors(f"{d}/model.mpk.zst"), tensors(f"{d}/retrained.mpk.zst")
+    heads = [recs(p)[0] for p in sorted(glob.glob(f"{d}/head-*.mpk.zst"))]
+    assert len(heads) == 2, len(heads)
+    w = np.array([h["meta"]["num_samples"] for h in heads], dtype=np.float64)
+    assert (w > 0).all(), w
+    w /= w.sum()
+    for k in m:
+        if k.startswith("fc."):
+            want = sum(wk * tensors_k for wk, tensors_k in
+                       zip(w, [np.frombuffer(h["tensors"][k]["data"], "<f4").reshape(h["tensors"][k]["shape"]) for h in heads]))
+            assert np.abs(out[k] - want).max() < 1e-6, (r, k, np.abs(out[k] - want).max())
+            assert np.abs(out[k] - m[k]).max() > 0, (r, k, "the head did not change")
+        else:
+            assert (out[k] == m[k]).all(), (r, k, "body changed")
+    # prototypes: count-weighted mean of the unit-normalised client means
+    cl = [tensors(p) for p in sorted(glob.glob(f"{d}/proto-*.mpk.zst"))]
+    assert len(cl) == 4, len(cl)
+    g = tensors(f"{d}/prototypes.mpk.zst")
+    num = np.zeros(g["means"].shape)
+    den = np.zeros(g["means"].shape[0])
+    for c in cl:
+        mu = c["means"].astype(np.float64)
+        n = np.linalg.norm(mu, axis=1, keepdims=True)
+        num += c["counts"][:, None] * np.where(n > 0, mu / np.maximum(n, 1e-12), 0)
+        den += c["counts"]
+    want = np.where(den[:, None] > 0, num / np.maximum(den[:, None], 1), 0)
+    assert np.abs(g["means"] - want).max() < 1e-6, np.abs(g["means"] - want).max()
+    assert (g["counts"] == sum(c["counts"] for c in cl)).all()
+# a client's prototypes: its shard's label counts, unit-norm means (0 rows for absent classes)
+for k in range(4):
+    p = tensors(f"{A}/round-002/proto-{k:02d}.mpk.zst")
+    y = tensors(f"{A}/partition/client-{k:02d}.mpk.zst")["labels"]
+    assert (p["counts"] == np.bincount(y, minlength=10)).all(), (k, p["counts"])
+    n = np.linalg.norm(p["means"], axis=1)
+    assert (np.abs(n[p["counts"] > 0] - 1) < 1e-5).all() and (n[p["counts"] == 0] == 0).all(), (k, n)
+PY
+
+# the generated clients all hold 54 samples: aggregate --heads once more on heads of unequal
+# num_samples (10, 30, 5), retrained here on round 2's pseudo-features
+for k in 0 1 2; do
+    n=(10 30 5)
+    "$B/retrain" --features "$A/round-002/pseudo-0$((k % 2)).mpk.zst" -m "$A/round-002/model.mpk.zst" --epochs $((k + 1)) \
+        --batch 16 --lr 0.1 --num-samples ${n[$k]} --client $k -o "$T/h$k.mpk.zst" -q || fail "retrain head $k"
+done
+"$B/aggregate" --heads -m "$A/round-002/model.mpk.zst" -o "$T/heads.mpk.zst" "$T/h2.mpk.zst" "$T/h0.mpk.zst" "$T/h1.mpk.zst" -q ||
+    fail "aggregate --heads"
+py "$T" "$A" <<'PY' || fail "aggregate --heads on unequal clients"
+import sys
+from rec import tensors, np
+T, A = sys.argv[1:]
+m, out = tensors(f"{A}/round-002/model.mpk.zst"), tensors(f"{T}/heads.mpk.zst")
+h = [tensors(f"{T}/h{k}.mpk.zst") for k in range(3)]
+w = np.array([10, 30, 5], dtype=np.float64) / 45
+for k in m:
+    if k.startswith("fc."):
+        want = sum(wk * hk[k].astype(np.float64) for wk, hk in zip(w, h))
+        assert np.abs(out[k] - want).max() < 1e-6, (k, np.abs(out[k] - want).max())
+    else:
+        assert (out[k] == m[k]).all(), (k, "body changed")
+PY
+
+# TERM after round 2's prototypes (asserted: before round 3's retrained model), resume
+setsid "$PIPE/fedsm.sh" "${P[@]}" "${M[@]}" --run "$T/run" >/dev/null 2>&1 &
+pid=$!
+for i in $(seq 1 1200); do [ -f "$T/run/round-002/prototypes.mpk.zst" ] && break; sleep 0.05; done
+kill -STOP -- -$pid 2>/dev/null
+[ -f "$T/run/round-002/prototypes.mpk.zst" ] || fail "round 2's prototypes never appeared"
+[ ! -f "$T/run/round-003/retrained.mpk.zst" ] || fail "the run reached its last round before the kill"
+kill -TERM -- -$pid 2>/dev/null; kill -CONT -- -$pid 2>/dev/null
+wait $pid; rc=$?
+[ $rc = 143 ] || fail "a TERMed pipeline exits 143, got $rc"
+"$PIPE/fedsm.sh" "${P[@]}" "${M[@]}" --run "$T/run" >/dev/null || fail "resume"
+cmp "$T/run/round-003/retrained.mpk.zst" "$A/round-003/retrained.mpk.zst" || fail "resumed run's final retrained model differs"
+diff "$T/run/metrics.csv" "$A/metrics.csv" >&2 || fail "resumed run's metrics differ"
+rm -rf "$T/run"
+
+# --body: the FedAvg models of a FedAvg run with the same options
+"$PIPE/fedavg.sh" "${P[@]}" --run "$T/fedavg" >/dev/null || fail "fedavg.sh for --body"
+"$PIPE/fedsm.sh" "${P[@]}" "${M[@]}" --body "$T/fedavg" --run "$T/b" >/dev/null || fail "fedsm.sh --body"
+py "$T" <<'PY' || fail "--body: other models"
+import sys
+from rec import tensors
+T = sys.argv[1]
+for r, f in ((1, "model"), (2, "model"), (3, "model"), (2, "retrained"), (3, "retrained"), (2, "prototypes")):
+    a, b = (tensors(f"{T}/{x}/round-{r:03d}/{f}.mpk.zst") for x in ("a", "b"))
+    assert list(a) == list(b) and all((a[k] == b[k]).all() for k in a), f"round {r}: {f} differs"
+PY
+diff "$T/b/metrics.csv" "$A/metrics.csv" >&2 || fail "--body: metrics differ"
+ls "$T"/b/round-001/update-* >/dev/null 2>&1 && fail "--body still trained the clients"
+
+# bad input
+FG=(--method fedsm -m "$A/round-002/model.mpk.zst" -d "$A/partition/client-01.mpk.zst" --per-class 5 -q)
+"$B/featgen" "${FG[@]}" -P "$A/round-002/prototypes.mpk.zst" -r "$T/rel.mpk.zst" -o "$T/ok.mpk.zst" || fail "featgen fedsm"
+expect_rc 3 "$B/featgen" "${FG[@]}" -P "$A/round-002/prototypes.mpk.zst" -r "$T/rel7.mpk.zst" -o "$T/bad.mpk.zst" &&
+    expect_one_error_line
+py "$T" "$A" <<'PY' || fail "writing NaN prototypes"
+import sys
+from rec import recs, write, np
+T, A = sys.argv[1:]
+for src, dst in ((f"{A}/round-002/prototypes.mpk.zst", "nanproto"), (f"{A}/round-002/proto-02.mpk.zst", "nanclient")):
+    r = recs(src)[0]
+    x = r["tensors"]["means"]
+    a = np.frombuffer(x["data"], "<f4").copy()
+    a[11] = np.nan
+    x["data"] = a.tobytes()
+    write(f"{T}/{dst}.mpk.zst", r)
+PY
+expect_rc 3 "$B/featgen" "${FG[@]}" -P "$T/nanproto.mpk.zst" -r "$T/rel.mpk.zst" -o "$T/bad.mpk.zst" && expect_one_error_line
+expect_rc 3 "$B/aggregate" --prototypes -o "$T/bad.mpk.zst" "$A/round-002/proto-00.mpk.zst" "$T/nanclient.mpk.zst" -q &&
+    expect_one_error_line
+[ ! -e "$T/bad.mpk.zst" ] || fail "a refused command left an output file"
+expect_rc 2 "$PIPE/fedsm.sh" "${P[@]}" --select prob --run "$T/norel" && expect_one_error_line
+grep -q -- "--relevance" "$T/err" || fail "--select prob without --relevance not named: $(cat "$T/err")"
+[ ! -e "$T/norel" ] || fail "a refused pipeline made its run directory"
+if [ -f "${WNSEARCHDIR:-/usr/share/wordnet}/index.noun" ]; then
+    printf 'cat\nqzxwvlorbnik\ndog\n' > "$T/unknown.txt"
+    expect_rc 3 "$B/clip-embed" --wordnet --classes "$T/unknown.txt" -o "$T/bad.mpk.zst" && expect_one_error_line
+    grep -q "qzxwvlorbnik" "$T/err" || fail "the unknown class is not named: $(cat "$T/err")"
+    [ ! -e "$T/bad.mpk.zst" ] || fail "clip-embed --wordnet left an output file"
+else
+    skip_check "no WordNet database (wordnet-base): the unknown-class check"
+fi
+done_tests
