@@ -119,24 +119,6 @@ static void commit_stages(void)
     n_stages = 0;
 }
 
-/* s as one CSV field (RFC 4180: quoted, inner quotes doubled, when it holds , " CR LF or
- * starts or ends with a space) on f */
-static void csv_field(FILE *f, const char *s)
-{
-    size_t n = strlen(s);
-    if (!strpbrk(s, ",\"\r\n") && !(n && (s[0] == ' ' || s[n - 1] == ' '))) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static void fmt_frac(char *b, size_t n, double v)
 {
     if (isnan(v))
@@ -306,7 +288,7 @@ int main(int argc, char **argv)
         FILE *f = open_memstream(&line, &len);
         if (!f)
             tool_die(ERR_INTERNAL, "out of memory");
-        csv_field(f, label);
+        tool_csv_field(f, label);
         fprintf(f, ",%lld,%.6f,%.6f,%s,%s,%s,%lld\n", (long long)round, top1, loss, fm[0], fm[1],
                 fm[2], (long long)s->n);
         if (fclose(f))

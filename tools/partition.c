@@ -301,22 +301,6 @@ static int write_partition_record(const char *path, const opts *o, const dataset
     return rc;
 }
 
-/* CSV field, quoted when it holds a comma, quote or newline. */
-static void csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static int write_file_atomic(const char *path, int (*fn)(FILE *, const void *), const void *ctx)
 {
     char tmp[4200];
@@ -348,7 +332,7 @@ static int emit_csv(FILE *f, const void *ctx)
     fputs("client,size,classes", f);
     for (int c = 0; c < C; c++) {
         fputc(',', f);
-        csv_field(f, rp->d->classes[c]);
+        tool_csv_field(f, rp->d->classes[c]);
     }
     fputc('\n', f);
     for (int k = 0; k < K; k++) {

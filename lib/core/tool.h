@@ -10,6 +10,7 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #define FEDSM_VERSION "0.1.0"
@@ -78,6 +79,10 @@ int tool_getopt(int argc, char **argv, const char *own, const struct option *lo,
  * tool_getopt applies --threads; tools do not call it themselves. */
 void tool_set_threads(int n);
 int tool_threads(void);
+
+/* s as one CSV field on f (RFC 4180: quoted, inner quotes doubled, when it holds , " CR LF
+ * or starts or ends with a space). */
+void tool_csv_field(FILE *f, const char *s);
 
 /* Monotonic seconds. */
 double tool_now(void);
