@@ -11,7 +11,7 @@ set -eu
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-2}
-PY=/usr/bin/python3
+PY=$PWD/bench/py.sh   # PyTorch without the OPENBLAS_* overrides (bench/py.sh)
 $PY -c 'import torch' 2>/dev/null || { echo "clip bench: skipped (python3-torch missing)"; exit 0; }
 W=${CLIP_BENCH_WEIGHTS:-}
 if [ -z "$W" ]; then

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 T=${THREADS:-1}
 R=${REPEATS:-2}
-PY=/usr/bin/python3
+PY=$PWD/bench/py.sh   # PyTorch without the OPENBLAS_* overrides (bench/py.sh)
 field() { sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p"; }
 have_torch=1
 $PY -c 'import torch' 2>/dev/null || { have_torch=0; echo "(no python3-torch: PyTorch columns n/a)"; }

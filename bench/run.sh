@@ -13,7 +13,16 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 SECS=${BENCH_SECONDS:-5}
 THREADS=${BENCH_THREADS:-"1 2"}
-PY=/usr/bin/python3
+PY=$PWD/bench/py.sh   # PyTorch without the OPENBLAS_* overrides (bench/py.sh)
+
+# blas_core PYTHON: the core OpenBLAS picks in that environment (both sides load Debian's
+# libopenblas; the variable decides).
+blas_core() {
+    "$1" -c 'import ctypes, ctypes.util
+l = ctypes.CDLL(ctypes.util.find_library("openblas") or "libopenblas.so.0")
+l.openblas_get_corename.restype = ctypes.c_char_p
+print(l.openblas_get_corename().decode())' 2>/dev/null || echo unknown
+}
 
 field() { sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p"; }
 
@@ -21,6 +30,8 @@ section_train() {
     echo "== ResNet-8 training, batch 32 (forward + CE + backward + SGD), fp32 =="
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores;" \
          "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "OpenBLAS core: fedsm side $(blas_core /usr/bin/python3) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})," \
+         "PyTorch side $(blas_core "$PY") (overrides removed by bench/py.sh)"
     local have_torch=1
     "$PY" -c 'import torch' 2>/dev/null || { have_torch=0; echo "(no python3-torch: PyTorch columns n/a)"; }
     printf '%-7s | %9s %9s %9s %9s %6s | %9s %9s %9s %9s %6s | %8s %8s %6s\n' \
