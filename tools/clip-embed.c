@@ -3,18 +3,19 @@
  * matrix S (cosine of the bare-name embeddings), and for each shard a `teacher` record
  * (normalised image embeddings, teacher logits exp(logit_scale) * v.t, keyed by `index`).
  * Also: --tokenize (ids of stdin lines) and --import (class embeddings made elsewhere).
- * Cached: the output's meta.inputs digests weights, vocabulary, classes, templates, shards
- * and import file; a rerun with the same digest does no work.
+ * Cached: the output's meta.inputs (lib/io/inputs.h) holds the digests of the files read
+ * (weights, config, vocabulary, import, WordNet database and map, shards) and of the options
+ * (classes, templates, precision, tool version tag); a rerun with equal inputs does no work.
  * Not here: the model (lib/models/clip.c), the tokenizer (lib/models/bpe.c), training on the logits. */
 #include "bpe.h"
 #include "clip.h"
 #include "endpoint.h"
 #include "err.h"
 #include "image.h"
+#include "inputs.h"
 #include "relevance.h"
 #include "safetensors.h"
 #include "pool.h"
-#include "sha256.h"
 #include "tool.h"
 
 #include <errno.h>
@@ -171,19 +172,29 @@ static void read_lines(const char *path, strlist *out, bool comments)
     if (!out->n) die(ERR_FORMAT, "%s: no entries", path);
 }
 
-static void digest_str(sha256_ctx *c, const char *tag, const char *s)
+/* One input file into meta.inputs: its digest in records, its role appended to *roles (the
+ * "records" option, so that one optional file absent and another present never give the
+ * same list). */
+static void add_record(inputs *in, char *roles, size_t cap, const char *role, const char *path)
 {
-    sha256_update(c, tag, strlen(tag));
-    sha256_update(c, "=", 1);
-    sha256_update(c, s, strlen(s) + 1);
+    inputs_add_file(in, path);
+    size_t n = strlen(roles);
+    snprintf(roles + n, cap - n, "%s%s", n ? "," : "", role);
 }
 
-static void digest_file(sha256_ctx *c, const char *tag, const char *path)
+/* The cache check: true when out_path already holds an `embeddings` record made from equal
+ * inputs (meta.inputs of e). */
+static bool up_to_date(const char *out_path, const record *e)
 {
-    char hex[65];
-    int rc = sha256_file(path, hex);
-    if (rc) fail_code(rc);
-    digest_str(c, tag, hex);
+    rec_reader *rd = ep_open_reader(out_path, NULL);
+    record *r = NULL;
+    bool same = rd && rec_read(rd, &r) == 1 && !strcmp(r->kind, "embeddings") &&
+                inputs_equal(mv_map_get(r->meta, "inputs"), mv_map_get(e->meta, "inputs"));
+    rec_free(r);
+    rec_reader_close(rd);
+    err_clear();
+    if (same) tool_log(1, "%s is up to date (same meta.inputs); nothing to do (--force recomputes)", out_path);
+    return same;
 }
 
 static bool file_exists(const char *p)
@@ -334,7 +345,7 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
 /* ---- image side ---- */
 
 static int teacher_for_shard(const clip_model *m, const record *s, const float *text, size_t C, int batch,
-                             const char *digest, const char *src, record **out)
+                             const mval *inputs, const char *src, record **out)
 {
     /* pixels: `images` |u1 [N,3,H,W], or encoded `jpeg` bytes (JPEG/PNG) with `offsets` [N+1] */
     const tensor *im = rec_find(s, "images"), *enc = rec_find(s, "jpeg"), *off = rec_find(s, "offsets");
@@ -432,7 +443,9 @@ static int teacher_for_shard(const clip_model *m, const record *s, const float *
     if (!rc) rc = rec_set_str(t, "shard", src);
     if (!rc) rc = rec_set_str(t, "precision", m->slab_h ? "bf16" : "fp32");
     if (!rc) rc = rec_set_str(t, "producer", "clip-embed " FEDSM_VERSION);
-    if (!rc) rc = rec_set_str(t, "inputs", digest);
+    mval inp;
+    if (!rc && (mv_copy(&inp, inputs) || mv_map_put(t->meta, "inputs", &inp)))
+        rc = err_set(ERR_INTERNAL, "out of memory for meta.inputs");
     if (rc) {
         rec_free(t);
         return rc;
@@ -498,48 +511,40 @@ static int wordnet_main(const char *classes_path, const char *map, const char *d
     strlist classes = {0};
     read_lines(classes_path, &classes, false);
     const char *db = dir ? dir : getenv("WNSEARCHDIR") && *getenv("WNSEARCHDIR") ? getenv("WNSEARCHDIR") : "/usr/share/wordnet";
-    sha256_ctx dc;
-    sha256_init(&dc);
-    digest_str(&dc, "tool", "clip-embed/1");
-    digest_str(&dc, "relevance", "wordnet-wup/1");
+    /* meta.inputs: the database files found and the map; the classes */
+    inputs in;
+    inputs_init(&in);
+    char roles[64] = "";
     const char *files[] = {"index.noun", "data.noun"};
     for (int k = 0; k < 2; k++) {
         char *p = malloc(strlen(db) + 16);
         if (!p) die(ERR_INTERNAL, "out of memory");
         sprintf(p, "%s/%s", db, files[k]);
-        if (file_exists(p)) digest_file(&dc, files[k], p); /* else relevance_wordnet says what is missing */
+        if (file_exists(p)) add_record(&in, roles, sizeof roles, files[k], p); /* else relevance_wordnet says what is missing */
         free(p);
     }
-    if (map) digest_file(&dc, "wordnet_map", map);
-    for (size_t k = 0; k < classes.n; k++) digest_str(&dc, "class", classes.v[k]);
-    uint8_t d[32];
-    char digest[65];
-    sha256_final(&dc, d);
-    sha256_hex(d, digest);
-    if (!force && strcmp(out_path, "-") && !ep_is_zmq(out_path) && file_exists(out_path)) {
-        rec_reader *rd = ep_open_reader(out_path, NULL);
-        record *r = NULL;
-        const char *prev = NULL;
-        bool same = rd && rec_read(rd, &r) == 1 && !strcmp(r->kind, "embeddings") &&
-                    rec_opt_str(r, "inputs", &prev) == 0 && prev && !strcmp(prev, digest);
-        rec_free(r);
-        rec_reader_close(rd);
-        err_clear();
-        if (same) {
-            tool_log(1, "%s is up to date (inputs %.12s); nothing to do (--force recomputes)", out_path, digest);
-            list_free(&classes);
-            return 0;
-        }
+    if (map) add_record(&in, roles, sizeof roles, "wordnet_map", map);
+    inputs_add_option(&in, "tool", "clip-embed/1");
+    inputs_add_option(&in, "relevance", "wordnet-wup/1");
+    inputs_add_option(&in, "records", roles);
+    for (size_t k = 0; k < classes.n; k++) inputs_add_option(&in, "class", classes.v[k]);
+    record *er = rec_new("embeddings");
+    if (!er) die(ERR_INTERNAL, "out of memory");
+    int rc = inputs_set(&in, er);
+    if (rc) fail_code(rc);
+    if (!force && strcmp(out_path, "-") && !ep_is_zmq(out_path) && file_exists(out_path) && up_to_date(out_path, er)) {
+        rec_free(er);
+        list_free(&classes);
+        return 0;
     }
     size_t C = classes.n;
     double *Sd = malloc(C * C * sizeof *Sd);
     char **syn = NULL;
     if (!Sd) die(ERR_INTERNAL, "out of memory");
-    int rc = relevance_wordnet(Sd, &syn, dir, map, (const char *const *)classes.v, (int)C);
+    rc = relevance_wordnet(Sd, &syn, dir, map, (const char *const *)classes.v, (int)C);
     if (rc) fail_code(rc);
-    record *er = rec_new("embeddings");
     int64_t scc[2] = {(int64_t)C, (int64_t)C};
-    float *S = er ? rec_add_new(er, "relevance", DT_F32, 2, scc) : NULL;
+    float *S = rec_add_new(er, "relevance", DT_F32, 2, scc);
     if (!S) die(ERR_INTERNAL, "out of memory");
     for (size_t k = 0; k < C * C; k++) S[k] = (float)Sd[k];
     rc = rec_set_strs(er, "classes", (const char *const *)classes.v, classes.n);
@@ -551,7 +556,6 @@ static int wordnet_main(const char *classes_path, const char *map, const char *d
     if (!rc) rc = rec_set_str(er, "wordnet_dir", db);
     if (!rc && map) rc = rec_set_str(er, "wordnet_map", map);
     if (!rc) rc = rec_set_str(er, "producer", "clip-embed " FEDSM_VERSION);
-    if (!rc) rc = rec_set_str(er, "inputs", digest);
     if (rc) fail_code(rc);
     g_out = ep_open_writer(out_path, NULL);
     if (!g_out) fail_code(err_last());
@@ -659,45 +663,39 @@ int main(int argc, char **argv)
     if (rel_path) read_lines(rel_path, &rel, true);
     else for (size_t k = 0; k < sizeof default_rel_prompts / sizeof *default_rel_prompts; k++) list_push(&rel, default_rel_prompts[k]);
 
-    /* cache key */
-    sha256_ctx dc;
-    sha256_init(&dc);
-    digest_str(&dc, "tool", "clip-embed/1");
+    /* meta.inputs, the cache key: the files read (their roles in the "records" option; the
+     * shards last, in order), then the options */
+    inputs in;
+    inputs_init(&in);
+    char roles[64] = "";
     if (weights) {
-        digest_file(&dc, "weights", weights);
+        add_record(&in, roles, sizeof roles, "weights", weights);
         char *cfg = config ? strdup(config) : beside(weights, "config.json");
-        if (file_exists(cfg)) digest_file(&dc, "config", cfg);
+        if (!cfg) die(ERR_INTERNAL, "out of memory");
+        if (file_exists(cfg)) add_record(&in, roles, sizeof roles, "config", cfg);
         free(cfg);
     }
-    if (vocab && !import_path) digest_file(&dc, "vocab", vocab);
-    if (import_path) digest_file(&dc, "import", import_path);
-    for (size_t k = 0; k < classes.n; k++) digest_str(&dc, "class", classes.v[k]);
-    for (size_t k = 0; k < prompts.n; k++) digest_str(&dc, "prompt", prompts.v[k]);
-    for (size_t k = 0; k < rel.n; k++) digest_str(&dc, "relevance_prompt", rel.v[k]);
-    for (int k = 0; k < n_shards; k++) digest_file(&dc, "shard", shards[k]);
-    if (bf16 && weights) digest_str(&dc, "precision", "bf16"); /* absent: fp32, as before the option */
-    uint8_t d[32];
-    char digest[65];
-    sha256_final(&dc, d);
-    sha256_hex(d, digest);
-    if (!force && strcmp(out_path, "-") && !ep_is_zmq(out_path) && file_exists(out_path)) {
-        rec_reader *rd = ep_open_reader(out_path, NULL);
-        record *r = NULL;
-        const char *prev = NULL;
-        if (rd && rec_read(rd, &r) == 1 && !strcmp(r->kind, "embeddings") && rec_opt_str(r, "inputs", &prev) == 0 &&
-            prev && !strcmp(prev, digest)) {
-            tool_log(1, "%s is up to date (inputs %.12s); nothing to do (--force recomputes)", out_path, digest);
-            rec_free(r);
-            rec_reader_close(rd);
-            list_free(&classes);
-            list_free(&prompts);
-            list_free(&rel);
-            free(vocab_owned);
-            return 0;
-        }
-        rec_free(r);
-        rec_reader_close(rd);
-        err_clear();
+    if (vocab && !import_path) add_record(&in, roles, sizeof roles, "vocab", vocab);
+    if (import_path) add_record(&in, roles, sizeof roles, "import", import_path);
+    for (int k = 0; k < n_shards; k++) inputs_add_file(&in, shards[k]);
+    inputs_add_option(&in, "tool", "clip-embed/1");
+    inputs_add_option(&in, "records", roles);
+    inputs_add_option_int(&in, "shards", n_shards);
+    for (size_t k = 0; k < classes.n; k++) inputs_add_option(&in, "class", classes.v[k]);
+    for (size_t k = 0; k < prompts.n; k++) inputs_add_option(&in, "prompt", prompts.v[k]);
+    for (size_t k = 0; k < rel.n; k++) inputs_add_option(&in, "relevance_prompt", rel.v[k]);
+    inputs_add_option(&in, "precision", bf16 && weights ? "bf16" : "fp32");
+    record *er = rec_new("embeddings");
+    if (!er) die(ERR_INTERNAL, "out of memory");
+    int rc = inputs_set(&in, er);
+    if (rc) fail_code(rc);
+    if (!force && strcmp(out_path, "-") && !ep_is_zmq(out_path) && file_exists(out_path) && up_to_date(out_path, er)) {
+        rec_free(er);
+        list_free(&classes);
+        list_free(&prompts);
+        list_free(&rel);
+        free(vocab_owned);
+        return 0;
     }
 
     /* model and text side */
@@ -730,10 +728,8 @@ int main(int argc, char **argv)
         bpe_free(tok);
     }
 
-    record *er = rec_new("embeddings");
-    if (!er) die(ERR_INTERNAL, "out of memory");
     int64_t sce[2] = {(int64_t)C, E}, scc[2] = {(int64_t)C, (int64_t)C};
-    int rc = rec_add(er, "text", DT_F32, 2, sce, text, REC_COPY);
+    rc = rec_add(er, "text", DT_F32, 2, sce, text, REC_COPY);
     if (!rc) rc = rec_add(er, "relevance_text", DT_F32, 2, sce, rtext, REC_COPY);
     float *S = rc ? NULL : rec_add_new(er, "relevance", DT_F32, 2, scc);
     if (!rc && !S) rc = err_set(ERR_INTERNAL, "out of memory");
@@ -757,13 +753,11 @@ int main(int argc, char **argv)
         if (!rc) rc = rec_set_str(er, "arch", "clip-vit");
     }
     if (!rc) rc = rec_set_str(er, "producer", "clip-embed " FEDSM_VERSION);
-    if (!rc) rc = rec_set_str(er, "inputs", digest);
     if (rc) fail_code(rc);
 
     g_out = ep_open_writer(out_path, NULL);
     if (!g_out) fail_code(err_last());
     if ((rc = rec_write(g_out, er))) fail_code(rc);
-    rec_free(er);
     tool_log(1, "embeddings: %zu classes x %d, %zu prompt(s), %zu relevance prompt(s)", C, E, prompts.n, rel.n);
 
     for (int k = 0; k < n_shards; k++) {
@@ -777,7 +771,7 @@ int main(int argc, char **argv)
                 continue;
             }
             record *t = NULL;
-            rc = teacher_for_shard(m, s, text, C, batch, digest, shards[k], &t);
+            rc = teacher_for_shard(m, s, text, C, batch, mv_map_get(er->meta, "inputs"), shards[k], &t);
             rec_free(s);
             if (rc) fail_code(rc);
             rc = rec_write(g_out, t);
@@ -790,6 +784,7 @@ int main(int argc, char **argv)
     rc = rec_writer_close(g_out, true);
     g_out = NULL;
     if (rc) tool_fail(rc);
+    rec_free(er);
     free(text);
     free(rtext);
     clip_free(m);

@@ -62,8 +62,8 @@ PYEOF
 RUN=("$BIN" -w "$FIX/tiny.safetensors" --vocab "$T/merges.txt.gz" -c "$T/classes.txt"
      -s "$T/client-00.mpk.zst" -s "$T/client-01.mpk.zst" --threads 2)
 expect_rc 0 "${RUN[@]}" -o "$T/out.mpk.zst" || true
-$PY - "$T/out.mpk.zst" <<'PYEOF' || fail "output contents"
-import sys, io, msgpack, zstandard, numpy as np
+$PY - "$T/out.mpk.zst" "$FIX/tiny.safetensors" "$FIX/config.json" "$T/merges.txt.gz" "$T/client-00.mpk.zst" "$T/client-01.mpk.zst" <<'PYEOF' || fail "output contents"
+import sys, io, msgpack, zstandard, numpy as np, hashlib
 raw = zstandard.ZstdDecompressor().stream_reader(open(sys.argv[1], "rb"), read_across_frames=True).read()
 recs = list(msgpack.Unpacker(io.BytesIO(raw), raw=False))
 arr = lambda t: np.frombuffer(t["data"], dtype=t["type"]).reshape(t["shape"])
@@ -83,6 +83,12 @@ for r, n, client in ((recs[1], 5, 0), (recs[2], 3, 1)):
     assert np.allclose(lg, 100 * v @ text.T, rtol=1e-4, atol=1e-3)
     assert list(ix) == list(range(100 * client, 100 * client + n))
     assert r["meta"]["client"] == client and r["meta"]["inputs"] == e["meta"]["inputs"]
+# meta.inputs in the one form (lib/io/inputs.h): the digests of weights, config, vocabulary, shards
+inp = e["meta"]["inputs"]
+sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+assert isinstance(inp, dict) and sorted(inp) == ["options", "records"], inp
+assert inp["records"] == [sha(p) for p in sys.argv[2:]], inp["records"]
+assert len(inp["options"]) == 64 and int(inp["options"], 16) >= 0, inp["options"]
 PYEOF
 
 # the same weights as a pytorch_model.bin (torch.save zip): the same tensors, bit for bit

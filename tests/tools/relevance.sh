@@ -114,6 +114,10 @@ assert np.array_equal(S, np.array([l.split() for l in ref[100:]], dtype=np.float
 m = e["meta"]
 assert m["relevance_source"] == "wordnet" and len(m["classes"]) == 100 and m["classes"][1] == "aquarium_fish"
 assert m["synsets"][1] == "fish.n.01" and m["synsets"][4] == "beaver.n.07", m["synsets"][:5]
+# meta.inputs in the one form (lib/io/inputs.h): records end with the map's digest
+import hashlib
+assert sorted(m["inputs"]) == ["options", "records"] and len(m["inputs"]["options"]) == 64, m["inputs"]
+assert m["inputs"]["records"][-1] == hashlib.sha256(open("data/wordnet-cifar100.map", "rb").read()).hexdigest()
 PYEOF
     before=$(stat -c %Y.%s "$T/wn.mpk.zst"); sleep 1
     expect_rc 0 "$BIN" --wordnet --wordnet-map data/wordnet-cifar100.map -c data/cifar100-classes.txt -o "$T/wn.mpk.zst" -v &&
