@@ -8,8 +8,8 @@
 #include "endpoint.h"
 #include "err.h"
 #include "head.h"
+#include "inputs.h"
 #include "model.h"
-#include "sha256.h"
 #include "tool.h"
 
 #include <getopt.h>
@@ -48,16 +48,6 @@ _Noreturn static void usage(void)
            "           -o round-120/retrained.mpk.zst\n"
            "exit: 0 ok, 1 training diverged, 2 usage, 3 bad input, 4 I/O\n");
     exit(0);
-}
-
-/* meta.inputs: the SHA-256 of each input file (streams and stdin are left out) */
-static void add_input(mval *inp, const char *path)
-{
-    char hex[65];
-    if (strcmp(path, "-") && !ep_is_zmq(path) && sha256_file(path, hex) == 0) {
-        mval h = mv_str(hex);
-        mv_map_put(inp, path, &h);
-    }
 }
 
 int main(int argc, char **argv)
@@ -198,10 +188,22 @@ int main(int argc, char **argv)
     if (rec_opt_str(fr, "method", &method) == 0 && method)
         v = mv_str(method), mv_map_put(&opt, "method", &v);
     mv_map_put(mrec->meta, "retrain", &opt);
-    mval inp = mv_map();
-    add_input(&inp, fpath);
-    add_input(&inp, mpath);
-    mv_map_put(mrec->meta, "inputs", &inp);
+    /* meta.inputs (inputs.h): the features then the model; the options that shape the head */
+    inputs in;
+    inputs_init(&in);
+    inputs_add_file(&in, fpath);
+    inputs_add_file(&in, mpath);
+    inputs_add_option_int(&in, "epochs", ho.epochs);
+    inputs_add_option_int(&in, "batch", ho.batch);
+    inputs_add_option_float(&in, "lr", ho.lr);
+    inputs_add_option_float(&in, "momentum", ho.momentum);
+    inputs_add_option_float(&in, "wd", ho.wd);
+    inputs_add_option_int(&in, "seed", (int64_t)ho.seed);
+    inputs_add_option_int(&in, "round", round);
+    inputs_add_option_int(&in, "client", client);
+    inputs_add_option_int(&in, "num_samples", num_samples);
+    if (inputs_set(&in, mrec))
+        tool_fail(err_last());
     rec_set_str(mrec, "producer", "retrain " FEDSM_VERSION);
     if (ep_write_one(co.out, mrec, &o))
         tool_fail(err_last());

@@ -86,7 +86,13 @@ acc = ((x @ W.T + b).argmax(1) == y).mean()
 assert acc == 1.0, acc
 meta = r["meta"]
 assert meta["retrained"] is True and meta["round"] == 5 and meta["retrain"]["epochs"] == 40, meta
-assert meta["retrain"]["method"] == "creff" and len(meta["inputs"]) == 2, meta
+assert meta["retrain"]["method"] == "creff", meta
+# meta.inputs in the one form (lib/io/inputs.h): the features then the model; the options
+import hashlib
+sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+assert sorted(meta["inputs"]) == ["options", "records"], meta["inputs"]
+assert meta["inputs"]["records"] == [sha(f"{T}/f.mpk.zst"), sha(f"{T}/m.mpk.zst")], meta["inputs"]
+assert len(meta["inputs"]["options"]) == 64 and meta["inputs"]["options"] != u["meta"]["inputs"]["options"]
 assert u["meta"]["num_samples"] == 620 and u["meta"]["client"] == 3, u["meta"]
 print("ok: training accuracy", acc)
 PY
