@@ -34,12 +34,13 @@ bool ep_is_zmq(const char *spec)
            strncmp(spec, "inproc://", 9) == 0;
 }
 
-/* An empty spec would name no stream in messages ("cannot open : ..."): refused first. */
+/* An empty spec would name no stream in messages ("cannot open : ..."): refused first; so is
+ * a tcp:// port outside 1..65535 (a usage error, not a timeout). */
 static int check_spec(const char *spec, const char *what)
 {
     if (!spec || !*spec)
         return err_set(ERR_USAGE, "empty %s endpoint: give a path, '-' or a ZeroMQ address", what);
-    return 0;
+    return ep_is_zmq(spec) ? ep_zmq_check(spec) : 0;
 }
 
 /* ---- readers ---- */

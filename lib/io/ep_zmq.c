@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 struct ep_zmq {
@@ -36,6 +37,26 @@ static void zsock_close(void *s)
             ;
         zctx = NULL;
     }
+}
+
+int ep_zmq_check(const char *spec)
+{
+    const char *addr = spec + (spec[0] == '@' || spec[0] == '>');
+    if (strncmp(addr, "tcp://", 6))
+        return 0;
+    const char *colon = strrchr(addr + 6, ':');
+    if (!colon)
+        return err_set(ERR_USAGE, "endpoint %s: no tcp port (tcp://HOST:PORT, PORT in 1..65535 or '*')", spec);
+    const char *port = colon + 1;
+    if (!strcmp(port, "*"))
+        return 0;
+    size_t n = strspn(port, "0123456789");
+    if (!n || port[n])
+        return err_set(ERR_USAGE, "endpoint %s: tcp port '%s' is not a number (1..65535, or '*')", spec, port);
+    long v = n > 9 ? 0 : strtol(port, NULL, 10);
+    if (v < 1 || v > 65535)
+        return err_set(ERR_USAGE, "endpoint %s: tcp port %s is outside 1..65535", spec, port);
+    return 0;
 }
 
 ep_zmq *ep_zmq_open(const char *spec, bool output, const ep_opts *o)

@@ -11,6 +11,9 @@
 
 typedef struct ep_zmq ep_zmq;
 
+/* Checks a spec's address before any socket: a tcp:// port must be 1..65535 (or '*');
+ * 0 or ERR_USAGE naming the endpoint (ZeroMQ itself takes 70000 and waits until a timeout). */
+int ep_zmq_check(const char *spec);
 /* Opens a PUSH (output) or PULL (input) socket on spec ("@" binds, ">" or none connects);
  * NULL on failure (ERR_IO, message names the address). */
 ep_zmq *ep_zmq_open(const char *spec, bool output, const ep_opts *o);
