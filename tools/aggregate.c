@@ -25,8 +25,8 @@ _Noreturn static void usage(void)
         "usage: aggregate [options] -o MODEL UPDATE...      FedAvg of client updates\n"
         "       aggregate --init ARCH --classes C [--proj 512] --seed S -o MODEL\n"
         "       aggregate --select K --clients N --round R --seed S\n"
-        "       aggregate --gradients -o G GRADIENTS...      CReFF/CLIP2FL: per-class mean\n"
-        "       aggregate --prototypes -o P PROTOTYPES...    FedSM: global prototypes\n"
+        "       aggregate --gradients -o GRADIENTS GRADIENTS...    CReFF/CLIP2FL: per-class mean\n"
+        "       aggregate --prototypes -o PROTOTYPES PROTOTYPES... FedSM: global prototypes\n"
         "       aggregate --heads -m MODEL -o OUT HEADS...   FedSM: averaged retrained heads\n\n"
         "FedAvg: every tensor (BatchNorm running stats included) is averaged with weights\n"
         "n_k / sum n (n_k = the update's num_samples), summed in client-id order.\n"
@@ -566,20 +566,20 @@ static int run_heads(const agg_args *a)
 }
 
 /* The modes, zstdcli-style: options set `mode`, main dispatches once.  Adding a mode is one
- * enum value, one row here (the option that selects it, whether it writes -o) and its
+ * enum value, one row here (the option that selects it, the kind -o names if it writes one) and its
  * run_ function; a second mode option on one command line is a usage error. */
 typedef enum { MODE_FEDAVG, MODE_INIT, MODE_SELECT, MODE_GRADIENTS, MODE_PROTOTYPES, MODE_HEADS, MODE_COUNT } agg_mode;
 static const struct {
     const char *opt;    /* the option that selects the mode ("" for the default) */
-    bool needs_out;     /* refuses to start without -o */
+    const char *out;    /* what -o names, said when it is missing (NULL: no -o) */
     int (*run)(const agg_args *);
 } modes[MODE_COUNT] = {
-    [MODE_FEDAVG] = {"", true, run_fedavg},
-    [MODE_INIT] = {"--init", true, run_init},
-    [MODE_SELECT] = {"--select", false, run_select},
-    [MODE_GRADIENTS] = {"--gradients", true, run_gradients},
-    [MODE_PROTOTYPES] = {"--prototypes", true, run_prototypes},
-    [MODE_HEADS] = {"--heads", true, run_heads},
+    [MODE_FEDAVG] = {"", "MODEL", run_fedavg},
+    [MODE_INIT] = {"--init", "MODEL", run_init},
+    [MODE_SELECT] = {"--select", NULL, run_select},
+    [MODE_GRADIENTS] = {"--gradients", "GRADIENTS", run_gradients},
+    [MODE_PROTOTYPES] = {"--prototypes", "PROTOTYPES", run_prototypes},
+    [MODE_HEADS] = {"--heads", "MODEL (the model with the averaged head)", run_heads},
 };
 
 static void set_mode(agg_mode *mode, agg_mode m)
@@ -645,8 +645,8 @@ int main(int argc, char **argv)
     a.seed = co.seed;
     for (int i = optind; i < argc; i++)
         a.inputs[a.n_in++] = argv[i];
-    if (modes[mode].needs_out && !a.out)
-        tool_usage_error("no output: give -o MODEL");
+    if (modes[mode].out && !a.out)
+        tool_usage_error("no output: give -o %s", modes[mode].out);
     int rc = modes[mode].run(&a);
     free(a.inputs);
     return rc;
