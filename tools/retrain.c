@@ -82,7 +82,11 @@ int main(int argc, char **argv)
         case O_WD: ho.wd = (float)tool_parse_double("--wd", optarg, 0, 1e6); break;
         case O_ROUND: round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
         case O_CLIENT: client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
-        case O_NUM: num_samples = tool_parse_int("--num-samples", optarg, 0, INT64_MAX); break;
+        case O_NUM:
+            num_samples = tool_parse_int("--num-samples", optarg, INT64_MIN, INT64_MAX);
+            if (num_samples < 1) /* aggregate --heads refuses a head of no samples */
+                tool_usage_error("--num-samples must be >= 1 (got %s)", optarg);
+            break;
         case O_ASUPD: as_update = true; break;
         }
     }
@@ -137,8 +141,8 @@ int main(int argc, char **argv)
     if (as_update && num_samples < 0) {
         if (rec_get_int(fr, "num_samples", &num_samples))
             tool_fail(err_last());
-        if (num_samples < 0)
-            tool_die(ERR_FORMAT, "meta.num_samples of %s is %lld", fpath, (long long)num_samples);
+        if (num_samples < 1) /* aggregate --heads refuses a head of no samples */
+            tool_die(ERR_FORMAT, "meta.num_samples of %s is %lld: a head needs at least 1", fpath, (long long)num_samples);
     }
     if (round < 0 && rec_opt_int(fr, "round", &round) == 0 && round < 0)
         rec_opt_int(mrec, "round", &round);

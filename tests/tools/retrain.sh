@@ -38,6 +38,7 @@ write("dim.mpk.zst", x[:, :7].copy(), y)
 xn = x.copy(); xn[17, 3] = np.nan; write("nan.mpk.zst", xn, y)
 yb = y.copy(); yb[9] = 4; write("label.mpk.zst", x, yb)
 write("classes.mpk.zst", x, y, {"num_classes": 5})
+write("ns0.mpk.zst", x, y, {"num_classes": 4, "num_samples": 0})  # --as-update: a head of no samples
 write("empty.mpk.zst", x[:0].copy(), y[:0].copy())
 write("kind.mpk.zst", x, y, kind="model")
 x10 = g.normal(0, 1, (100, 16)).astype(np.float32)  # for the 10-class model of the evaluate check
@@ -54,6 +55,8 @@ expect_rc 3 "$B/retrain" --features "$T/nan.mpk.zst" -m "$T/m.mpk.zst" -o "$T/o.
 expect_rc 3 "$B/retrain" --features "$T/label.mpk.zst" -m "$T/m.mpk.zst" -o "$T/o.mpk.zst" && grep -q "label 4 of feature 9" "$T/err" || fail "label not located"
 expect_rc 4 "$B/retrain" --features "$T/missing.mpk.zst" -m "$T/m.mpk.zst" -o "$T/o.mpk.zst" && expect_one_error_line
 expect_rc 3 "$B/retrain" --features "$T/f.mpk.zst" -m "$T/f.mpk.zst" -o "$T/o.mpk.zst" && expect_one_error_line
+expect_rc 3 "$B/retrain" --features "$T/ns0.mpk.zst" -m "$T/m.mpk.zst" -o "$T/o.mpk.zst" --as-update --epochs 1 && expect_one_error_line
+expect_rc 2 "$B/retrain" --features "$T/f.mpk.zst" -m "$T/m.mpk.zst" -o "$T/o.mpk.zst" --num-samples 0 && expect_one_error_line
 [ -e "$T/o.mpk.zst" ] && fail "output file left behind"
 
 "$B/retrain" --features "$T/f.mpk.zst" -m "$T/m.mpk.zst" -o "$T/r.mpk.zst" --epochs 40 -q || fail "retrain"
