@@ -19,8 +19,7 @@
 
 /* Sets the pool size (n <= 0: all online cores; at most POOL_MAX_THREADS) and OpenBLAS to
  * 1 thread.  Not thread-safe: call from the main thread, outside any task.  Default 1.
- * Tools: call it with the --threads value (after tool_set_threads, which sets OpenBLAS to
- * n). */
+ * Tools do not call it: tool_set_threads (tool.h) does, with the --threads value. */
 void pool_set_threads(int n);
 int pool_threads(void);
 

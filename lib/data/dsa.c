@@ -1,6 +1,6 @@
 /* dsa.c - CReFF's Siamese DSA augmentation, mode 'S' (docs/algorithms.md section 3.1).
  * What each transform does, and the draw order, are in dsa.h.  Not the local-training
- * crop/flip (nn.c) and not a PIL transform (imgaug.c). */
+ * crop/flip nor a PIL transform (both in imgaug.c). */
 #include "dsa.h"
 
 #include <math.h>
