@@ -129,9 +129,12 @@ bench: deps-bench
 	BUILD=$(BUILD) bench/run.sh
 
 # ---- the main job on the embedded default data ----
+# DATA reaches demo.sh in the environment (DEMO_DATA, taken unexpanded), never through the
+# shell's parsing: a path with spaces, quotes or ';' stays one value and nothing of it runs.
+demo: export DEMO_DATA := $(value DATA)
 demo: deps-demo
 	$(MAKE) --no-print-directory all
-	BUILD=$(BUILD) pipelines/demo.sh $(if $(DATA),--data $(DATA))
+	BUILD=$(BUILD) pipelines/demo.sh
 
 # ---- reference fixtures (needs python3-torch; the committed fixtures make this optional) ----
 fixtures: deps-bench clip-fixtures

@@ -5,9 +5,10 @@
 # never feeds its heads back into training) with the relevance gen-demo writes for its
 # classes, and both printed side by side.  `--data PATH` runs the same short protocol on a
 # real dataset instead (e.g. ../shared/data/cifar10-jpeg.tar.zst; CIFAR-10 class names get
-# WordNet relevance, anything else FedSM's uniform selection).
+# WordNet relevance, anything else FedSM's uniform selection; DEMO_DATA in the environment
+# does the same).
 source "$(dirname "$0")/common.sh"
-DATA= ROUNDS=${DEMO_ROUNDS:-8} RUN=${DEMO_RUN:-runs/demo}
+DATA=${DEMO_DATA:-} ROUNDS=${DEMO_ROUNDS:-8} RUN=${DEMO_RUN:-runs/demo}  # DEMO_DATA: what `make demo DATA=...` passes
 while [ $# -gt 0 ]; do
     case $1 in
     --data) need_value "$@"; DATA=$2; shift ;;

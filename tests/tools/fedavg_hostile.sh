@@ -104,6 +104,12 @@ expect_rc 0 "$FEDSM_ROOT/pipelines/cifar10-lt-fedavg.sh" --help && ! grep -q 'so
 expect_rc 2 "$FEDSM_ROOT/pipelines/cifar10-lt-fedavg.sh" --rounds && expect_one_error_line
 expect_rc 2 "$FEDSM_ROOT/pipelines/cifar10-lt-fedavg.sh" --jobs 1.5 && expect_one_error_line
 expect_rc 2 "$FEDSM_ROOT/pipelines/demo.sh" --run && expect_one_error_line
+# make demo DATA=...: the value reaches demo.sh whole (here a missing dataset named in full),
+# nothing of it runs (MAKE=true: no build; DEB_DEMO empty: no package check)
+bad="$T/d a'\"; touch $T/pwned-make \$(touch $T/pwned-make2) \`touch $T/pwned-make3\`"
+DEMO_RUN="$T/demo-run" make -s -C "$FEDSM_ROOT" demo DATA="$bad" MAKE=true DEB_DEMO= BUILD="${BUILD:-build}" >"$T/out" 2>"$T/err"
+grep -qF "dataset $bad does not exist" "$T/err" || fail "make demo DATA= split or changed the value: $(cat "$T/err")"
+no_pwned "make demo DATA="
 expect_rc 0 "$FEDSM_ROOT/pipelines/table.sh" "$RUN" && grep -q "^| ru'n" "$T/out" || fail "table.sh on the hostile run: $(cat "$T/out" "$T/err")"
 
 # no script of pipelines/ or bench/ runs a built string as code
