@@ -598,7 +598,7 @@ static int list_set(const char *list, const char *root, int n_classes_known, ds_
     size_t len;
     int rc = image_read_file(list, MAX_LIST_FILE, &buf, &len);
     if (rc)
-        return rc == ERR_IO ? err_set(ERR_USAGE, "%s: cannot read list file", list) : rc;
+        return rc == ERR_IO ? err_set(ERR_IO, "%s: cannot read list file", list) : rc;
     char *text = realloc(buf, len + 1);
     if (!text) {
         free(buf);
@@ -693,7 +693,7 @@ static int load_list(const char *list, const ds_opts *o, dataset *d)
     rc = list_set(list, root, d->n_classes, &d->train, &max_label);
     if (!rc && o->test_list) {
         if (path_kind(o->test_list) != 1)
-            rc = err_set(ERR_USAGE, "--test-list %s: no such file", o->test_list);
+            rc = err_set(ERR_IO, "--test-list %s: no such file", o->test_list);
         else
             rc = list_set(o->test_list, root, d->n_classes ? d->n_classes : INT_MAX,
                           &d->test, &max_label);
@@ -732,7 +732,7 @@ int ds_load(const char *path, const ds_opts *o, dataset *out)
     memset(out, 0, sizeof *out);
     int kind = path_kind(path);
     if (!kind)
-        return err_set(ERR_USAGE, "%s: no such file or folder", path);
+        return err_set(ERR_IO, "%s: no such file or folder", path); /* I/O (4), as every tool's missing input */
     ds_format f = o->format;
     if (f == DS_AUTO) {
         char *a = join(path, "data_batch_1.bin"), *b = join(path, "train.bin"),

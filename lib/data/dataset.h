@@ -57,7 +57,7 @@ typedef struct ds_opts {
 } ds_opts;
 void ds_opts_default(ds_opts *o);
 
-/* Loads a dataset.  Errors: ERR_USAGE (path not found, unrecognised layout), ERR_FORMAT
+/* Loads a dataset.  Errors: ERR_IO (path not found), ERR_USAGE (unrecognised layout), ERR_FORMAT
  * (missing or short files, wrong record sizes, unknown labels, empty class folders,
  * unreadable images: one message naming the file), ERR_IO, ERR_INTERNAL. */
 int ds_load(const char *path, const ds_opts *o, dataset *out);

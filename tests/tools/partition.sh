@@ -132,7 +132,7 @@ bad() { # CODE ARGS...
     grep -q '^partition: error: ' "$T/err" || fail "no 'partition: error:' line for $*"
     no_output
 }
-bad 2 --in nonexistent
+bad 4 --in nonexistent  # a missing input is I/O (4), as in every tool
 bad 2 --in s10 --if 0.5
 bad 2 --in s10 --if abc
 bad 2 --in s10 --alpha 0
