@@ -43,8 +43,9 @@ T = sys.argv[1]
 g = np.random.default_rng(5)
 np.save(f"{T}/emb.npy", g.normal(0, 1, (10, 6)).astype(np.float32))
 np.save(f"{T}/emb7.npy", g.normal(0, 1, (7, 6)).astype(np.float32))
-open(f"{T}/classes.txt", "w").write("".join(f"class{i}\n" for i in range(10)))
-open(f"{T}/classes7.txt", "w").write("".join(f"class{i}\n" for i in range(7)))
+names = open(f"{T}/data/batches.meta.txt").read().split()   # the model's classes (featgen checks them)
+open(f"{T}/classes.txt", "w").write("".join(n + "\n" for n in names))
+open(f"{T}/classes7.txt", "w").write("".join(n + "\n" for n in names[:7]))
 PY
 "$B/clip-embed" --import "$T/emb.npy" --classes "$T/classes.txt" -o "$T/rel.mpk.zst" -q || fail "clip-embed --import"
 "$B/clip-embed" --import "$T/emb7.npy" --classes "$T/classes7.txt" -o "$T/rel7.mpk.zst" -q || fail "clip-embed --import 7"

@@ -9,6 +9,7 @@ make -s -j2 BUILD="$P" ARCH=-march=x86-64-v3 SAN= "$P/tests/test_nn" "$P/tests/t
     || { sed 's/^/    /' "$T/make.log" | tail -20 >&2; fail "portable build"; done_tests; }
 "$P/tests/test_nn" >"$T/nn.log" 2>&1 || { tail -20 "$T/nn.log" >&2; fail "test_nn without AVX-512"; }
 grep -q 'bf16 products: scalar fallback' "$T/nn.log" || fail "the portable build still has AVX512-BF16"
-"$P/tests/test_clip" >"$T/clip.log" 2>&1 || { tail -20 "$T/clip.log" >&2; fail "test_clip without AVX-512"; }
+"$P/tests/test_clip" >"$T/clip.log" 2>&1; rc=$?   # 77: a check needing ../shared/data skipped
+[ $rc = 0 ] || [ $rc = 77 ] || { tail -20 "$T/clip.log" >&2; fail "test_clip without AVX-512"; }
 tail -n1 "$T/nn.log" "$T/clip.log"
 done_tests
