@@ -51,7 +51,8 @@ per_class_table() {
 import csv, json, sys
 rows = list(csv.reader(open(sys.argv[1])))
 names = rows[0][3:]
-counts = [sum(int(r[3 + j]) for r in rows[1:]) for j in range(len(names))]
+clients = [r for r in rows[1:] if r and r[0] != "total"]   # the last row is the total
+counts = [sum(int(r[3 + j]) for r in clients) for j in range(len(names))]
 acc = json.loads(open(sys.argv[2]).readline())["per_class"]
 for n, c, a in sorted(zip(names, counts, acc), key=lambda t: -t[1]):
     print("%d,%.4f,%s" % (c, a, n))
