@@ -38,7 +38,7 @@ fedsm options:
   --retrain-rounds N   retrain in the last N rounds (default 90, the reference's 90 of 200)
   --head-epochs E      head retraining epochs (default 60)  --head-batch B (256)
   --head-lr LR         head retraining lr (default 0.1; the reference code's 0.01 barely
-                       moves the head in 240 steps, see README "FedSM head sweep")
+                       moves the head in 240 steps, see the README's "FedSM's head retraining" table)
   --proto-bn MODE      BatchNorm during prototype extraction: eval (default) or train (the
                        reference code's)
   --teacher CLIP       clip-embed output with teacher logits of every client shard: client
