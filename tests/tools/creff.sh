@@ -28,20 +28,7 @@ printf '#version: test\n' | gzip > "$T/merges.txt.gz"   # no merges: token ids s
 CLIPW=(--clip-weights "$FIX/tiny.safetensors" --vocab "$T/merges.txt.gz" --proj 24)
 
 # py SCRIPT ARGS...: runs a check written in Python with the record helpers below
-cat >"$T/rec.py" <<'PY'
-import msgpack, zstandard, numpy as np
-def recs(p):
-    data, out = open(p, "rb").read(), []
-    while data:
-        d = zstandard.ZstdDecompressor().decompressobj()
-        out.append(msgpack.unpackb(d.decompress(data), raw=False, strict_map_key=False))
-        data = d.unused_data
-    return [r for r in out if r["kind"] != "end"]
-def arr(t):
-    return np.frombuffer(t["data"], dtype=np.dtype(t["type"])).reshape(t["shape"])
-def tensors(p):
-    return {k: arr(v) for k, v in recs(p)[0]["tensors"].items()}
-PY
+cp "$FEDSM_ROOT/tests/tools/rec.py" "$T/rec.py"   # the record helpers (read, tensors, write)
 py() { PYTHONPATH=$T $PY - "$@"; }
 
 # check_run RUN LABEL: (a) and (b) on a finished run

@@ -20,22 +20,7 @@ B=$FEDSM_BIN
 PIPE=$FEDSM_ROOT/pipelines
 $PY -c 'import numpy, msgpack, zstandard' 2>/dev/null || skip "Debian python3 with numpy, msgpack, zstandard needed"
 "$B/gen-demo" "$T/data" 40 10 >/dev/null 2>&1 || fail "gen-demo"
-cat >"$T/rec.py" <<'PY'
-import msgpack, zstandard, numpy as np
-def recs(p):
-    data, out = open(p, "rb").read(), []
-    while data:
-        d = zstandard.ZstdDecompressor().decompressobj()
-        out.append(msgpack.unpackb(d.decompress(data), raw=False, strict_map_key=False))
-        data = d.unused_data
-    return [r for r in out if r["kind"] != "end"]
-def arr(t):
-    return np.frombuffer(t["data"], dtype=np.dtype(t["type"])).reshape(t["shape"])
-def tensors(p):
-    return {k: arr(v) for k, v in recs(p)[0]["tensors"].items()}
-def write(p, r):
-    open(p, "wb").write(zstandard.ZstdCompressor().compress(msgpack.packb(r, use_bin_type=True)))
-PY
+cp "$FEDSM_ROOT/tests/tools/rec.py" "$T/rec.py"   # the record helpers (read, tensors, write)
 py() { PYTHONPATH=$T $PY - "$@"; }
 py "$T" <<'PY' || fail "making the embeddings"
 import sys, numpy as np
