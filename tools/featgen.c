@@ -16,6 +16,7 @@
 #include "endpoint.h"
 #include "err.h"
 #include "gradmatch.h"
+#include "head.h"
 #include "inputs.h"
 #include "mixup.h"
 #include "model.h"
@@ -181,28 +182,14 @@ static record *run_match(const fg_args *a, const record *mrec, const model *m)
         record *pr = ep_read_one(a->prev, "features", &a->ep);
         if (!pr)
             tool_fail(err_last());
-        const tensor *ft = rec_get(pr, "features", DT_F32, 2, NULL);
-        if (!ft)
-            tool_fail(err_last());
-        N = ft->shape[0];
-        if (ft->shape[1] != D || N < 1)
-            tool_die(ERR_FORMAT, "features [%lld,%lld] of %s do not fit model %s (feat_dim %d)",
-                     (long long)N, (long long)ft->shape[1], a->prev, a->mpath, D);
-        const tensor *lt = rec_get(pr, "labels", DT_I32, 1, (int64_t[]){N});
-        if (!lt)
+        const float *px;
+        const int32_t *py;
+        if (head_features_from_record(pr, C, D, &px, &py, &N))
             tool_fail(err_last());
         F = xmalloc((size_t)N * (size_t)D * sizeof *F);
         y = xmalloc((size_t)N * sizeof *y);
-        memcpy(F, ft->data, ft->nbytes);
-        memcpy(y, lt->data, lt->nbytes);
-        for (int64_t i = 0; i < N; i++)
-            if (y[i] < 0 || y[i] >= C)
-                tool_die(ERR_FORMAT, "label %d of feature %lld is outside [0, %d) (%s, tensor labels)",
-                         y[i], (long long)i, C, a->prev);
-        for (int64_t i = 0; i < N * D; i++)
-            if (!isfinite(F[i]))
-                tool_die(ERR_FORMAT, "feature %lld, dim %lld is %g (%s, tensor features): not finite",
-                         (long long)(i / D), (long long)(i % D), F[i], a->prev);
+        memcpy(F, px, (size_t)N * (size_t)D * sizeof *F);
+        memcpy(y, py, (size_t)N * sizeof *y);
         rec_free(pr);
     } else { /* round 1: N(0,1), labels 0..0, 1..1, ... (docs/algorithms.md 3) */
         N = (int64_t)C * a->per_class;

@@ -108,35 +108,11 @@ int main(int argc, char **argv)
     model_free(m);
 
     /* the features must fit the model: dims, classes, labels, finite values */
-    const tensor *ft = rec_get(fr, "features", DT_F32, 2, NULL);
-    if (!ft)
+    const float *x;
+    const int32_t *y;
+    int64_t N;
+    if (head_features_from_record(fr, C, D, &x, &y, &N))
         tool_fail(err_last());
-    int64_t N = ft->shape[0];
-    if (ft->shape[1] != D)
-        tool_die(ERR_FORMAT, "features of dimension %lld (%s, tensor features): model %s has "
-                             "feat_dim %d (features of another model, or --proj-dim?)",
-                 (long long)ft->shape[1], fpath, mpath, D);
-    if (N == 0)
-        tool_die(ERR_FORMAT, "no features to train on (%s, tensor features): shape [0, %d]", fpath, D);
-    const tensor *lt = rec_get(fr, "labels", DT_I32, 1, (int64_t[]){N});
-    if (!lt)
-        tool_fail(err_last());
-    int64_t fc = -1;
-    if (rec_opt_int(fr, "num_classes", &fc) < 0)
-        tool_fail(err_last());
-    if (fc >= 0 && fc != C)
-        tool_die(ERR_FORMAT, "features for %lld classes (%s, meta.num_classes): model %s has %d",
-                 (long long)fc, fpath, mpath, C);
-    const int32_t *y = lt->data;
-    for (int64_t i = 0; i < N; i++)
-        if (y[i] < 0 || y[i] >= C)
-            tool_die(ERR_FORMAT, "label %d of feature %lld is outside [0, %d) (%s, tensor labels)",
-                     y[i], (long long)i, C, fpath);
-    const float *x = ft->data;
-    for (int64_t i = 0; i < N * D; i++)
-        if (!isfinite(x[i]))
-            tool_die(ERR_FORMAT, "feature %lld, dim %lld is %g (%s, tensor features): not finite",
-                     (long long)(i / D), (long long)(i % D), x[i], fpath);
 
     if (as_update && num_samples < 0) {
         if (rec_get_int(fr, "num_samples", &num_samples))

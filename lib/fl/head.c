@@ -183,3 +183,44 @@ int head_fit(float *w, float *b, const float *x, const int32_t *y, int64_t n, in
     head_init(w, b, C, D, &ri);
     return head_train(w, b, x, y, n, D, C, o, NULL, loss);
 }
+
+int head_features_from_record(const record *r, int C, int D, const float **x, const int32_t **y,
+                         int64_t *n)
+{
+    const tensor *ft = rec_get(r, "features", DT_F32, 2, NULL);
+    if (!ft)
+        return err_last();
+    int64_t N = ft->shape[0];
+    if (ft->shape[1] != D)
+        return err_set(ERR_FORMAT, "features of dimension %lld (stream %s, tensor features): the "
+                                   "model's feat_dim is %d (features of another model?)",
+                       (long long)ft->shape[1], r->src, D);
+    if (N == 0)
+        return err_set(ERR_FORMAT, "no features (stream %s, tensor features): shape [0, %d]",
+                       r->src, D);
+    const tensor *lt = rec_get(r, "labels", DT_I32, 1, (int64_t[]){N});
+    if (!lt)
+        return err_last();
+    int64_t fc = -1;
+    int rc = rec_opt_int(r, "num_classes", &fc);
+    if (rc < 0)
+        return rc;
+    if (fc >= 0 && fc != C)
+        return err_set(ERR_FORMAT, "features for %lld classes (stream %s, meta.num_classes): the "
+                                   "model has %d", (long long)fc, r->src, C);
+    const int32_t *lab = lt->data;
+    for (int64_t i = 0; i < N; i++)
+        if (lab[i] < 0 || lab[i] >= C)
+            return err_set(ERR_FORMAT, "label %d of feature %lld is outside [0, %d) (stream %s, "
+                                       "tensor labels)", lab[i], (long long)i, C, r->src);
+    const float *f = ft->data;
+    for (int64_t i = 0; i < N * D; i++)
+        if (!isfinite(f[i]))
+            return err_set(ERR_FORMAT, "feature %lld, dim %lld is %g (stream %s, tensor "
+                                       "features): not finite",
+                           (long long)(i / D), (long long)(i % D), f[i], r->src);
+    *x = f;
+    *y = lab;
+    *n = N;
+    return 0;
+}

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "record.h"
 #include "rng.h"
 
 typedef struct head_opts {
@@ -48,5 +49,14 @@ int head_train(float *w, float *b, const float *x, const int32_t *y, int64_t n, 
  * shuffles: the fresh head of every retraining. */
 int head_fit(float *w, float *b, const float *x, const int32_t *y, int64_t n, int D, int C,
              const head_opts *o, double *loss);
+
+/* The checked reader of a `features` record (docs/format.md), the labelled features a head is
+ * retrained on (featgen's previous round, retrain's input): for a model of C classes and D
+ * feature dimensions, tensors features <f4 [N, D] with N >= 1 and every value finite, labels
+ * <i4 [N] in [0, C), meta.num_classes (when present) equal to C.  *x, *y point into r; *n
+ * gets N.  0, or ERR_FORMAT with one message naming the stream, the tensor or field, and the
+ * first offending value. */
+int head_features_from_record(const record *r, int C, int D, const float **x, const int32_t **y,
+                              int64_t *n);
 
 #endif

@@ -1,14 +1,15 @@
 /* fuzz_methods.c - libFuzzer target for the readers of the method records (docs/format.md:
- * gradients, prototypes): arbitrary bytes go through the record decoder (one message, as
+ * gradients, prototypes, features): arbitrary bytes go through the record decoder (one message, as
  * rec_decode_mem reads a ZeroMQ message) and every decoded record through
- * classgrad_from_record (lib/fl/classgrad.h) and proto_from_record (lib/fl/proto.h), once
- * with the record's own sizes (-1) and once with the fixed sizes C 4, D 8 of the seeds.  A
+ * classgrad_from_record (lib/fl/classgrad.h), proto_from_record (lib/fl/proto.h), once
+ * with the record's own sizes (-1) and once with the fixed sizes C 4, D 8 of the seeds, and
+ * head_features_from_record (lib/fl/head.h) with C 4, D 8.  A
  * reader that accepts a record must hand back arrays of the sizes it promised, all finite
- * (every value is read here, so ASan sees an out-of-bounds one).  The `features` record has
- * no library reader (retrain and featgen check it inline), so it is not fuzzed here.  Seeds:
+ * (every value is read here, so ASan sees an out-of-bounds one).  Seeds:
  * tests/fuzz/make_corpus_methods.py -> tests/fuzz/corpus-methods; run by tests/fuzz/run.sh. */
 #include "classgrad.h"
 #include "err.h"
+#include "head.h"
 #include "proto.h"
 #include "record.h"
 
@@ -61,6 +62,25 @@ static void check_proto(const record *r, int C, int D)
             __builtin_trap();
 }
 
+static void check_features(const record *r, int C, int D)
+{
+    const float *x = NULL;
+    const int32_t *y = NULL;
+    int64_t n = 0;
+    if (head_features_from_record(r, C, D, &x, &y, &n))
+        return;
+    const tensor *f = rec_find(r, "features"), *l = rec_find(r, "labels");
+    if (!f || !l || f->ndim != 2 || l->ndim != 1 || x != f->data || y != l->data ||
+        f->shape[0] != n || f->shape[1] != D || l->shape[0] != n || n < 1)
+        __builtin_trap();
+    for (int64_t i = 0; i < n * D; i++)
+        if (!isfinite(x[i]))
+            __builtin_trap();
+    for (int64_t i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= C)
+            __builtin_trap();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -72,6 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_classgrad(r, 4, 8);
         check_proto(r, -1, -1);
         check_proto(r, 4, 8);
+        check_features(r, 4, 8);
         rec_free(r);
     }
     err_clear();

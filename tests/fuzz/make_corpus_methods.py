@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """make_corpus_methods.py - writes the seed corpus of fuzz_methods (tests/fuzz/corpus-methods/):
-valid `gradients` and `prototypes` records of the sizes the target also asks for (C 4, D 8)
+valid `gradients`, `prototypes` and `features` records of the sizes the target also asks for (C 4, D 8)
 and near-valid ones (NaN, classes not ascending, a class out of range, negative counts,
 shapes that disagree, meta num_classes/feat_dim that disagree, zero-element tensors with
 huge dimensions).  Deterministic; Debian's python3 (python3-msgpack, python3-zstandard):
@@ -54,6 +54,13 @@ def prototypes(means=None, counts=(3, 0, 7, 1), meta=None):
     return frame("prototypes", m, t)
 
 
+def features(x=None, labels=(0, 1, 2, 3, 3), meta=None):
+    t = {"features": x or f4([len(labels), D]), "labels": ints("i", "<i4", list(labels))}
+    m = {"round": 2, "client": -1, "method": "creff", "num_classes": C, "feat_dim": D}
+    m.update(meta or {})
+    return frame("features", m, t)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     s = {}
@@ -70,6 +77,11 @@ def main():
     s["grad_other_shape"] = gradients(C_=3, D_=6, classes=(0, 1))
     s["grad_bias_shape"] = gradients(bias=f4([3, C + 1]))
     s["grad_huge_d"] = gradients(classes=(), D_=1 << 40, weight=tensor("<f4", [0, C, 1 << 40], b""))
+    s["feat"] = features()
+    s["feat_nan"] = features(x=f4([5, D], float("nan")))
+    s["feat_label_range"] = features(labels=(0, 1, 4, 2, 3))
+    s["feat_labels_short"] = features(x=f4([6, D]))
+    s["feat_other_c"] = features(meta={"num_classes": C + 1})
     s["proto"] = prototypes()
     s["proto_nan"] = prototypes(means=f4([C, D], float("nan")))
     s["proto_neg"] = prototypes(counts=(3, -2, 7, 1))
