@@ -11,7 +11,7 @@
 #include "proto.h"
 #include "inputs.h"
 #include "model.h"
-#include "rng.h"
+#include "select.h"
 #include "tool.h"
 
 #include <getopt.h>
@@ -130,7 +130,8 @@ typedef struct {
     int n_in;
 } agg_args;
 
-/* --select K: K distinct client ids of N, seeded by (seed, "select", round). */
+/* --select K: K distinct client ids of N, seeded by (seed, "select", round): the first K of
+ * the round's seeded order (select.h, which fl-server shares), in increasing order. */
 static int run_select(const agg_args *a)
 {
     if (a->nclients < 0 || a->round_req < 0)
@@ -138,19 +139,15 @@ static int run_select(const agg_args *a)
     if (a->select_k > a->nclients)
         tool_usage_error("--select %lld is more than --clients %lld", (long long)a->select_k,
                          (long long)a->nclients);
-    rng r;
-    rng_init(&r, a->seed, "select", a->round_req, 0);
-    int64_t *ids = malloc((size_t)a->nclients * sizeof *ids);
-    if (!ids)
+    int64_t *order = malloc((size_t)a->nclients * sizeof *order);
+    int64_t *ids = malloc((size_t)a->select_k * sizeof *ids);
+    if (!order || !ids)
         tool_die(ERR_INTERNAL, "out of memory for %lld client ids", (long long)a->nclients);
-    for (int64_t i = 0; i < a->nclients; i++)
-        ids[i] = i;
-    rng_shuffle_i64(&r, ids, (size_t)a->nclients);
-    /* print the first K in increasing order */
-    for (int64_t i = 0; i < a->nclients; i++)
-        for (int64_t j = 0; j < a->select_k; j++)
-            if (ids[j] == i)
-                printf("%lld\n", (long long)i);
+    fl_select_order(order, a->nclients, a->seed, a->round_req);
+    int64_t k = fl_select_present(ids, a->select_k, order, a->nclients, NULL);
+    for (int64_t i = 0; i < k; i++)
+        printf("%lld\n", (long long)ids[i]);
+    free(order);
     free(ids);
     return 0;
 }
