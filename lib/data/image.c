@@ -5,9 +5,11 @@
  * error-manager struct (not in locals, which longjmp may clobber), and is freed on both
  * paths.  libjpeg's warnings (e.g. "Premature end of JPEG file", after which it fills the
  * rest with grey) are errors here, except harmless extraneous bytes between markers.
- * PNG uses libpng's simplified API (png_image), which keeps its setjmp inside libpng.
+ * PNG decoding uses libpng's classic API with the same setjmp discipline, and reads pixels as
+ * PIL does (no gamma or colour-profile conversion, 16-bit to the high byte); encoding uses
+ * the simplified API (png_image).
  *
- * Not here: resizing, colour management (gAMA/ICC are left to libpng's defaults). */
+ * Not here: resizing, colour management (neither decoder applies gAMA/ICC, as PIL). */
 #include "image.h"
 
 #include "err.h"
@@ -181,46 +183,93 @@ static int jpeg_probe_mem(const void *buf, size_t len, const char *name, int *w,
 
 /* ---- PNG ---- */
 
+/* libpng's error callback longjmps back to png_decode_mem's setjmp point (libpng requires
+ * it not to return); its warnings (a bad ancillary chunk's CRC, say) are ignored. */
+typedef struct pngsrc {
+    const uint8_t *buf;
+    size_t len, pos;
+    char msg[200];
+} pngsrc;
+
+static void png_err_fn(png_structp png, png_const_charp msg)
+{
+    pngsrc *s = png_get_error_ptr(png);
+    snprintf(s->msg, sizeof s->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void png_warn_fn(png_structp png, png_const_charp msg)
+{
+    (void)png, (void)msg;
+}
+
+static void png_read_fn(png_structp png, png_bytep data, png_size_t n)
+{
+    pngsrc *s = png_get_io_ptr(png);
+    if (n > s->len - s->pos)
+        png_error(png, "truncated");
+    memcpy(data, s->buf + s->pos, n);
+    s->pos += n;
+}
+
+/* Decodes to 8-bit RGB the way PIL reads a PNG (the reference of every transform): samples
+ * as stored, with no gamma or colour-profile conversion (gAMA, sRGB, iCCP are ignored);
+ * 16-bit samples keep their high byte; grey, palette and 1/2/4-bit data are expanded;
+ * alpha and tRNS are dropped, not composited.  (libpng's simplified png_image API converts
+ * 16-bit data as linear light and applies gAMA, which moved pixels by up to 73 levels.) */
 static int png_decode_mem(const void *buf, size_t len, const char *name, image *out)
 {
-    png_image pi;
-    memset(&pi, 0, sizeof pi);
-    pi.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_memory(&pi, buf, len)) {
-        int rc = err_set(ERR_FORMAT, "%s: corrupt PNG: %s", name, pi.message);
-        png_image_free(&pi);
-        return rc;
+    pngsrc src = {buf, len, 0, ""};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_err_fn, png_warn_fn);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_read_struct(png ? &png : NULL, NULL, NULL);
+        return err_set(ERR_INTERNAL, "%s: out of memory decoding PNG", name);
     }
-    int rc = check_side(name, (int)pi.width, (int)pi.height);
+    /* allocated after setjmp: volatile, freed on both paths */
+    uint8_t *volatile hwc = NULL, *volatile chw = NULL;
+    png_bytep *volatile rows = NULL;
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_read_struct(&png, &info, NULL);
+        free(hwc);
+        free(chw);
+        free(rows);
+        return err_set(ERR_FORMAT, "%s: corrupt PNG: %s", name, src.msg);
+    }
+    png_set_read_fn(png, &src, png_read_fn);
+    png_set_user_limits(png, IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    png_read_info(png, info);
+    int w = (int)png_get_image_width(png, info), h = (int)png_get_image_height(png, info);
+    int rc = check_side(name, w, h);
     if (rc) {
-        png_image_free(&pi);
+        png_destroy_read_struct(&png, &info, NULL);
         return rc;
     }
-    pi.format = PNG_FORMAT_RGBA; /* read with alpha, then drop it (no compositing) */
-    int w = (int)pi.width, h = (int)pi.height;
+    png_set_expand(png);      /* palette -> RGB, grey 1/2/4 -> 8 bits, tRNS -> alpha */
+    png_set_strip_16(png);    /* 16 -> 8 bits: the high byte, as PIL */
+    png_set_strip_alpha(png); /* dropped, not composited */
+    png_set_gray_to_rgb(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_rowbytes(png, info) != (size_t)3 * w || png_get_channels(png, info) != 3)
+        png_error(png, "unexpected layout after the conversion to 8-bit RGB");
     size_t plane = (size_t)w * h;
-    uint8_t *rgba = malloc(PNG_IMAGE_SIZE(pi));
-    uint8_t *chw = malloc(3 * plane);
-    if (!rgba || !chw) {
-        png_image_free(&pi);
-        free(rgba);
-        free(chw);
-        return err_set(ERR_INTERNAL, "%s: out of memory decoding %dx%d PNG", name, w, h);
-    }
-    if (!png_image_finish_read(&pi, NULL, rgba, 0, NULL)) {
-        rc = err_set(ERR_FORMAT, "%s: corrupt PNG: %s", name, pi.message);
-        png_image_free(&pi);
-        free(rgba);
-        free(chw);
-        return rc;
-    }
-    png_image_free(&pi);
+    hwc = malloc(3 * plane);
+    chw = malloc(3 * plane);
+    rows = malloc(sizeof(png_bytep) * (size_t)h);
+    if (!hwc || !chw || !rows)
+        png_error(png, "out of memory");
+    for (int y = 0; y < h; y++)
+        rows[y] = hwc + (size_t)3 * w * y;
+    png_read_image(png, rows);
+    png_destroy_read_struct(&png, &info, NULL);
     for (size_t i = 0; i < plane; i++) {
-        chw[i] = rgba[4 * i];
-        chw[plane + i] = rgba[4 * i + 1];
-        chw[2 * plane + i] = rgba[4 * i + 2];
+        chw[i] = hwc[3 * i];
+        chw[plane + i] = hwc[3 * i + 1];
+        chw[2 * plane + i] = hwc[3 * i + 2];
     }
-    free(rgba);
+    free(hwc);
+    free(rows);
     out->w = w;
     out->h = h;
     out->chw = chw;

@@ -2,7 +2,9 @@
  *
  * Images are 8-bit RGB, stored planar C-order [3, H, W] (the layout of shard `images`
  * tensors) unless a function says HWC.  Grayscale and palette inputs become RGB; alpha
- * is dropped (not composited); CMYK/YCCK JPEGs are converted to RGB.  Corrupt or
+ * is dropped (not composited); CMYK/YCCK JPEGs are converted to RGB.  Pixels are what PIL
+ * reads (the reference of the transforms): no gamma or colour-profile conversion (gAMA,
+ * sRGB, iCCP ignored), 16-bit PNG samples keep their high byte.  Corrupt or
  * truncated data is an error (ERR_FORMAT naming the image), never a grey-filled picture.
  * Thread-safe: no shared state (each call has its own decoder).
  *
