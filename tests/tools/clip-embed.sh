@@ -1,6 +1,8 @@
 # clip-embed tool tests: help/version/usage errors, a full run on the tiny committed CLIP
 # with a small merges file and shards written here (checked in Python: shapes, unit norms,
-# logits = exp(logit_scale) v.t, index copied, S symmetric with unit diagonal), caching,
+# logits = exp(logit_scale) v.t, index copied, S symmetric with unit diagonal), the tool's
+# output against PyTorch (tests/fixtures/clip/tool-refs.json: text, relevance, image
+# embeddings and logits of the reference model end to end, to 1e-5 / 1e-3), caching,
 # --bf16, --import, --tokenize, the same run from a pytorch_model.bin (same tensors), and
 # corrupt/missing weights (exit 3/4, one error line, no output).
 . "$(dirname "$0")/lib.sh"
@@ -18,7 +20,8 @@ expect_rc 2 "$BIN" --batch 0 -o "$T/x.mpk.zst" && expect_one_error_line
 expect_rc 2 "$BIN" --tokenize && expect_one_error_line
 
 # a small merges file: ids stay below the tiny model's 1000-token vocabulary
-printf '#version: test\nc a\nca t</w>\nd o\ndo g</w>\ns h\nsh i\nshi p</w>\n' | gzip > "$T/merges.txt.gz"
+# (made by tests/make_clip_fixtures.py: "c a", "ca t</w>", "d o", "do g</w>", "s h", "sh i", "shi p</w>")
+cp "$FIX/merges-tiny.txt.gz" "$T/merges.txt.gz" || fail "no $FIX/merges-tiny.txt.gz"
 printf 'cat\ndog\nship\n' > "$T/classes.txt"
 $PY - "$T" <<'PYEOF' || fail "writing shards"
 import io, sys, msgpack, zstandard, numpy as np
@@ -90,6 +93,62 @@ assert isinstance(inp, dict) and sorted(inp) == ["options", "records"], inp
 assert inp["records"] == [sha(p) for p in sys.argv[2:]], inp["records"]
 assert len(inp["options"]) == 64 and int(inp["options"], 16) >= 0, inp["options"]
 PYEOF
+
+# against PyTorch: the whole tool (BPE, text tower, the mean over two templates, S, Resize +
+# CenterCrop of 32x32 and 45x37 images, image tower, logits) on the classes, templates and
+# pattern images of tests/fixtures/clip/tool-refs.json, which tests/make_clip_fixtures.py
+# computed with the reference tokenizer and PyTorch model of tests/clip_ref.py and Pillow.
+# Tolerance: max abs difference 1e-5 on the unit vectors and S (float32 rounding: ~3e-7
+# seen), 1e-3 on logits (scale 100).
+if $PY -c 'import PIL' 2>/dev/null; then
+    $PY - "$T" "$FIX/tool-refs.json" <<'PYEOF' || fail "writing the reference shards"
+import json, sys, msgpack, zstandard, numpy as np
+sys.path.insert(0, "tests")
+from make_clip_fixtures_lib import pattern_image
+t, ref = sys.argv[1], json.load(open(sys.argv[2]))
+def tensor(a):
+    return {"nd": True, "type": a.dtype.str, "kind": "", "shape": list(a.shape), "data": a.tobytes()}
+for k, sh in enumerate(ref["shards"]):
+    ims = np.stack([pattern_image(h, w, seed) for h, w, seed in sh["images"]])
+    n = len(ims)
+    rec = {"fedsm": 1, "kind": "shard", "meta": {"classes": ref["classes"], "client": k, "dataset": "test"},
+           "tensors": {"images": tensor(ims), "labels": tensor(np.arange(n, dtype="<i8") % 3),
+                       "index": tensor(np.arange(n, dtype="<i8") + 10 * k)}}
+    end = {"fedsm": 1, "kind": "end", "meta": {"count": 1}, "tensors": {}}
+    c = zstandard.ZstdCompressor()
+    with open(f"{t}/ref-{k}.mpk.zst", "wb") as f:
+        f.write(c.compress(msgpack.packb(rec, use_bin_type=True)) + c.compress(msgpack.packb(end, use_bin_type=True)))
+open(f"{t}/ref-classes.txt", "w").write("\n".join(ref["classes"]) + "\n")
+open(f"{t}/ref-prompts.txt", "w").write("\n".join(ref["prompts"]) + "\n")
+PYEOF
+    expect_rc 0 "$BIN" -w "$FIX/tiny.safetensors" --vocab "$FIX/merges-tiny.txt.gz" -c "$T/ref-classes.txt" \
+        -p "$T/ref-prompts.txt" -s "$T/ref-0.mpk.zst" -s "$T/ref-1.mpk.zst" --threads 2 --batch 2 \
+        -o "$T/ref-out.mpk.zst" || true
+    $PY - "$T/ref-out.mpk.zst" "$FIX/tool-refs.json" <<'PYEOF' || fail "clip-embed output differs from PyTorch"
+import io, json, sys, msgpack, zstandard, numpy as np
+raw = zstandard.ZstdDecompressor().stream_reader(open(sys.argv[1], "rb"), read_across_frames=True).read()
+recs = list(msgpack.Unpacker(io.BytesIO(raw), raw=False))
+ref = json.load(open(sys.argv[2]))
+arr = lambda t: np.frombuffer(t["data"], dtype=t["type"]).reshape(t["shape"]).astype(np.float64)
+assert [r["kind"] for r in recs] == ["embeddings", "teacher", "teacher", "end"], [r["kind"] for r in recs]
+e = recs[0]
+assert e["meta"]["prompts"] == ref["prompts"] and e["meta"]["relevance_prompts"] == ref["relevance_prompts"]
+worst = {}
+def cmp(name, got, want, tol):
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape, (name, got.shape, want.shape)
+    d = float(np.abs(got - want).max())
+    worst[name] = max(worst.get(name, 0.0), d)
+    assert d <= tol, f"{name}: max |C - torch| = {d:.3g} > {tol}"
+cmp("logit_scale", np.array(e["meta"]["logit_scale"]), ref["logit_scale"], 1e-3)
+for key in ("text", "relevance_text", "relevance"):
+    cmp(key, arr(e["tensors"][key]), ref[key], 1e-5)
+for r, sh in zip(recs[1:3], ref["shards"]):
+    cmp("embeddings", arr(r["tensors"]["embeddings"]), sh["embeddings"], 1e-5)
+    cmp("logits", arr(r["tensors"]["logits"]), sh["logits"], 1e-3)
+print("clip-embed vs PyTorch:", ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
+PYEOF
+else skip_check "PIL missing: clip-embed against the PyTorch reference"; fi
 
 # the same weights as a pytorch_model.bin (torch.save zip): the same tensors, bit for bit
 expect_rc 0 "$BIN" -w "$FIX/tiny.bin" "${RUN[@]:3}" -o "$T/bin.mpk.zst" || true
