@@ -110,6 +110,7 @@ COMMON_OPTS=(
     "--split SPLIT enum:creff,dirichlet,iid,shards"
     "--profile PROFILE enum:exp,step"
     "--force FORCE flag"         "--quiet QUIET flag"
+    "--keep-updates KEEP_UPDATES flag" "--brief BRIEF flag"
 )
 METHOD_OPTS=()
 # defaults (a method may change them after sourcing, before parse_options); empty MOMENTUM,
@@ -117,7 +118,7 @@ METHOD_OPTS=()
 METHOD=$PROG
 DATA= RUN=runs/$PROG IF=100 ALPHA=0.5 CLIENTS=20 PER_ROUND=8 ROUNDS=200 EPOCHS=10 BATCH=32
 LR=0.1 MOMENTUM= WD= ARCH=resnet8 WIDTH= PROJ=0 TEST_LIST= ROOT= SEED=7 JOBS=1 THREADS=1
-AUG=batch LABEL=$PROG EVAL_EVERY=1 SPLIT= PROFILE= FORCE=0 QUIET=0
+AUG=batch LABEL=$PROG EVAL_EVERY=1 SPLIT= PROFILE= FORCE=0 QUIET=0 KEEP_UPDATES=0 BRIEF=0
 
 # usage: method_usage (the method's own text, if defined), the common options, method_usage_tail.
 usage() {
@@ -145,7 +146,12 @@ common options:
   --aug MODE         batch | sample | none (default batch)
   --label NAME       label in metrics.csv (default $PROG; no comma, quote or backslash)
   --eval-every N     evaluate every Nth round and each of the last 10 (default 1)
-  --force            resume even if the options differ from the run's config.txt
+  --force            when RUN was started with other options (its config.txt), move it
+                     aside to RUN.old-N and start afresh (without it: refused, exit 2)
+  --keep-updates     keep every client's per-round files (updates, gradients,
+                     prototypes, pseudo-features, heads; about 5 MB each at full width);
+                     by default they are deleted once their round is complete
+  --brief            one line per round, without the tools' own lines
   -q, --quiet        only errors and the final summary
   -h, --help
 Options take their value as the next word or after '='.  Every option is checked before
@@ -241,7 +247,7 @@ parse_options() {
     in_range --jobs "$JOBS" 1 1024
     in_range --threads "$THREADS" 0 1024
     in_range --eval-every "$EVAL_EVERY" 1 1000000
-    QOPT=(); [ "$QUIET" = 1 ] && QOPT=(-q)
+    QOPT=(); [ "$QUIET" = 0 ] && [ "$BRIEF" = 0 ] || QOPT=(-q)
     return 0
 }
 
@@ -272,20 +278,46 @@ resolve_dataset() {
     esac
 }
 
-# write_config RUN KEY=VALUE...: records the run's options; refuses to resume a run that
-# was started with other options (unless FORCE=1).
+# config_norm: config.txt lines on stdin with the paths (data, test_list, root) made
+# absolute, so that another spelling of the same file is not another run.
+config_norm() {
+    local line
+    while IFS= read -r line; do
+        case $line in data=*|test_list=*|root=*) line="${line%%=*}=$(realpath -m -- "${line#*=}")" ;; esac
+        printf '%s\n' "$line"
+    done
+}
+
+# write_config RUN KEY=VALUE...: records the run's options in RUN/config.txt.  A run is never
+# resumed with other options (its rounds would mix two runs): unless FORCE=1 that is refused
+# (exit 2, the differences shown); with FORCE=1, restart_run moves the old run aside and this
+# one starts afresh, saying so.
 write_config() {
     local run=$1; shift
     local want; want=$(printf '%s\n' "$@")
-    if [ -f "$run/config.txt" ]; then
-        if [ "$(cat "$run/config.txt")" != "$want" ] && [ "${FORCE:-0}" != 1 ]; then
-            diff <(cat "$run/config.txt") <(echo "$want") >&2 || true
-            die "$run was started with other options (above); use another --run or --force" 2
-        fi
-    else
+    if [ -f "$run/config.txt" ] && [ "$(config_norm <"$run/config.txt")" != "$(config_norm <<<"$want")" ]; then
+        diff <(cat "$run/config.txt") <(echo "$want") >&2 || true
+        restart_run "$run" "it was started with other options (above)"
+    fi
+    if [ ! -f "$run/config.txt" ]; then
         tmp_add "$run/config.txt.tmp.$$"
         echo "$want" > "$run/config.txt.tmp.$$" && mv "$run/config.txt.tmp.$$" "$run/config.txt"
     fi
+}
+
+# restart_run RUN WHY: RUN (locked) cannot be resumed as asked.  Without FORCE: one error
+# line, exit 2.  With FORCE: RUN is renamed to the first free RUN.old-N (nothing is deleted),
+# an empty RUN is created and locked in its place, and a line on stderr says so; the caller
+# then starts from nothing (partition, round 0, ...).
+restart_run() {
+    local run=${1%/} why=$2 n=1
+    [ "${FORCE:-0}" = 1 ] ||
+        die "$run cannot be resumed: $why; give another --run, or --force to move it aside and start afresh" 2
+    while [ -e "$run.old-$n" ]; do n=$((n + 1)); done
+    mv -T -- "$run" "$run.old-$n" 2>/dev/null || die "--force: cannot move $run aside to $run.old-$n" 4
+    exec 9>&-
+    lock_run "$run"
+    echo "$PROG: --force: $run cannot be resumed ($why): moved it to $run.old-$n; starting afresh" >&2
 }
 
 # lock_run RUN: one pipeline per run directory.  The lock is held by this shell and every
@@ -312,18 +344,22 @@ client_tag() {
 
 # setup_run [KEY=VALUE...]: after parse_options: needs the tools, resolves DATA, locks RUN,
 # writes or checks RUN/config.txt (the common options, then the method's KEY=VALUE pairs),
-# partitions once into RUN/partition (P), and writes RUN/round-000/model.mpk.zst once.
+# partitions once into RUN/partition (P; with BODY set, links BODY's instead), and writes
+# RUN/round-000/model.mpk.zst once.
 setup_run() {
     need_bin partition aggregate local-train evaluate
     resolve_dataset
     export FEDSM_THREADS=$THREADS QUIET
-    PLOT_TITLE=${PLOT_TITLE:-$LABEL}
     lock_run "$RUN"
     write_config "$RUN" method="$METHOD" data="$DATA" if="$IF" alpha="$ALPHA" clients="$CLIENTS" \
         per_round="$PER_ROUND" epochs="$EPOCHS" batch="$BATCH" lr="$LR" arch="$ARCH" \
         width="$WIDTH" proj="$PROJ" seed="$SEED" aug="$AUG" \
         ${TEST_LIST:+test_list="$TEST_LIST"} ${ROOT:+root="$ROOT"} ${SPLIT:+split="$SPLIT"} \
         ${PROFILE:+profile="$PROFILE"} ${MOMENTUM:+momentum="$MOMENTUM"} ${WD:+wd="$WD"} "$@"
+    # a method's own resume check (method_check_run, e.g. FedSM's retraining schedule) may
+    # call restart_run; only then does a --body run link the body's partition
+    if declare -F method_check_run >/dev/null; then method_check_run; fi
+    [ -z "${BODY:-}" ] || body_partition "$BODY"
     P=$RUN/partition
     if [ ! -f "$P/partition.mpk.zst" ]; then
         log "partitioning $DATA"
@@ -378,12 +414,16 @@ select_clients() {
 # at once.  Each ARG goes to every client's local-train as one argument (after the common
 # ones), with each {KK} in it replaced by the client's tag: e.g. --teacher "DIR/teacher-{KK}.mpk.zst"
 # or --gradients "$R/gradients-{KK}.mpk.zst".  Nothing is evaluated.  A client is skipped
-# (resume) when its update and every --also PATTERN file (with {KK} replaced) exist.
+# (resume) when its update and every --also PATTERN file (with {KK} replaced) exist; every
+# client is, without --also, once R/model.mpk.zst (their average) exists: the updates of a
+# complete round are deleted (prune_round), and a resume that only evaluates it (another
+# --eval-every or --rounds) must not train them again.
 # Fails with one line, after every started process has ended, if one of them failed.
 train_clients() {
     local also=()
     while [ "${1:-}" = --also ]; do also+=("$2"); shift 2; done
     local r=$1 model=$2; shift 2
+    [ ${#also[@]} -gt 0 ] || [ ! -f "$r/model.mpk.zst" ] || return 0
     local k kk a f skip cmd
     for k in "${SELECTED[@]}"; do
         kk=$(client_tag "$k")
@@ -430,15 +470,33 @@ evaluate_round() {
     collect_metrics "$RUN"
 }
 
-# round_end R MODEL [ARG...]: when EVAL_THIS, evaluate_round R MODEL ARG...; then one log line.
+# round_end R MODEL [ARG...]: when EVAL_THIS, evaluate_round R MODEL ARG...; then
+# prune_round R and one log line (top-1 and many/medium/few in percent).
 round_end() {
     local r=$1
+    [ "$EVAL_THIS" = 0 ] || evaluate_round "$@"
+    prune_round "$r"
     if [ "$EVAL_THIS" = 0 ]; then
         log "round $ROUND_N/$ROUNDS done in $((SECONDS - ROUND_T0)) s (not evaluated)"
-        return 0
+    else
+        log "round $ROUND_N/$ROUNDS done in $((SECONDS - ROUND_T0)) s: $(awk -F, 'function p(x) { return x == "" ? "-" : sprintf("%.1f %%", 100 * x) }
+            NR == 2 { printf "top-1 %s (many %s, medium %s, few %s)", p($3), p($5), p($6), p($7) }' "$r/metrics.csv")"
     fi
-    evaluate_round "$@"
-    log "round $ROUND_N/$ROUNDS done in $((SECONDS - ROUND_T0)) s: $(tail -n 1 "$r/metrics.csv")"
+}
+
+# prune_round R: unless KEEP_UPDATES=1, deletes the clients' files of the complete round R
+# (update-KK, and the methods' gradients-KK, proto-KK, pseudo-KK, head-KK).  Nothing reads
+# them once the round's averages exist: resume needs each round's model.mpk.zst (and the
+# methods' retrained.mpk.zst, features.mpk.zst, gradients.mpk.zst, prototypes.mpk.zst,
+# which stay), --body links a body's model.mpk.zst and prototypes.mpk.zst and reads its
+# metrics.csv/json.
+prune_round() {
+    [ "${KEEP_UPDATES:-0}" = 0 ] || return 0
+    local f
+    for f in "$1"/update-*.mpk.zst "$1"/gradients-*.mpk.zst "$1"/proto-*.mpk.zst \
+             "$1"/pseudo-*.mpk.zst "$1"/head-*.mpk.zst; do
+        [ ! -f "$f" ] || rm -f -- "$f"
+    done
 }
 
 # finish_run: rebuilds RUN/metrics.csv and the plot, prints "LABEL: summary" on stdout.
@@ -453,8 +511,8 @@ finish_run() {
 # models are round for round those of FedAvg with the same options.  A method run may take
 # them from such a run (--body RUN) instead of training again.
 
-# body_partition BODY: before setup_run, a new run takes BODY's partition (hard links), so
-# that both runs read the very same shards.
+# body_partition BODY: (setup_run, when BODY is set) a new run takes BODY's partition (hard
+# links), so that both runs read the very same shards.
 body_partition() {
     local body=$1 f
     [ ! -e "$RUN/partition/partition.mpk.zst" ] || return 0
@@ -514,17 +572,83 @@ body_metrics() {
 }
 
 # ---- metrics ----
-# collect_metrics RUN: RUN/metrics.csv from the rounds' rows; RUN/accuracy.png when gnuplot is there.
+# collect_metrics RUN: RUN/metrics.csv from the rounds' rows, RUN/class-accuracy.csv from
+# their metrics.json (per-class top-1), and, when gnuplot is there, RUN/accuracy.png and
+# (10 classes or fewer) RUN/class-accuracy.png.
 collect_metrics() {
     local run=$1 first=1 f
-    tmp_add "$run/metrics.csv.tmp"
+    tmp_add "$run/metrics.csv.tmp" "$run/class-accuracy.csv.tmp"
     : > "$run/metrics.csv.tmp"
     for f in "$run"/round-*/metrics.csv; do
         [ -f "$f" ] || continue
         if [ $first = 1 ]; then cat "$f"; first=0; else tail -n +2 "$f"; fi
     done >> "$run/metrics.csv.tmp"
     mv "$run/metrics.csv.tmp" "$run/metrics.csv"
-    plot_metrics "$run/metrics.csv" "$run/accuracy.png" "${PLOT_TITLE:-$PROG}"
+    if class_accuracy "$run" > "$run/class-accuracy.csv.tmp"; then
+        mv "$run/class-accuracy.csv.tmp" "$run/class-accuracy.csv"
+    else
+        rm -f "$run/class-accuracy.csv.tmp"
+    fi
+    local title=${PLOT_TITLE:-$(run_title "$run" "$LABEL")}
+    plot_metrics "$run/metrics.csv" "$run/accuracy.png" "$title"
+    [ ! -f "$run/class-accuracy.csv" ] || plot_classes "$run/class-accuracy.csv" "$run/class-accuracy.png" "$title"
+}
+
+# csv_split: each line of stdin, a CSV row (RFC 4180 quoting, as the tools write it), as
+# its fields one per line.
+csv_split() {
+    awk '{ s = $0; f = ""; q = 0
+           for (i = 1; i <= length(s); i++) { c = substr(s, i, 1)
+               if (q) { if (c == "\"") { if (substr(s, i + 1, 1) == "\"") { f = f c; i++ } else q = 0 } else f = f c }
+               else if (c == "\"") q = 1
+               else if (c == ",") { print f; f = "" }
+               else f = f c }
+           print f }'
+}
+
+# csv_field S: S as one CSV field (quoted when it holds a comma, quote or edge space).
+csv_field() {
+    case $1 in *[,\"]*|' '*|*' ') local s=${1//\"/\"\"}; printf '"%s"' "$s" ;; *) printf '%s' "$1" ;; esac
+}
+
+# class_names RUN: the class names of RUN's partition, one per line (partition.csv's header
+# after client,size,classes); false when there is none.
+class_names() {
+    [ -f "$1/partition/partition.csv" ] || return 1
+    head -n 1 "$1/partition/partition.csv" | tr -d '\r' | csv_split | tail -n +4
+}
+
+# class_accuracy RUN: "round,NAME..." then one row per evaluated round with each class's
+# top-1 (a fraction; empty for a class without test images), from round-*/metrics.json.
+class_accuracy() {
+    local run=$1 names=() n f
+    mapfile -t names < <(class_names "$run") && [ ${#names[@]} -gt 0 ] || return 1
+    printf 'round'; for n in "${names[@]}"; do printf ',%s' "$(csv_field "$(one_line "$n")")"; done; echo
+    for f in "$run"/round-*/metrics.json; do
+        [ -f "$f" ] || continue
+        sed -n 's/.*"round":\([0-9-]*\),.*"per_class":\[\([^]]*\)\].*/\1,\2/p' "$f" |
+            awk -F, -v OFS=, '{ for (i = 2; i <= NF; i++) if ($i < 0) $i = ""; print }'
+    done
+}
+
+# run_conf RUN KEY: KEY's value in RUN/config.txt (empty when absent).
+run_conf() { sed -n "s/^$2=//p" "$1/config.txt" 2>/dev/null | head -n 1; }
+
+# run_dataset RUN: a short name of RUN's data: the file or folder name without .tar.zst and
+# without the 16-digit content key of the unpacking cache.
+run_dataset() {
+    local d; d=$(basename -- "$(run_conf "$1" data)")
+    d=${d%.tar.zst}
+    [[ ! $d =~ ^(.+)-[0-9a-f]{16}$ ]] || d=${BASH_REMATCH[1]}
+    printf '%s' "${d:-?}"
+}
+
+# run_title RUN [LABEL]: "LABEL (METHOD) on DATASET, IF N" from RUN/config.txt (the method
+# alone when LABEL is empty or the method's name).
+run_title() {
+    local m; m=$(run_conf "$1" method)
+    local who=${2:-$m}; [ "$who" = "$m" ] || [ -z "$m" ] || who="$who ($m)"
+    printf '%s on %s, IF %s' "$who" "$(run_dataset "$1")" "$(run_conf "$1" if)"
 }
 
 # gp_str S: S as a gnuplot single-quoted string (no escapes, no macros, no backquotes are
@@ -534,7 +658,25 @@ gp_str() {
     printf "'%s'" "${s//\'/\'\'}"
 }
 
-# plot_metrics CSV PNG TITLE: accuracy (overall, many, medium, few) per round.
+# gp_rounds CSV... : gnuplot lines for a whole-number round axis over the rounds (column 2
+# of metrics.csv files, column 1 of class-accuracy.csv with COL=1): the range padded by half
+# a round, a tic every 1, 2, 5, 10, 20, 50... rounds (about 10 tics), no fractions.
+gp_rounds() {
+    local lo hi step
+    read -r lo hi < <(awk -F, -v c="${COL:-2}" 'FNR > 1 && $c ~ /^[0-9]+$/ { if (lo == "" || $c + 0 < lo) lo = $c + 0; if ($c + 0 > hi) hi = $c + 0 }
+        END { print (lo == "" ? 0 : lo), hi + 0 }' "$@")
+    step=1
+    while [ $(((hi - lo) / step)) -gt 12 ]; do
+        case $step in 1*) step=$((step * 2)) ;; 2*) step=$((step * 5 / 2)) ;; *) step=$((step * 2)) ;; esac
+    done
+    echo "set xrange [$lo - 0.5:$hi + 0.5]; set xtics $step; set mxtics 1; set format x '%.0f'"
+}
+
+# gp_percent: the accuracy axis in percent, from a little below 0 to a little above 100, so
+# that a curve at 0 % or 100 % lies inside the frame, not on it.
+gp_percent() { echo "set yrange [-4:104]; set ytics 0, 10, 100; set grid"; }
+
+# plot_metrics CSV PNG TITLE: top-1 (overall, many, medium, few) per round, in percent.
 plot_metrics() {
     local csv=$1 png=$2 title=$3
     command -v gnuplot >/dev/null || return 0
@@ -543,15 +685,41 @@ plot_metrics() {
     {
         echo "set terminal pngcairo size 900,540 noenhanced"
         echo "set output $(gp_str "$png.tmp")"
-        echo 'set datafile separator ","'
-        echo 'set datafile missing ""'
-        echo "set key autotitle columnhead top right"
-        echo "set title $(gp_str "$title: test accuracy per round")"
-        echo 'set xlabel "round"; set ylabel "top-1 accuracy (balanced test set)"; set yrange [-0.02:1.02]; set grid'
-        echo "plot $(gp_str "$csv") using 2:3 with linespoints lw 2 title 'overall', \\"
-        echo "     '' using 2:5 with lines dt 2 title 'many', '' using 2:6 with lines dt 3 title 'medium', \\"
-        echo "     '' using 2:7 with lines dt 4 title 'few'"
+        echo 'set datafile separator ","; set datafile missing ""; set key outside right top noautotitle'
+        echo "set title $(gp_str "$title: top-1 per round")"
+        echo 'set xlabel "round"; set ylabel "top-1 accuracy, % (balanced test set)"'
+        gp_rounds "$csv"; gp_percent
+        echo "plot $(gp_str "$csv") skip 1 using 2:(100*\$3) with linespoints lw 2 pt 7 ps 0.9 title 'overall', \\"
+        echo "     '' skip 1 using 2:(100*\$5) with linespoints dt 2 pt 5 ps 0.7 title 'many', \\"
+        echo "     '' skip 1 using 2:(100*\$6) with linespoints dt 3 pt 9 ps 0.8 title 'medium', \\"
+        echo "     '' skip 1 using 2:(100*\$7) with linespoints dt 4 pt 11 ps 0.8 title 'few'"
     } | gnuplot 2>/dev/null || log "gnuplot failed; no plot"
+    [ ! -f "$png.tmp" ] || mv "$png.tmp" "$png"
+    return 0
+}
+
+# plot_classes CSV PNG TITLE: each class's top-1 per round (CSV: class_accuracy's), in
+# percent; drawn only for 10 classes or fewer (more are unreadable as lines).
+plot_classes() {
+    local csv=$1 png=$2 title=$3 names=() plot=() i
+    command -v gnuplot >/dev/null || return 0
+    [ "$(wc -l < "$csv")" -ge 2 ] || return 0
+    mapfile -t names < <(head -n 1 "$csv" | csv_split | tail -n +2)
+    [ ${#names[@]} -ge 1 ] && [ ${#names[@]} -le 10 ] || return 0
+    for ((i = 0; i < ${#names[@]}; i++)); do
+        plot+=("'' skip 1 using 1:(100*\$$((i + 2))) with linespoints lw 1.5 pt $((i % 13 + 1)) ps 0.8 title $(gp_str "${names[$i]}")")
+    done
+    plot[0]="$(gp_str "$csv")${plot[0]#\'\'}"
+    tmp_add "$png.tmp"
+    {
+        echo "set terminal pngcairo size 900,540 noenhanced"
+        echo "set output $(gp_str "$png.tmp")"
+        echo 'set datafile separator ","; set datafile missing ""; set key outside right top noautotitle'
+        echo "set title $(gp_str "$title: top-1 per class and round")"
+        echo 'set xlabel "round"; set ylabel "class top-1 accuracy, %"'
+        COL=1 gp_rounds "$csv"; gp_percent
+        local IFS=,; echo "plot ${plot[*]}"
+    } | gnuplot 2>/dev/null || log "gnuplot failed; no per-class plot"
     [ ! -f "$png.tmp" ] || mv "$png.tmp" "$png"
     return 0
 }

@@ -59,31 +59,49 @@ for n, c, a in sorted(zip(names, counts, acc), key=lambda t: -t[1]):
 PY
 }
 
+# runs_what RUN...: "LABEL, LABEL... on DATASET, IF N" for a plot title (the runs' labels
+# in metrics.csv, each once; their datasets and IFs, each once).
+runs_what() {
+    local run labels=() sets=() ifs=() x
+    for run in "$@"; do
+        x=$(awk -F, 'NR == 2 { print $1 }' "$run/metrics.csv"); [[ " ${labels[*]} " == *" $x "* ]] || labels+=("$x")
+        x=$(run_dataset "$run"); [[ " ${sets[*]} " == *" $x "* ]] || sets+=("$x")
+        x=$(run_conf "$run" if); [[ " ${ifs[*]} " == *" $x "* ]] || ifs+=("$x")
+    done
+    local IFS=/; x=" on ${sets[*]}, IF ${ifs[*]}"
+    printf '%s' "${labels[0]}"; [ ${#labels[@]} = 1 ] || printf ', %s' "${labels[@]:1}"
+    printf '%s' "$x"
+}
+
 draw() { # OUT RUN...
     local out=$1 run i; shift
     mkdir -p "$out" || die "cannot create $out" 4
     "$(dirname "$0")/table.sh" "$@" >"$out/table.md.tmp" && mv "$out/table.md.tmp" "$out/table.md"
     for run in "$@"; do per_class_table "$run" >"$out/$(basename "$run").per-class.csv"; done
     command -v gnuplot >/dev/null || { log "no gnuplot: table only ($out/table.md)"; return 0; }
-    local plot=() pc=()
+    local plot=() pc=() csvs=() i=0 what
     for run in "$@"; do
-        plot+=("$(gp_str "$run/metrics.csv") using 2:(100*\$3) with linespoints lw 2 title $(gp_str "$(basename "$run")")")
-        pc+=("$(gp_str "$out/$(basename "$run").per-class.csv") using 1:(100*\$2) with linespoints pt 7 ps 0.8 title $(gp_str "$(basename "$run")")")
+        i=$((i + 1)); csvs+=("$run/metrics.csv")
+        plot+=("$(gp_str "$run/metrics.csv") skip 1 using 2:(100*\$3) with linespoints lw 2 pt $((i % 13 + 1)) ps 0.8 title $(gp_str "$(basename "$run")")")
+        pc+=("$(gp_str "$out/$(basename "$run").per-class.csv") using 1:(100*\$2) with linespoints pt $((i % 13 + 1)) ps 0.8 title $(gp_str "$(basename "$run")")")
     done
+    what=$(runs_what "$@")
     {
         echo "set terminal pngcairo size 900,540 noenhanced"
         echo "set output $(gp_str "$out/accuracy.png.tmp")"
-        echo 'set datafile separator ","; set key autotitle columnhead bottom right; set grid'
-        echo "set title $(gp_str "top-1 per round: $(basename "$out")")"
-        echo 'set xlabel "round"; set ylabel "top-1 accuracy, % (balanced test set)"; set yrange [0:100]; set xtics 1'
+        echo 'set datafile separator ","; set datafile missing ""; set key outside right top noautotitle'
+        echo "set title $(gp_str "top-1 per round: $what")"
+        echo 'set xlabel "round"; set ylabel "top-1 accuracy, % (balanced test set)"'
+        gp_rounds "${csvs[@]}"; gp_percent
         local IFS=,; echo "plot ${plot[*]}"
     } | gnuplot 2>/dev/null && mv "$out/accuracy.png.tmp" "$out/accuracy.png"
     {
         echo "set terminal pngcairo size 900,540 noenhanced"
         echo "set output $(gp_str "$out/per-class.png.tmp")"
-        echo 'set datafile separator ","; set key bottom right; set grid; set logscale x'
-        echo "set title $(gp_str "per-class accuracy at the last round vs training images: $(basename "$out")")"
-        echo 'set xlabel "training images of the class (log scale; head right, tail left)"; set ylabel "class accuracy, %"; set yrange [-2:102]'
+        echo 'set datafile separator ","; set key outside right top; set logscale x'
+        echo "set title $(gp_str "per-class top-1 at the last evaluated round vs training images: $what")"
+        echo 'set xlabel "training images of the class (log scale; head right, tail left)"; set ylabel "class top-1 accuracy, %"'
+        gp_percent
         local IFS=,; echo "plot ${pc[*]}"
     } | gnuplot 2>/dev/null && mv "$out/per-class.png.tmp" "$out/per-class.png"
     rm -f "$out/accuracy.png.tmp" "$out/per-class.png.tmp"

@@ -92,7 +92,6 @@ need_bin featgen retrain
 keys=(fpc="$FPC" match_iters="$MATCH_ITERS" match_lr="$MATCH_LR" grad_repeats="$GRAD_REPEATS"
       grad_batch="$GRAD_BATCH" head_epochs="$HEAD_EPOCHS" head_batch="$HEAD_BATCH" head_lr="$HEAD_LR")
 [ "$METHOD" != clip2fl ] || keys+=(beta="$BETA" tau="$TAU" kd_alpha="$KD_ALPHA" kd_temp="$KD_TEMP")
-[ -z "$BODY" ] || body_partition "$BODY"
 setup_run "${keys[@]}"
 [ -z "$BODY" ] || check_body "$BODY"
 
@@ -133,7 +132,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     [ "$r" != 1 ] || HEAD=$PREV/model.mpk.zst      # round 1: the initial model's fresh head
     GRAD=(--gradients "$R/gradients-{KK}.mpk.zst" --grad-head "$HEAD"
           --grad-repeats "$GRAD_REPEATS" --grad-batch "$GRAD_BATCH")
-    if [ -n "$BODY" ] && body_link "$BODY" "$r" model.mpk.zst; then
+    if [ -f "$R/model.mpk.zst" ] && [ -f "$R/gradients.mpk.zst" ]; then
+        :   # the clients' part is done (their files may be pruned): only what follows is left
+    elif [ -n "$BODY" ] && body_link "$BODY" "$r" model.mpk.zst; then
         gradients_only "$R" "$PREV/model.mpk.zst" "$HEAD"
     else
         train_clients --also "$R/gradients-{KK}.mpk.zst" "$R" "$PREV/model.mpk.zst" "${GRAD[@]}" ${KD[@]+"${KD[@]}"}

@@ -71,7 +71,24 @@ keys=(select="$SELECT" temp="$TEMP" per_class="$PER_CLASS" retrain_rounds="$RETR
       head_epochs="$HEAD_EPOCHS" head_batch="$HEAD_BATCH" head_lr="$HEAD_LR" proto_bn="$PROTO_BN")
 [ -z "$REL" ] || keys+=(relevance="$(sha256sum <"$REL" | cut -c1-16)")
 [ -z "$TEACHER" ] || keys+=(teacher="$(sha256sum <"$TEACHER" | cut -c1-16)")
-[ -z "$BODY" ] || body_partition "$BODY"
+# method_check_run (called by setup_run): the rounds that retrain follow from --rounds and
+# --retrain-rounds, which may change on a resume (config.txt holds neither --rounds nor, for
+# that reason, a schedule).  A round done under another schedule would keep metrics of the
+# other kind (a retrained head where this run evaluates the FedAvg model, or the reverse):
+# refused, or with --force started afresh.
+method_check_run() {
+    local d r first=$((ROUNDS - RETRAIN_ROUNDS + 1))
+    for d in "$RUN"/round-[0-9][0-9][0-9]; do
+        [ -d "$d" ] || continue
+        r=$((10#${d##*round-}))
+        [ "$r" -ge 1 ] && [ "$r" -le "$ROUNDS" ] || continue
+        if { [ -f "$d/retrained.mpk.zst" ] && [ "$r" -lt "$first" ]; } ||
+           { [ ! -f "$d/retrained.mpk.zst" ] && [ -f "$d/metrics.csv" ] && [ "$r" -ge "$first" ]; }; then
+            restart_run "$RUN" "its round $r was done under another retraining schedule (this one retrains rounds $first..$ROUNDS: --rounds $ROUNDS, --retrain-rounds $RETRAIN_ROUNDS)"
+            return 0
+        fi
+    done
+}
 setup_run "${keys[@]}"
 [ -z "$BODY" ] || check_body "$BODY"
 KD=()

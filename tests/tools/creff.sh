@@ -121,7 +121,7 @@ kill_resume "$PIPE/creff.sh" "$T/run" "$T/a" "${P[@]}" "${M[@]}"
 rm -rf "$T/run"
 # (d)
 "$PIPE/fedavg.sh" "${P[@]}" --run "$T/fedavg" >/dev/null || fail "fedavg.sh for --body"
-"$PIPE/creff.sh" "${P[@]}" "${M[@]}" --body "$T/fedavg" --run "$T/b" >/dev/null || fail "creff.sh --body"
+"$PIPE/creff.sh" "${P[@]}" "${M[@]}" --body "$T/fedavg" --keep-updates --run "$T/b" >/dev/null || fail "creff.sh --body"
 py "$T" <<'PY' || fail "--body: other models"
 import sys
 from rec import tensors, np
