@@ -6,7 +6,8 @@
  *    |C - torch| <= 1e-4 * max |torch| for the head gradients, 1e-4 relative for the loss;
  *  - classgrad_client equals the mean over repeats of classgrad_batch with the DSA draws of
  *    the documented stream (seed, "dsa", round, client), when every class has <= batch
- *    images; classes ascending, counts; deterministic per seed;
+ *    images; classes ascending, counts; deterministic per seed; below the class size the
+ *    images are drawn uniformly without replacement (every pair of 3 images, chi-square);
  *  - the gradients record round trip and the reader's refusals. */
 #include <math.h>
 #include <stdio.h>
@@ -176,6 +177,49 @@ int main(void)
         CHECK(memcmp(g1->weight, g3->weight, (size_t)2 * C * D * sizeof(float)) != 0);
     }
     CHECK(classgrad_client(m, hw, hb, &s, MEAN, STD, 0, 8, 1, 1, 1) == NULL && err_last() == ERR_USAGE);
+    /* ... and uniform without replacement: class 1 holds 3 images (rows 0, 2, 3), batch 2, one
+     * repeat.  For each of 300 seeds the pair drawn is identified by matching the client's
+     * gradient with classgrad_batch on each of the 3 pairs under the seed's documented DSA
+     * draw (a pair's mean does not depend on its order); each pair must come up, with a
+     * chi-square statistic against 1/3 each below 13.82 (2 degrees of freedom, p = 0.001). */
+    {
+        const int64_t pairs[3][2] = {{0, 2}, {0, 3}, {2, 3}};
+        long hits[3] = {0};
+        int unmatched = 0, n_seeds = 300;
+        float xb2[2 * IMG], cw[C * 16], cb[C];
+        for (int sd = 0; sd < n_seeds; sd++) {
+            classgrad *gs = classgrad_client(m, hw, hb, &s, MEAN, STD, 1, 2, 1000 + sd, 4, 1);
+            CHECK(gs != NULL && gs->k == 2 && gs->classes[0] == 1);
+            if (!gs || gs->k != 2)
+                break;
+            rng rd2;
+            rng_init(&rd2, 1000 + sd, "dsa", 4, 1);
+            dsa_params p;
+            dsa_draw(&p, &rd2, 32, 32);
+            int best = -1;
+            double bd = INFINITY;
+            for (int q = 0; q < 3; q++) {
+                shard_gather(xb2, &s, pairs[q], 2, MEAN, STD);
+                CHECK(classgrad_batch(m, hw, hb, xb2, 2, 1, &p, cw, cb, NULL) == 0);
+                double d = fmax(fxt_maxdiff(cw, gs->weight, (size_t)C * D), fxt_maxdiff(cb, gs->bias, C));
+                if (d < bd)
+                    bd = d, best = q;
+            }
+            if (bd > 1e-6)
+                unmatched++;
+            else
+                hits[best]++;
+            classgrad_free(gs);
+        }
+        double e = (n_seeds - unmatched) / 3.0, chi2 = 0;
+        for (int q = 0; q < 3; q++)
+            chi2 += (hits[q] - e) * (hits[q] - e) / (e > 0 ? e : 1);
+        CHECK_MSG(unmatched == 0, "%d of %d draws match no pair of class 1's images", unmatched, n_seeds);
+        CHECK_MSG(hits[0] && hits[1] && hits[2] && chi2 < 13.82,
+                  "pairs drawn {0,2} %ld, {0,3} %ld, {2,3} %ld times: chi-square %.2f (bound 13.82)", hits[0],
+                  hits[1], hits[2], chi2);
+        fprintf(stderr, "  draws of 2 of 3: pairs %ld %ld %ld, chi2 %.2f\n", hits[0], hits[1], hits[2], chi2);
+    }
 
     /* the gradients record: round trip and refusals */
     if (g) {
