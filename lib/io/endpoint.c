@@ -9,9 +9,12 @@
 #include "ep_zmq.h"
 #include "err.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void ep_opts_default(ep_opts *o)
 {
@@ -215,7 +218,41 @@ record *ep_read_one(const char *spec, const char *kind, const ep_opts *o)
     return rec;
 }
 
+int rec_read_rest(rec_reader *r)
+{
+    record *rec = NULL;
+    int rc;
+    while ((rc = rec_read(r, &rec)) == 1)
+        rec_free(rec);
+    return rc;
+}
+
 /* ---- writers ---- */
+int ep_check_writer(const char *spec)
+{
+    if (check_spec(spec, "output"))
+        return err_last();
+    if (ep_is_zmq(spec))
+        return 0;
+    if (strcmp(spec, "-") == 0)
+        return isatty(1) ? err_set(ERR_USAGE, "refusing to write binary records to a terminal; "
+                                              "use -o FILE or a pipe")
+                         : 0;
+    struct stat st;
+    if (stat(spec, &st) == 0)
+        return S_ISDIR(st.st_mode) ? err_set(ERR_IO, "cannot write %s: it is a directory", spec) : 0;
+    const char *slash = strrchr(spec, '/');
+    if (!slash)
+        return 0;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", slash == spec ? 1 : (int)(slash - spec), spec);
+    if (stat(dir, &st))
+        return err_set(ERR_IO, "cannot create %s: folder %s: %s", spec, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return err_set(ERR_IO, "cannot create %s: %s is not a folder", spec, dir);
+    return 0;
+}
+
 struct rec_writer {
     char name[256];
     ep_file_out *file;

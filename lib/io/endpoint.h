@@ -38,9 +38,17 @@ rec_reader *ep_open_reader(const char *spec, const ep_opts *o);
 int rec_read(rec_reader *r, record **out);
 /* Reads exactly one record of kind (NULL = any) and expects the stream to end there. */
 record *ep_read_one(const char *spec, const char *kind, const ep_opts *o);
+/* Reads (and frees) every record left, so that the whole stream is checked: a tool that
+ * takes one record of a stream calls it before closing, or a cut end, trailing garbage or
+ * a wrong end count would pass unseen.  0 at the end of the stream, < 0 on error. */
+int rec_read_rest(rec_reader *r);
 const char *rec_reader_name(const rec_reader *r);
 void rec_reader_close(rec_reader *r); /* NULL-safe */
 
+/* Checks an output before the work that fills it, so that a bad -o fails at once and not
+ * after the training: 0, or the error opening it would give (an empty name or bad tcp port,
+ * ERR_USAGE; a directory or a missing folder, ERR_IO).  Creates nothing. */
+int ep_check_writer(const char *spec);
 /* Opens a writer; NULL on failure. */
 rec_writer *ep_open_writer(const char *spec, const ep_opts *o);
 int rec_write(rec_writer *w, const record *r);

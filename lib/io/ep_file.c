@@ -186,8 +186,9 @@ void ep_file_in_close(ep_file_in *f)
 /* ---- writing ---- */
 struct ep_file_out {
     char name[256];
-    char *final_path, *tmp_path; /* NULL for stdout */
+    char *final_path, *tmp_path; /* NULL for stdout and devices */
     FILE *f;
+    bool close_f; /* a device or FIFO opened in place */
 };
 
 static int file_sink(void *ctx, const void *buf, size_t len)
@@ -218,6 +219,17 @@ ep_file_out *ep_file_out_open(const char *spec, const char *name)
     if (stat(spec, &st) == 0 && S_ISDIR(st.st_mode)) {
         err_set(ERR_IO, "cannot write %s: it is a directory", spec);
         goto fail;
+    }
+    if (stat(spec, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* a device or FIFO (/dev/null, a named pipe) is written in place: renaming a
+         * temporary over it would replace /dev/null itself with a file when run as root */
+        w->f = fopen(spec, "wb");
+        if (!w->f) {
+            err_set(ERR_IO, "cannot open %s: %s", spec, strerror(errno));
+            goto fail;
+        }
+        w->close_f = true;
+        return w;
     }
     ep_file_clean_stale(spec);
     size_t n = strlen(spec) + 32;
@@ -259,6 +271,8 @@ int ep_file_out_close(ep_file_out *w, bool commit)
                 rc = err_set(ERR_IO, "cannot sync %s: %s", w->name, strerror(errno));
             if (fclose(w->f) && !rc && commit)
                 rc = err_set(ERR_IO, "cannot close %s: %s", w->name, strerror(errno));
+        } else if (w->close_f && fclose(w->f) && !rc && commit) {
+            rc = err_set(ERR_IO, "cannot close %s: %s", w->name, strerror(errno));
         }
     }
     if (w->tmp_path) {

@@ -4,7 +4,8 @@
  * "-" (stdin/stdout) and paths.  Outputs to a path are written to PATH.tmp.<pid> and
  * renamed on commit; the temporary is removed on abort, exit() and fatal signals, and
  * stale PATH.tmp.<pid> siblings left by killed processes of the same user are removed
- * when PATH is opened again.  Not here: end records and their counts (endpoint.c). */
+ * when PATH is opened again.  An existing device or FIFO (/dev/null) is written in place.
+ * Not here: end records and their counts (endpoint.c). */
 #ifndef FEDSM_EP_FILE_H
 #define FEDSM_EP_FILE_H
 
