@@ -4,6 +4,7 @@
  * Also makes the initial global model (--init) and draws a round's clients (--select).
  * Not here: prototypes and per-class gradients (CReFF/CLIP2FL/FedSM stages). */
 #include "endpoint.h"
+#include "dataset.h"
 #include "err.h"
 #include "classgrad.h"
 #include "fedavg.h"
@@ -61,7 +62,8 @@ _Noreturn static void usage(void)
         "  aggregate --init resnet8 --classes 10 --seed 7 -o round-000/model.mpk.zst\n"
         "  aggregate -m round-000/model.mpk.zst -o round-001/model.mpk.zst round-001/update-*.mpk.zst\n"
         "  aggregate --expect 8 -o model.mpk.zst @tcp://*:5555\n"
-        "exit: 0 ok, 1 runtime (NaN update), 2 usage, 3 bad input, 4 I/O or network\n");
+        "exit: 0 ok, 1 runtime, 2 usage, 3 bad input (a NaN weight, an empty input, ...),\n"
+        "      4 I/O or network\n");
     exit(0);
 }
 
@@ -78,22 +80,22 @@ static char **read_names(const char *path, int n)
     char **names = calloc((size_t)n, sizeof *names);
     if (!names)
         tool_die(ERR_INTERNAL, "out of memory for %d class names", n);
-    FILE *f = path ? fopen(path, "r") : NULL;
-    if (path && !f)
-        tool_die(ERR_IO, "cannot open %s", path);
-    char line[512];
+    if (path) { /* one checked reader of names files (dataset.h): UTF-8, no gaps, no repeats */
+        char **got;
+        int ng;
+        if (ds_read_names(path, &got, &ng))
+            tool_fail(err_last());
+        if (ng != n)
+            tool_die(ERR_FORMAT, "%s holds %d class names, the model has %d classes", path, ng, n);
+        free(names);
+        return got;
+    }
     for (int i = 0; i < n; i++) {
-        if (f) {
-            if (!fgets(line, sizeof line, f))
-                tool_die(ERR_FORMAT, "%s has fewer than %d class names", path, n);
-            line[strcspn(line, "\r\n")] = 0;
-        } else
-            snprintf(line, sizeof line, "%d", i);
+        char line[32];
+        snprintf(line, sizeof line, "%d", i);
         if (!(names[i] = strdup(line)))
             tool_die(ERR_INTERNAL, "out of memory for class names");
     }
-    if (f)
-        fclose(f);
     return names;
 }
 
@@ -222,6 +224,8 @@ static int run_init(const agg_args *a)
     inputs_add_option_int(&in, "seed", (int64_t)a->seed);
     if (inputs_set(&in, r))
         tool_fail(err_last());
+    if (model_check_record(r)) /* the partition's mean/std, say, are checked like any model's */
+        tool_fail(err_wrap(ERR_FORMAT, "%s", a->ppath ? a->ppath : "--init"));
     if (ep_write_one(a->out, r, &a->ep))
         tool_fail(err_last());
     tool_log(1, "initial %s model (%zu parameters, %lld classes) -> %s", cfg.arch, m->n_params,
@@ -250,7 +254,7 @@ static record **read_kind(const agg_args *a, const char *kind, int *n_out)
         if (!rd)
             tool_fail(err_last());
         record *r;
-        int rc;
+        int rc, n0 = n;
         while ((rc = rec_read(rd, &r)) == 1) {
             if (strcmp(r->kind, kind) != 0)
                 tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): "
@@ -266,6 +270,9 @@ static record **read_kind(const agg_args *a, const char *kind, int *n_out)
         }
         if (rc < 0)
             tool_fail(rc);
+        if (n == n0) /* an empty or end-only stream would drop its client from the average */
+            tool_die(ERR_FORMAT, "%s holds no %s record: every input named must contribute its "
+                     "records", rec_reader_name(rd), kind);
         rec_reader_close(rd);
     }
     if (n == 0)
@@ -287,9 +294,16 @@ static int run_fedavg(const agg_args *a)
         tool_fail(err_last());
     int n;
     record **ups = read_kind(a, "update", &n);
+    /* the reference (the global model, else the first update) is checked whole, meta and
+     * layout, by building it; every update is checked against it (check_arch, the layout in
+     * fedavg_records) and by value (model_check_record) below */
+    model *ref = model_from_record(g ? g : ups[0]);
+    if (!ref)
+        tool_fail(err_last());
+    model_free(ref);
 
-    int64_t round = -1;
-    double *w = malloc((size_t)n * sizeof *w), total = 0;
+    int64_t round = -1, total_n = 0;
+    double *w = malloc((size_t)n * sizeof *w);
     int64_t *ids = malloc((size_t)n * sizeof *ids);
     if (!w || !ids)
         tool_die(ERR_INTERNAL, "out of memory for %d update weights", n);
@@ -299,13 +313,18 @@ static int run_fedavg(const agg_args *a)
             rec_get_int(ups[k], "num_samples", &ns))
             tool_fail(err_last());
         ids[k] = client;
+        if (client < 0)
+            tool_die(ERR_FORMAT, "update of client %lld (stream %s, field meta.client): a client "
+                     "id is 0 or more", (long long)client, ups[k]->src);
         if (k && ids[k] == ids[k - 1])
             tool_die(ERR_FORMAT, "two updates from client %lld (%s and %s)", (long long)client,
                      ups[k - 1]->src, ups[k]->src);
-        char who[64];
-        snprintf(who, sizeof who, "update of client %lld", (long long)client);
-        if (check_finite(ups[k], who))
-            tool_fail(err_last());
+        if (model_check_record(ups[k])) /* finite weights, round >= 0, num_samples >= 0, ... */
+            tool_fail(err_wrap(ERR_FORMAT, "update of client %lld", (long long)client));
+        if (__builtin_add_overflow(total_n, ns, &total_n))
+            tool_die(ERR_FORMAT, "update of client %lld (stream %s, field meta.num_samples): %lld "
+                     "samples make the sum overflow a 64-bit count", (long long)client,
+                     ups[k]->src, (long long)ns);
         if (round < 0)
             round = ur;
         int64_t want = a->round_req >= 0 ? a->round_req : round;
@@ -321,11 +340,7 @@ static int run_fedavg(const agg_args *a)
                      (long long)client, (long long)ur, (long long)want, ups[k]->src);
         round = want;
         check_arch(ups[k], g ? g : ups[0]);
-        if (ns < 0)
-            tool_die(ERR_FORMAT, "update of client %lld has num_samples %lld", (long long)client,
-                     (long long)ns);
         w[k] = (double)ns;
-        total += w[k];
     }
     record *m = rec_new("model");
     if (!m)
@@ -358,13 +373,13 @@ static int run_fedavg(const agg_args *a)
     inputs_add_option(&in, "mode", "fedavg");
     inputs_add_option_int(&in, "round", a->round_req);
     if (rec_set_int(m, "round", round) || rec_set_ints(m, "clients", ids, (size_t)n) ||
-        rec_set_int(m, "num_samples", (int64_t)total) ||
+        rec_set_int(m, "num_samples", total_n) ||
         rec_set_str(m, "producer", "aggregate " FEDSM_VERSION) || inputs_set(&in, m))
         tool_fail(err_last());
     if (ep_write_one(a->out, m, &a->ep))
         tool_fail(err_last());
     tool_log(1, "round %lld: averaged %d updates (%lld samples) -> %s", (long long)round, n,
-             (long long)total, a->out);
+             (long long)total_n, a->out);
     for (int k = 0; k < n; k++)
         rec_free(ups[k]);
     free(ups);
@@ -406,7 +421,8 @@ static void write_method_output(const agg_args *a, record *out, record **in, int
     rec_free(out);
 }
 
-/* Every input's meta.round, which must agree (-1 when none has one); no client twice. */
+/* Every input's meta.round (0 or more), which must agree (-1 when none has one); meta.client
+ * -1 (the server) or more, no client twice. */
 static int64_t common_round(record **in, int n)
 {
     for (int k = 1; k < n; k++) { /* sorted by client id */
@@ -416,6 +432,17 @@ static int64_t common_round(record **in, int n)
         if (x >= 0 && x == y)
             tool_die(ERR_FORMAT, "two %s records from client %lld (%s and %s)", in[k]->kind,
                      (long long)x, in[k - 1]->src, in[k]->src);
+    }
+    for (int k = 0; k < n; k++) {
+        int64_t r = -1, c = -1;
+        if (rec_opt_int(in[k], "round", &r) || rec_opt_int(in[k], "client", &c))
+            tool_fail(err_last());
+        if (mv_map_get(in[k]->meta, "round") && (r < 0 || r > MODEL_ROUND_MAX))
+            tool_die(ERR_FORMAT, "%s (record %ld, field meta.round): %lld is not a round (0 to %d)",
+                     in[k]->src, in[k]->index, (long long)r, MODEL_ROUND_MAX);
+        if (c < -1)
+            tool_die(ERR_FORMAT, "%s (record %ld, field meta.client): %lld is not a client id (0 or "
+                     "more; -1: the server)", in[k]->src, in[k]->index, (long long)c);
     }
     int64_t round = -1;
     for (int k = 0; k < n; k++) {
@@ -502,7 +529,7 @@ static int run_heads(const agg_args *a)
     int C = m->cfg.num_classes, D = m->feat_dim;
     int n;
     record **in = read_kind(a, "update", &n);
-    int64_t round = common_round(in, n);
+    int64_t round = common_round(in, n), total_n = 0;
     double total = 0, *w = malloc((size_t)n * sizeof *w);
     double *acc = calloc((size_t)C * (size_t)D + (size_t)C, sizeof *acc);
     if (!w || !acc)
@@ -514,10 +541,13 @@ static int run_heads(const agg_args *a)
         if (ns <= 0)
             tool_die(ERR_FORMAT, "head %s has num_samples %lld (field meta.num_samples)",
                      in[k]->src, (long long)ns);
+        if (__builtin_add_overflow(total_n, ns, &total_n))
+            tool_die(ERR_FORMAT, "head %s (field meta.num_samples): %lld samples make the sum "
+                     "overflow a 64-bit count", in[k]->src, (long long)ns);
         w[k] = (double)ns;
         total += w[k];
-        if (check_finite(in[k], in[k]->src))
-            tool_fail(err_last());
+        if (model_check_record(in[k])) /* finite weights, sane meta */
+            tool_fail(err_wrap(ERR_FORMAT, "head %s", in[k]->src));
         for (int t = 0; t < m->n_tensors; t++) { /* the same body as MODEL */
             const model_tensor *mt = &m->tensors[t];
             if (!strcmp(mt->name, "fc.weight") || !strcmp(mt->name, "fc.bias"))
@@ -551,10 +581,10 @@ static int run_heads(const agg_args *a)
     for (int i = 0; i < C; i++)
         ((float *)ob->data)[i] = (float)acc[(size_t)C * D + i];
     record *out = g;
-    if (rec_set_int(out, "heads_averaged", n) || rec_set_int(out, "num_samples", (int64_t)total))
+    if (rec_set_int(out, "heads_averaged", n) || rec_set_int(out, "num_samples", total_n))
         tool_fail(err_last());
     tool_log(1, "round %lld: %d retrained heads averaged (%lld samples) -> %s", (long long)round,
-             n, (long long)total, a->out);
+             n, (long long)total_n, a->out);
     free(w);
     free(acc);
     model_free(m);

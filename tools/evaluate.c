@@ -177,6 +177,8 @@ int main(int argc, char **argv)
         record *h = ep_read_one(hpath, NULL, &o);
         if (!h)
             tool_fail(err_last());
+        if (model_check_record(h)) /* finite, sane meta: as every model read */
+            tool_fail(err_wrap(ERR_FORMAT, "--head"));
         const tensor *hw = rec_get(h, "fc.weight", DT_F32, 2, (int64_t[]){C, m->feat_dim});
         const tensor *hb = hw ? rec_get(h, "fc.bias", DT_F32, 1, (int64_t[]){C}) : NULL;
         if (!hb)
@@ -206,18 +208,25 @@ int main(int argc, char **argv)
         if (!train_counts)
             tool_die(ERR_INTERNAL, "out of memory");
         memcpy(train_counts, cc->data, (size_t)C * sizeof *train_counts);
+        for (int k = 0; k < C; k++)
+            if (train_counts[k] < 0)
+                tool_die(ERR_FORMAT, "partition %s (record %ld, field tensors.class_counts[%d]): "
+                         "%lld (a count is 0 or more)", ppath, p->index, k,
+                         (long long)train_counts[k]);
         rec_free(p);
     }
 
     /* encoded shards: Resize + CenterCrop to the model's input size as they are decoded */
     int S = m->cfg.input_size;
     size_t img = s->bytes ? (size_t)3 * S * S : (size_t)s->c * (size_t)s->h * (size_t)s->w;
-    float *x = aligned_alloc64((size_t)batch * img * sizeof *x);
-    float *probs = malloc((size_t)batch * (size_t)C * sizeof *probs);
-    int64_t *rows = malloc((size_t)batch * sizeof *rows);
+    int64_t bmax = batch < s->n ? batch : s->n; /* no batch holds more than the test set */
+    float *x = aligned_alloc64((size_t)bmax * img * sizeof *x);
+    float *probs = malloc((size_t)bmax * (size_t)C * sizeof *probs);
+    int64_t *rows = malloc((size_t)bmax * sizeof *rows);
     int64_t *conf = calloc((size_t)C * (size_t)C, sizeof *conf);
     if (!x || !probs || !rows || !conf)
-        tool_die(ERR_INTERNAL, "out of memory");
+        tool_die(ERR_INTERNAL, "out of memory for a batch of %lld images (--batch %lld): give a "
+                 "smaller --batch", (long long)bmax, (long long)batch);
     double loss_sum = 0, t0 = tool_now();
     int64_t correct = 0;
     for (int64_t b0 = 0; b0 < s->n; b0 += batch) {
@@ -232,7 +241,8 @@ int main(int argc, char **argv)
         }
         const float *logits = model_forward(m, x, nb, 0);
         if (!logits)
-            tool_fail(err_last());
+            tool_fail(err_wrap(err_last(), "a batch of %d images (--batch %lld)", nb,
+                               (long long)batch));
         loss_sum += (double)nn_cross_entropy_forward(probs, logits, s->labels + b0, nb, C) * nb;
         for (int i = 0; i < nb; i++) {
             const float *l = logits + (size_t)i * C;
@@ -247,8 +257,8 @@ int main(int argc, char **argv)
         tool_progress("%lld/%lld images", (long long)(b0 + nb), (long long)s->n);
     }
     tool_progress_done();
-    double top1 = s->n ? (double)correct / (double)s->n : NAN;
-    double loss = s->n ? loss_sum / (double)s->n : NAN;
+    double top1 = (double)correct / (double)s->n; /* s->n >= 1: shard_load refuses empty sets */
+    double loss = loss_sum / (double)s->n;
     float *per_class = malloc((size_t)C * sizeof *per_class);
     if (!per_class)
         tool_die(ERR_INTERNAL, "out of memory");

@@ -20,6 +20,7 @@
 #include "inputs.h"
 #include "mixup.h"
 #include "model.h"
+#include "norm.h"
 #include "proto.h"
 #include "relevance.h"
 #include "rng.h"
@@ -247,7 +248,8 @@ static record *run_fedsm(fg_args *a, const record *mrec, model *m)
     if (!s)
         tool_fail(err_last());
     float mean[3], std[3];
-    if (meta_get_vec3(mrec, "mean", mean) || meta_get_vec3(mrec, "std", std))
+    if (meta_get_vec3(mrec, "mean", mean) || meta_get_vec3(mrec, "std", std) ||
+        norm_check_shard(mrec, s->rec)) /* the features come from the model's normalisation */
         tool_fail(err_last());
     if (a->client == INT64_MIN)
         a->client = s->client;
@@ -349,7 +351,7 @@ int main(int argc, char **argv)
         case 'P': a.ppath = optarg; break;
         case 'r': a.rpath = optarg; break;
         case O_PER: a.per_class = (int)tool_parse_int("--per-class", optarg, 1, 1000000); break;
-        case O_ROUND: a.round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
+        case O_ROUND: a.round = tool_parse_int("--round", optarg, 0, MODEL_ROUND_MAX); break;
         case O_ITERS: a.gm.iters = (int)tool_parse_int("--iters", optarg, 0, 10000000), iters_set = true; break;
         case O_LR: a.gm.lr = (float)tool_parse_double("--lr", optarg, 0, 1e6); break;
         case O_BETA: a.gm.beta = (float)tool_parse_double("--beta", optarg, 0, 1e6), beta_set = true; break;

@@ -119,6 +119,12 @@ static float *teacher_rows(const char *path, const shard *s, int classes, const 
     if (!pairs || !out)
         tool_die(ERR_INTERNAL, "out of memory for the teacher logits of %lld samples",
                  (long long)s->n);
+    const float *lv = lg->data; /* a NaN logit would make every loss NaN */
+    for (int64_t i = 0; i < nt * classes; i++)
+        if (!isfinite(lv[i]))
+            tool_die(ERR_FORMAT, "teacher %s (record %ld, field tensors.logits[%lld,%lld]): %g is "
+                     "not finite", path, t->index, (long long)(i / classes),
+                     (long long)(i % classes), lv[i]);
     for (int64_t i = 0; i < nt; i++)
         pairs[2 * i] = ((const int64_t *)ix->data)[i], pairs[2 * i + 1] = i;
     qsort(pairs, (size_t)nt, 2 * sizeof *pairs, cmp_i64);
@@ -149,6 +155,8 @@ static void write_gradients(const char *path, model *m, const record *grec, cons
     record *h = hpath ? ep_read_one(hpath, NULL, o) : NULL;
     if (hpath && !h)
         tool_fail(err_last());
+    if (h && model_check_record(h)) /* finite, sane meta: as every model read */
+        tool_fail(err_wrap(ERR_FORMAT, "--grad-head"));
     const record *hr = h ? h : grec;
     const tensor *hw = rec_get(hr, "fc.weight", DT_F32, 2, (int64_t[]){C, D});
     const tensor *hb = hw ? rec_get(hr, "fc.bias", DT_F32, 1, (int64_t[]){C}) : NULL;
@@ -275,7 +283,7 @@ int main(int argc, char **argv)
         case 'U': mom = tool_parse_double("--momentum", optarg, 0, 1); break;
         case 'W': wd = tool_parse_double("--wd", optarg, 0, 1e3); break;
         case 'G': aug = optarg; break;
-        case 'R': round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
+        case 'R': round = tool_parse_int("--round", optarg, 0, MODEL_ROUND_MAX); break;
         case 'C': client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
         case 'O': o.timeout_ms = (int)(1000 * tool_parse_double("--timeout", optarg, 0, 1e6)); break;
         case 0x100: grad_out = optarg; break;
@@ -343,14 +351,16 @@ int main(int argc, char **argv)
     /* encoded shards are transformed to the model's input size as they are decoded */
     int S = m->cfg.input_size;
     size_t img = s->bytes ? (size_t)3 * S * S : (size_t)s->c * (size_t)s->h * (size_t)s->w;
-    float *x = aligned_alloc64((size_t)batch * img * sizeof *x);
-    float *xa = s->bytes ? NULL : aligned_alloc64((size_t)batch * img * sizeof *xa);
-    uint64_t *seeds = malloc((size_t)batch * sizeof *seeds);
-    float *tb = teacher ? malloc((size_t)batch * (size_t)C * sizeof *tb) : NULL;
-    int32_t *yb = malloc((size_t)batch * sizeof *yb);
-    int64_t *perm = malloc((size_t)(s->n ? s->n : 1) * sizeof *perm);
+    int64_t bmax = batch < s->n ? batch : s->n; /* no batch holds more than the shard */
+    float *x = aligned_alloc64((size_t)bmax * img * sizeof *x);
+    float *xa = s->bytes ? NULL : aligned_alloc64((size_t)bmax * img * sizeof *xa);
+    uint64_t *seeds = malloc((size_t)bmax * sizeof *seeds);
+    float *tb = teacher ? malloc((size_t)bmax * (size_t)C * sizeof *tb) : NULL;
+    int32_t *yb = malloc((size_t)bmax * sizeof *yb);
+    int64_t *perm = malloc((size_t)s->n * sizeof *perm);
     if (!x || (!xa && !s->bytes) || !seeds || !yb || !perm || (teacher && !tb))
-        tool_die(ERR_INTERNAL, "out of memory");
+        tool_die(ERR_INTERNAL, "out of memory for a batch of %lld images (--batch %lld): give a "
+                 "smaller --batch", (long long)bmax, (long long)batch);
     rng rs, ra;
     rng_init(&rs, seed, "shuffle", round, client);
     rng_init(&ra, seed, "augment", round, client);
@@ -385,7 +395,8 @@ int main(int argc, char **argv)
             float loss;
             model_zero_grad(m);
             if (model_train_step_grads(m, in, yb, tb, nb, (float)kd_t, (float)kd_alpha, &loss))
-                tool_fail(err_last());
+                tool_fail(err_wrap(err_last(), "a batch of %d images (--batch %lld)", nb,
+                                   (long long)batch));
             if (!isfinite(loss))
                 tool_die(ERR_RUNTIME,
                          "loss became %g in epoch %lld (client %lld); lower --lr?", loss,

@@ -80,7 +80,7 @@ int main(int argc, char **argv)
         case O_LR: ho.lr = (float)tool_parse_double("--lr", optarg, 0, 1e6); break;
         case O_MOM: ho.momentum = (float)tool_parse_double("--momentum", optarg, 0, 1); break;
         case O_WD: ho.wd = (float)tool_parse_double("--wd", optarg, 0, 1e6); break;
-        case O_ROUND: round = tool_parse_int("--round", optarg, 0, INT32_MAX); break;
+        case O_ROUND: round = tool_parse_int("--round", optarg, 0, MODEL_ROUND_MAX); break;
         case O_CLIENT: client = tool_parse_int("--client", optarg, -1, INT32_MAX); break;
         case O_NUM:
             num_samples = tool_parse_int("--num-samples", optarg, INT64_MIN, INT64_MAX);
@@ -120,14 +120,23 @@ int main(int argc, char **argv)
         if (num_samples < 1) /* aggregate --heads refuses a head of no samples */
             tool_die(ERR_FORMAT, "meta.num_samples of %s is %lld: a head needs at least 1", fpath, (long long)num_samples);
     }
-    if (round < 0 && rec_opt_int(fr, "round", &round) == 0 && round < 0)
-        rec_opt_int(mrec, "round", &round);
+    int64_t fround = -1, fclient = -1;
+    if (rec_opt_int(fr, "round", &fround) || rec_opt_int(fr, "client", &fclient))
+        tool_fail(err_last());
+    if (mv_map_get(fr->meta, "round") && (fround < 0 || fround > MODEL_ROUND_MAX))
+        tool_die(ERR_FORMAT, "features %s (field meta.round): %lld is not a round (0 to %d)", fpath,
+                 (long long)fround, MODEL_ROUND_MAX);
+    if (fclient < -1 || fclient > INT32_MAX)
+        tool_die(ERR_FORMAT, "features %s (field meta.client): %lld is not a client id (0 or more; "
+                 "-1: the server)", fpath, (long long)fclient);
+    if (round < 0 && mv_map_get(fr->meta, "round"))
+        round = fround;
+    if (round < 0)
+        rec_opt_int(mrec, "round", &round); /* checked with the model */
     if (round < 0)
         round = 0;
-    if (client == INT64_MIN) {
-        client = -1;
-        rec_opt_int(fr, "client", &client);
-    }
+    if (client == INT64_MIN)
+        client = fclient;
     ho.seed = co.seed;
     ho.round = round;
     ho.client = client;

@@ -9,6 +9,7 @@
 
 #include "err.h"
 #include "image.h"
+#include "utf8.h"
 #include "pool.h"
 #include "tool.h"
 
@@ -113,7 +114,7 @@ int ds_read_names(const char *path, char ***out, int *n)
     size_t len;
     int rc = image_read_file(path, (size_t)64 << 20, &buf, &len);
     if (rc)
-        return rc == ERR_IO ? err_set(ERR_FORMAT, "%s: cannot read class names: %s", path,
+        return rc == ERR_IO ? err_set(ERR_IO, "%s: cannot read class names: %s", path,
                                       strerror(errno))
                             : rc;
     char *text = realloc(buf, len + 1);
@@ -126,14 +127,36 @@ int ds_read_names(const char *path, char ***out, int *n)
         free(text);
         return err_set(ERR_FORMAT, "%s: class names file holds NUL bytes (binary?)", path);
     }
+    size_t ok = utf8_valid_prefix((const unsigned char *)text, len);
+    if (ok < len) {
+        int64_t line = 1;
+        for (size_t k = 0; k < ok; k++)
+            line += text[k] == '\n';
+        free(text);
+        return err_set(ERR_FORMAT, "%s: line %lld: not UTF-8 text (byte %zu of the file)", path,
+                       (long long)line, ok + 1);
+    }
     int cap = 16, cnt = 0;
+    int64_t lineno = 0, blank = 0; /* blank: the first blank line since the last name */
     char **names = malloc((size_t)cap * sizeof *names);
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line && names;
-         line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = text, *next; line && *line && names; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        lineno++;
         char *t = trim(line);
-        if (!*t)
+        if (!*t) {
+            blank = blank ? blank : lineno;
             continue;
+        }
+        if (blank) { /* blank lines after the last name are harmless; between names, not */
+            free_strs(names, cnt);
+            free(text);
+            return err_set(ERR_FORMAT,
+                           "%s: line %lld: blank line among the class names (one name per line; "
+                           "a gap would shift every later class to another label)",
+                           path, (long long)blank);
+        }
         if (cnt == cap) {
             char **nn = realloc(names, (size_t)(cap *= 2) * sizeof *names);
             if (!nn) {
@@ -592,7 +615,7 @@ static int load_folder(const char *root, const ds_opts *o, dataset *d)
 /* ---- list files ---- */
 
 static int list_set(const char *list, const char *root, int n_classes_known, ds_set *s,
-                    int *max_label)
+                    int *max_label, int64_t *max_line)
 {
     void *buf;
     size_t len;
@@ -655,13 +678,45 @@ static int list_set(const char *list, const char *root, int n_classes_known, ds_
             break;
         }
         s->labels[s->n++] = (int32_t)v;
-        if (v > *max_label)
+        if (v > *max_label) {
             *max_label = (int)v;
+            *max_line = lineno;
+        }
     }
     free(text);
     if (!rc && s->n == 0)
         rc = err_set(ERR_FORMAT, "%s: no samples", list);
     return rc;
+}
+
+/* Without a names file the classes are 0..max_label, so each must have a training sample:
+ * a stray large label (100000) would otherwise make as many classes, all but a few empty. */
+static int list_check_classes(const char *list, const ds_set *s, int max_label,
+                              int64_t max_line)
+{
+    if ((int64_t)max_label >= s->n) /* more classes than samples: some are empty */
+        return err_set(ERR_FORMAT,
+                       "%s: line %lld: label %d, but there are only %lld samples; without "
+                       "--classes the labels must number the classes 0..C-1, each with a sample",
+                       list, (long long)max_line, max_label, (long long)s->n);
+    char *seen = calloc((size_t)max_label + 1, 1);
+    if (!seen)
+        return err_set(ERR_INTERNAL, "out of memory for %d classes", max_label + 1);
+    for (int64_t i = 0; i < s->n; i++)
+        seen[s->labels[i]] = 1;
+    int missing = 0, first = -1;
+    for (int c = 0; c <= max_label; c++)
+        if (!seen[c]) {
+            first = first < 0 ? c : first;
+            missing++;
+        }
+    free(seen);
+    if (missing)
+        return err_set(ERR_FORMAT,
+                       "%s: line %lld: label %d, but %d of the classes 0..%d have no sample (the "
+                       "first: %d); without --classes the labels must number the classes 0..C-1",
+                       list, (long long)max_line, max_label, missing, max_label, first);
+    return 0;
 }
 
 static int load_list(const char *list, const ds_opts *o, dataset *d)
@@ -690,13 +745,16 @@ static int load_list(const char *list, const ds_opts *o, dataset *d)
         return rc;
     }
     int max_label = -1;
-    rc = list_set(list, root, d->n_classes, &d->train, &max_label);
+    int64_t max_line = 0;
+    rc = list_set(list, root, d->n_classes, &d->train, &max_label, &max_line);
+    if (!rc && !d->n_classes)
+        rc = list_check_classes(list, &d->train, max_label, max_line);
     if (!rc && o->test_list) {
         if (path_kind(o->test_list) != 1)
             rc = err_set(ERR_IO, "--test-list %s: no such file", o->test_list);
-        else
-            rc = list_set(o->test_list, root, d->n_classes ? d->n_classes : INT_MAX,
-                          &d->test, &max_label);
+        else /* without names, the classes are the training list's */
+            rc = list_set(o->test_list, root, d->n_classes ? d->n_classes : max_label + 1,
+                          &d->test, &max_label, &max_line);
         d->has_test = rc == 0;
     }
     free(root);

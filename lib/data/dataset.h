@@ -66,8 +66,10 @@ void ds_free(dataset *d); /* NULL-safe; leaves d zeroed */
 /* Reads the encoded bytes of sample i of an encoded set (owned, malloc'd). */
 int ds_read_encoded(const ds_set *s, int64_t i, void **buf, size_t *len);
 
-/* Reads class names (one per line; blank lines and surrounding spaces ignored).  *out is
- * owned (free each name and the array).  ERR_FORMAT/ERR_IO naming path. */
+/* Reads class names (one per line, UTF-8; surrounding spaces and blank lines after the
+ * last name ignored; a blank line between names, NUL bytes or a name given twice is
+ * ERR_FORMAT naming the line or name).  *out is owned (free each name and the array).
+ * ERR_FORMAT/ERR_IO (cannot read it) naming path. */
 int ds_read_names(const char *path, char ***out, int *n);
 
 #endif

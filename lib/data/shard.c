@@ -7,6 +7,7 @@
 #include "pool.h"
 
 #include <assert.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,11 @@ shard *shard_load(const char *spec, const ep_opts *o)
         s->w = (int)im->shape[3];
         s->images = im->data;
     }
+    if (s->n == 0) { /* nothing to train or test on: refused here, before any NaN mean */
+        err_set(ERR_FORMAT, "empty shard (stream %s, record 0, field tensors.labels): no samples",
+                spec);
+        goto fail;
+    }
     int64_t shp[1] = {s->n};
     const tensor *ix = rec_get(r, "index", DT_I64, 1, shp);
     if (!ix)
@@ -111,6 +117,22 @@ shard *shard_load(const char *spec, const ep_opts *o)
     s->client = -1;
     if (rec_opt_int(r, "client", &s->client))
         goto fail;
+    float ms[3];
+    if (mv_map_get(r->meta, "std") && meta_get_vec3(r, "std", ms))
+        goto fail;
+    for (int c = 0; mv_map_get(r->meta, "std") && c < 3; c++)
+        if (!(ms[c] > 0)) {
+            err_set(ERR_FORMAT, "bad meta (stream %s, record 0, field meta.std[%d]): %g (a std is "
+                    "> 0)", spec, c, ms[c]);
+            goto fail;
+        }
+    if (mv_map_get(r->meta, "mean") && meta_get_vec3(r, "mean", ms))
+        goto fail;
+    if (s->client < -1 || s->client > INT32_MAX) {
+        err_set(ERR_FORMAT, "bad meta (stream %s, record 0, field meta.client): %lld is not a "
+                "client id (0 or more; -1: the test set)", spec, (long long)s->client);
+        goto fail;
+    }
     s->labels = malloc((size_t)(s->n ? s->n : 1) * sizeof *s->labels);
     if (!s->labels) {
         err_set(ERR_INTERNAL, "out of memory");
@@ -271,6 +293,9 @@ int meta_get_vec3(const record *r, const char *key, float v[3])
         else
             return err_set(ERR_FORMAT, "bad meta (stream %s, field meta.%s): not a number",
                            r->src, key);
+        if (!isfinite(v[i]))
+            return err_set(ERR_FORMAT, "bad meta (stream %s, record %ld, field meta.%s[%d]): %g is "
+                           "not finite", r->src[0] ? r->src : r->kind, r->index, key, i, v[i]);
     }
     return 0;
 }

@@ -30,8 +30,9 @@ typedef struct shard {
     int64_t client;         /* meta.client (-1 for the test set) */
 } shard;
 
-/* Reads one shard record from spec and checks it: labels in [0, num_classes), shapes
- * consistent; encoded: N + 1 offsets rising from 0 to len(jpeg), each image starting with
+/* Reads one shard record from spec and checks it: at least one sample, labels in [0,
+ * num_classes), shapes consistent, meta.client -1 or more, meta.mean/std (when present)
+ * finite with std > 0; encoded: N + 1 offsets rising from 0 to len(jpeg), each image starting with
  * JPEG or PNG magic bytes.  Returns owned or NULL (err_msg). */
 shard *shard_load(const char *spec, const ep_opts *o);
 void shard_free(shard *s); /* NULL-safe */
@@ -51,7 +52,8 @@ void shard_gather(float *out, const shard *s, const int64_t *rows, int n, const 
  * the sample and the byte range of the first image that does not decode. */
 int shard_gather_encoded(float *out, const shard *s, const int64_t *rows, int n, int size,
                          const uint64_t *seeds, const float *mean, const float *std);
-/* Reads 3 floats from meta key (e.g. "mean") of r into v; ERR_FORMAT when absent/bad. */
+/* Reads 3 floats from meta key (e.g. "mean") of r into v; ERR_FORMAT when absent, not 3
+ * numbers, or not finite (as floats). */
 int meta_get_vec3(const record *r, const char *key, float v[3]);
 
 #endif

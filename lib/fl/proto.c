@@ -193,6 +193,16 @@ int proto_aggregate_records(record *out, record *const *in, int K)
         ids[k] = -1;
         rec_opt_int(in[k], "client", &ids[k]);
     }
+    for (int c = 0; c < C; c++) { /* proto_aggregate sums the counts: they must fit */
+        int64_t sum = 0;
+        for (int k = 0; k < K; k++)
+            if (__builtin_add_overflow(sum, cn[k][c], &sum)) {
+                rc = err_set(ERR_FORMAT, "%s, record %ld, tensor counts: %lld for class %d makes "
+                             "the class's total overflow a 64-bit count", src_of(in[k]),
+                             in[k]->index, (long long)cn[k][c], c);
+                goto done;
+            }
+    }
     P = malloc((size_t)C * (size_t)D * sizeof *P + 1);
     tot = malloc((size_t)C * sizeof *tot + 1);
     if (!P || !tot) {

@@ -797,6 +797,141 @@ static const char *where(const record *r, char *buf, size_t cap)
     return buf;
 }
 
+/* "[i,j,k]": flat index k of a tensor of shape t->shape, unravelled (C order) */
+static const char *unravel(const tensor *t, int64_t k, char *buf, size_t cap)
+{
+    int64_t idx[TENSOR_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = t->shape[d] ? k % t->shape[d] : 0;
+        k = t->shape[d] ? k / t->shape[d] : 0;
+    }
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < t->ndim && n < cap; d++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? "," : "", (long long)idx[d]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+/* Index of the first non-finite float of p[0, n), or -1.  The scan tests the exponent bits
+ * (all ones: Inf or NaN) with an OR over blocks, which compilers vectorise, and looks for
+ * the index only in a block that has one. */
+static int64_t first_nonfinite(const float *p, int64_t n)
+{
+    const int64_t blk = 4096;
+    for (int64_t b0 = 0; b0 < n; b0 += blk) {
+        int64_t b1 = n - b0 < blk ? n : b0 + blk;
+        uint32_t any = 0;
+        for (int64_t j = b0; j < b1; j++) {
+            uint32_t u;
+            memcpy(&u, p + j, 4);
+            any |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (any)
+            for (int64_t j = b0; j < b1; j++)
+                if (!isfinite(p[j]))
+                    return j;
+    }
+    return -1;
+}
+
+/* meta key of r as an int >= lo (and <= hi), when present */
+static int meta_int_in(const record *r, const char *key, int64_t lo, int64_t hi, const char *why)
+{
+    char wb[320];
+    int64_t v;
+    if (!mv_map_get(r->meta, key))
+        return 0;
+    if (rec_get_int(r, key, &v) < 0)
+        return ERR_FORMAT;
+    if (v < lo || v > hi)
+        return err_set(ERR_FORMAT, "%s, field meta.%s: %lld (%s)", where(r, wb, sizeof wb), key,
+                       (long long)v, why);
+    return 0;
+}
+
+int model_check_record(const record *r)
+{
+    char wb[320], ib[160];
+    const char *arch;
+    model_config def;
+    if (rec_get_str(r, "arch", &arch) < 0)
+        return err_wrap(ERR_FORMAT, "model record");
+    if (model_config_default(&def, arch) < 0)
+        return err_set(ERR_FORMAT, "%s, field meta.arch: %s", where(r, wb, sizeof wb), err_msg());
+    int rc;
+    if ((rc = meta_int_in(r, "num_classes", 1, 1000000, "a model has 1 to 1000000 classes")) ||
+        (rc = meta_int_in(r, "input_size", 1, 4096, "1 to 4096 pixels")) ||
+        (rc = meta_int_in(r, "in_channels", 1, 64, "1 to 64 channels")) ||
+        (rc = meta_int_in(r, "depth", 1, 10000, "at least 1")) ||
+        (rc = meta_int_in(r, "width", 1, 4096, "1 to 4096")) ||
+        (rc = meta_int_in(r, "proj_dim", 0, 1000000, "0: none")) ||
+        (rc = meta_int_in(r, "round", 0, MODEL_ROUND_MAX,
+                          "a round is 0 or more, and its next round must fit 2^31 - 1")) ||
+        (rc = meta_int_in(r, "num_samples", 0, INT64_MAX, "a sample count is 0 or more")) ||
+        (rc = meta_int_in(r, "client", -1, INT32_MAX, "a client id is 0 or more; -1: none")))
+        return rc;
+    const mval *cl = mv_map_get(r->meta, "clients");
+    if (cl) {
+        if (cl->type != MV_ARRAY)
+            return err_set(ERR_FORMAT, "%s, field meta.clients: not an array", where(r, wb, sizeof wb));
+        for (size_t i = 0; i < cl->u.arr.n; i++)
+            if (cl->u.arr.items[i].type != MV_INT || cl->u.arr.items[i].u.i < 0)
+                return err_set(ERR_FORMAT, "%s, field meta.clients[%zu]: not a client id (an int >= 0)",
+                               where(r, wb, sizeof wb), i);
+    }
+    /* the input normalisation: finite, std > 0 (a zero std divides every pixel by 0) */
+    int64_t chans = 3;
+    rec_opt_int(r, "in_channels", &chans);
+    for (int k = 0; k < 2; k++) {
+        const char *key = k ? "std" : "mean";
+        const mval *v = mv_map_get(r->meta, key);
+        if (!v)
+            continue;
+        if (v->type != MV_ARRAY || (int64_t)v->u.arr.n != chans)
+            return err_set(ERR_FORMAT, "%s, field meta.%s: expected %lld numbers (one per input channel)",
+                           where(r, wb, sizeof wb), key, (long long)chans);
+        for (size_t i = 0; i < v->u.arr.n; i++) {
+            const mval *e = &v->u.arr.items[i];
+            double x = e->type == MV_FLOAT ? e->u.f : e->type == MV_INT ? (double)e->u.i : NAN;
+            if (!isfinite((float)x) || (k && !(x > 0)))
+                return err_set(ERR_FORMAT, "%s, field meta.%s[%zu]: %s (%s)", where(r, wb, sizeof wb),
+                               key, i, e->type == MV_FLOAT || e->type == MV_INT ? "bad value" : "not a number",
+                               k ? "a std is a finite number > 0" : "a mean is a finite number");
+        }
+    }
+    int64_t classes = -1;
+    rec_opt_int(r, "num_classes", &classes);
+    for (int i = 0; i < r->n_tensors; i++) {
+        const tensor *t = &r->tensors[i];
+        if (classes > 0 && (!strcmp(t->name, "fc.weight") || !strcmp(t->name, "fc.bias")) &&
+            (t->ndim < 1 || t->shape[0] != classes))
+            return err_set(ERR_FORMAT, "%s, field tensors.%s: %lld rows, but meta.num_classes is %lld",
+                           where(r, wb, sizeof wb), t->name, t->ndim ? (long long)t->shape[0] : 0LL,
+                           (long long)classes);
+        if (ends_with(t->name, ".num_batches_tracked") && t->ndim == 0 &&
+            (t->dtype == DT_I64 || t->dtype == DT_I32)) {
+            int64_t v = t->dtype == DT_I64 ? *(const int64_t *)t->data : *(const int32_t *)t->data;
+            if (v < 0)
+                return err_set(ERR_FORMAT, "%s, field tensors.%s: %lld (a count of batches is 0 or more)",
+                               where(r, wb, sizeof wb), t->name, (long long)v);
+        }
+        if (t->dtype != DT_F32)
+            continue;
+        const float *p = t->data;
+        int64_t n = tensor_numel(t), bad = first_nonfinite(p, n);
+        if (bad >= 0)
+            return err_set(ERR_FORMAT, "%s, field tensors.%s%s: %g (every weight must be finite)",
+                           where(r, wb, sizeof wb), t->name, unravel(t, bad, ib, sizeof ib), p[bad]);
+        if (ends_with(t->name, ".running_var"))
+            for (int64_t j = 0; j < n; j++)
+                if (p[j] < 0)
+                    return err_set(ERR_FORMAT, "%s, field tensors.%s%s: %g (a variance is 0 or more)",
+                                   where(r, wb, sizeof wb), t->name, unravel(t, j, ib, sizeof ib), p[j]);
+    }
+    return 0;
+}
+
 int model_load_record(model *m, const record *r)
 {
     char wb[320];
@@ -850,6 +985,8 @@ model *model_from_record(const record *r)
     model_config c;
     const char *arch;
     int64_t depth, width, classes, proj = 0, size = 0, chans = 3;
+    if (model_check_record(r) < 0)
+        return NULL;
     if (rec_get_str(r, "arch", &arch) < 0 || model_config_default(&c, arch) < 0)
         return (void)err_wrap(ERR_FORMAT, "model record"), NULL;
     if (rec_get_int(r, "depth", &depth) < 0 || rec_get_int(r, "width", &width) < 0 ||

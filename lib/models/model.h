@@ -133,9 +133,22 @@ int model_train_step_grads(model *m, const float *x, const int32_t *labels, cons
  * into m->params: keep m alive and unchanged until the record is written and freed).
  * Returns 0 or a negative error. */
 int model_to_record(const model *m, record *r, int mode);
-/* Builds a model from a record's meta and copies its tensors in (model_load_record).
- * Returns owned, or NULL with err_msg (ERR_FORMAT: missing meta, unknown arch, or a
- * tensor missing / of wrong dtype or shape, named in the message). */
+/* The largest meta.round a model or update may carry: the next round (round + 1) must
+ * still be one every tool's --round accepts (at most INT32_MAX). */
+#define MODEL_ROUND_MAX (INT32_MAX - 1)
+/* Checks the values a model (or update) record carries, not its layout (model_load_record
+ * does that): meta.arch a known architecture; num_classes, input_size, in_channels, depth,
+ * width >= 1 and proj_dim >= 0 when present; mean/std (when present) in_channels finite
+ * numbers with every std > 0; round in [0, MODEL_ROUND_MAX], num_samples >= 0, client
+ * >= -1 and every entry of clients >= 0 when present; fc.weight/fc.bias of num_classes
+ * rows; every <f4 tensor finite (one pass over the floats); every BatchNorm running_var
+ * >= 0; every num_batches_tracked >= 0.  0, or ERR_FORMAT naming the stream, record,
+ * field and (for a tensor) the first bad index and value. */
+int model_check_record(const record *r);
+/* Builds a model from a record's meta and copies its tensors in (model_load_record), after
+ * model_check_record.  Returns owned, or NULL with err_msg (ERR_FORMAT: missing or bad
+ * meta, unknown arch, a tensor missing / of wrong dtype or shape, or a bad value, named in
+ * the message). */
 model *model_from_record(const record *r);
 /* Copies a record's tensors into an existing model after checking every tensor (name,
  * <f4 dtype, shape; num_batches_tracked optional) and the meta arch/depth/width/
