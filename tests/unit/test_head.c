@@ -6,7 +6,8 @@
  * relative (max(1, |ref|)) on every weight, bias and the last epoch's mean loss (measured:
  * at most 5e-7).
  * Also: separable features reach 100% training accuracy with the defaults; the init is
- * PyTorch's U(-1/sqrt(D), 1/sqrt(D)); bad labels and non-finite losses are errors. */
+ * PyTorch's U(-1/sqrt(D), 1/sqrt(D)); the init and shuffle streams are keyed by round and
+ * client; bad labels and non-finite losses are errors. */
 #include "endpoint.h"
 #include "err.h"
 #include "head.h"
@@ -122,6 +123,30 @@ int main(void)
     o.round = 1;
     CHECK(head_fit(w2, b2, x, y, N, D, C, &o, NULL) == 0);
     CHECK(memcmp(w, w2, sizeof w) != 0);
+    /* the documented streams (head.h): the init is head_init from (seed, "head-init", round,
+     * client) (epochs 0 leaves it as drawn), and the shuffle is keyed by round and client
+     * too: from one initial head, another client's (or round's) training differs, the same
+     * client's is identical */
+    {
+        head_opts q = o;
+        q.epochs = 0, q.round = 3, q.client = 2;
+        float wi[C * D], bi[C], wt[4][C * D], bt[4][C];
+        rng ri;
+        rng_init(&ri, q.seed, "head-init", 3, 2);
+        head_init(wi, bi, C, D, &ri);
+        CHECK(head_fit(w2, b2, x, y, N, D, C, &q, NULL) == 0);
+        CHECK_MSG(!memcmp(w2, wi, sizeof wi) && !memcmp(b2, bi, sizeof bi),
+                  "head_fit's init is not head_init from (seed, head-init, round, client)");
+        const int64_t key[4][2] = {{3, 2}, {3, 2}, {3, 5}, {4, 2}}; /* (round, client) */
+        for (int k = 0; k < 4; k++) {
+            memcpy(wt[k], wi, sizeof wi), memcpy(bt[k], bi, sizeof bi);
+            q.epochs = 2, q.round = key[k][0], q.client = key[k][1];
+            CHECK(head_train(wt[k], bt[k], x, y, N, D, C, &q, NULL, NULL) == 0);
+        }
+        CHECK_MSG(!memcmp(wt[0], wt[1], sizeof wi), "same (round, client): other shuffles");
+        CHECK_MSG(memcmp(wt[0], wt[2], sizeof wi) != 0, "the shuffle is not keyed by the client");
+        CHECK_MSG(memcmp(wt[0], wt[3], sizeof wi) != 0, "the shuffle is not keyed by the round");
+    }
 
     /* init: U(-1/sqrt(D), 1/sqrt(D)) for both; variance bound^2/3 */
     {
