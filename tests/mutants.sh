@@ -6,7 +6,8 @@
 # baseline that does not pass.  Never touches the live checkout (others edit it): the copy
 # is `git archive` of a commit (MUTANTS_REV, default HEAD) in a temp folder, or with
 # MUTANTS_REV=worktree a copy of the checkout's files as they are now (committed or not).  Slow: one
-# rebuild of one file plus the named tests per mutant (`make mutants`; not in `make test`).
+# rebuild of one file plus the named tests per mutant (`make mutants`; not in `make test`);
+# per mutant only the named unit tests are relinked, everything only when a tool test is named.
 #
 # Usage: tests/mutants.sh [ID-REGEX]     (run only the mutants whose id matches)
 # Env: MUTANTS_REV (commit, default HEAD), MUTANTS_THRESHOLD (percent, default 90),
@@ -39,6 +40,7 @@ PY=python3
 command -v $PY >/dev/null || PY=/usr/bin/python3
 
 W=${MUTANTS_DIR:-$(mktemp -d /tmp/fedsm-mutants.XXXXXX)}
+rm -rf "$W/src" # a kept MUTANTS_DIR may hold objects of a mutant an interrupted run left applied
 mkdir -p "$W/src"
 [ "${MUTANTS_KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
 if [ "$REV" = worktree ]; then # the live files as they are now (tracked and new, not ignored)
@@ -54,6 +56,23 @@ log=$W/log
 mkdir -p "$log"
 
 build() { make BUILD=$BUILD -j"$JOBS" all >"$1" 2>&1; }
+# build_for REGEX LOGFILE: only what the tests of REGEX run: the unit test binaries it names,
+# or everything (`all`: tools, helpers, gen-demo) when it names a tool test.  A mutant of a
+# file none of them links cannot be killed by them anyway.
+build_for() {
+    local t targets=() tools=0
+    for t in tests/unit/test_*.c; do
+        t=$(basename "$t" .c)
+        [[ unit/$t =~ $1 ]] && targets+=("$BUILD/tests/$t")
+    done
+    for t in tests/tools/*.sh; do
+        t=$(basename "$t" .sh)
+        case $t in lib*) continue;; esac
+        [[ tools/$t =~ $1 ]] && tools=1
+    done
+    [ $tools = 0 ] && [ ${#targets[@]} -gt 0 ] || targets=(all)
+    make BUILD=$BUILD -j"$JOBS" "${targets[@]}" >"$2" 2>&1
+}
 # run_tests REGEX LOGFILE: 0 when every selected test passed or skipped, 1 when one failed
 run_tests() {
     BUILD=$BUILD FUZZ_SECONDS=0 TESTS="$1" timeout "$TMO" tests/run.sh >"$2" 2>&1
@@ -119,7 +138,7 @@ for i in "${!ids[@]}"; do
         echo "stillborn $id: $why"; stillborn=$((stillborn+1)); continue
     fi
     t0=$SECONDS
-    if ! build "$log/$id-build.log"; then
+    if ! build_for "${regs[$i]}" "$log/$id-build.log"; then
         echo "stillborn $id: does not build ($f)"; stillborn=$((stillborn+1))
     elif run_tests "${regs[$i]}" "$log/$id.log"; then
         survived=$((survived+1)); survivors+=("$id")

@@ -3,7 +3,8 @@
 # class count, missing file, wrong kind) give one error line, exit 3 (4 missing file), and
 # no output file; on separable features the written head classifies all of them (numpy),
 # every other tensor is the input model's, meta says what was done; --num-samples writes an
-# update; a retrained model loads in evaluate.
+# update; --client keys the head (another client, another head); a retrained model loads
+# in evaluate.
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
 expect_rc 0 "$B/retrain" --help && grep -q usage "$T/out" || fail "--help"
@@ -63,6 +64,10 @@ expect_rc 2 "$B/retrain" --features "$T/f.mpk.zst" -m "$T/m.mpk.zst" -o "$T/o.mp
 "$B/retrain" --features "$T/f.mpk.zst" -m "$T/m.mpk.zst" -o "$T/r2.mpk.zst" --epochs 40 -q || fail "retrain again"
 cmp -s "$T/r.mpk.zst" "$T/r2.mpk.zst" || fail "retrain is not deterministic"
 "$B/retrain" --features "$T/f.mpk.zst" -m "$T/m.mpk.zst" -o "$T/u.mpk.zst" --epochs 2 --batch 256 --num-samples 620 --client 3 -q || fail "retrain --num-samples"
+# the client keys the head's init and shuffle streams (head.h): --client 1 and 2 train other heads
+for k in 1 2; do
+    "$B/retrain" --features "$T/f.mpk.zst" -m "$T/m.mpk.zst" -o "$T/c$k.mpk.zst" --epochs 1 --client $k -q || fail "retrain --client $k"
+done
 $PY - "$T" <<'PY' || fail "retrained model"
 import sys, msgpack, zstandard, numpy as np
 T = sys.argv[1]
@@ -97,6 +102,8 @@ assert sorted(meta["inputs"]) == ["options", "records"], meta["inputs"]
 assert meta["inputs"]["records"] == [sha(f"{T}/f.mpk.zst"), sha(f"{T}/m.mpk.zst")], meta["inputs"]
 assert len(meta["inputs"]["options"]) == 64 and meta["inputs"]["options"] != u["meta"]["inputs"]["options"]
 assert u["meta"]["num_samples"] == 620 and u["meta"]["client"] == 3, u["meta"]
+c1, c2 = (recs(f"{T}/c{k}.mpk.zst")[0]["tensors"] for k in (1, 2))
+assert not np.array_equal(arr(c1["fc.weight"]), arr(c2["fc.weight"])), "--client 1 and 2 trained the same head"
 print("ok: training accuracy", acc)
 PY
 
