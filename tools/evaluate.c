@@ -5,6 +5,7 @@
  * Encoded (JPEG/PNG) test shards are decoded batch by batch and go through torchvision's
  * eval transform (Resize, CenterCrop; imgaug.h).  --head swaps in a retrained classifier
  * (CReFF/CLIP2FL/FedSM).  Not a trainer. */
+#include "classes.h"
 #include "endpoint.h"
 #include "err.h"
 #include "inputs.h"
@@ -30,7 +31,8 @@ _Noreturn static void usage(void)
     printf("usage: evaluate --model M --test TEST [options]\n"
            "Top-1 and per-class accuracy of model M on the test shard.\n\n"
            "  -m, --model M        model (kind model, or an update: it holds every weight)\n"
-           "      --test TEST      test shard (kind shard; partition's test.mpk.zst); encoded\n"
+           "      --test TEST      test shard (kind shard; partition's test.mpk.zst) of the\n"
+           "                       model's classes (names checked when both name them); encoded\n"
            "                       (JPEG/PNG) images get Resize(256/224 x input) + CenterCrop\n"
            "  -p, --partition P    partition record: training class counts for many/medium/few\n"
            "                       (many > 100, medium 20..100, few < 20 training images)\n"
@@ -42,7 +44,7 @@ _Noreturn static void usage(void)
            "      --label NAME     a method/run label for the CSV/JSON rows\n"
            "  -b, --batch B        batch size (default 500)\n"
            "  -t, --threads N      compute threads (default 1; 0 = all cores)\n"
-           "  -q, --quiet / -v, --verbose (-v prints per-class accuracy)\n"
+           "  -q, --quiet / -v, --verbose (-v prints each class's accuracy, by name)\n"
            "  -h, --help / -V, --version\n\n"
            "example: evaluate -m round-010/model.mpk.zst --test test.mpk.zst \\\n"
            "           -p partition.mpk.zst --csv metrics.csv\n"
@@ -162,6 +164,8 @@ int main(int argc, char **argv)
         tool_usage_error("need --model and --test");
     if (!csv && !json && !out && tool_verbosity < 1)
         tool_usage_error("nothing to report: give --csv, --json or -o (or drop -q)");
+    if ((csv && ep_check_writer(csv)) || (json && ep_check_writer(json))) /* --csv, --json too */
+        tool_fail(err_last());
 
     record *mrec = ep_read_one(mpath, NULL, &o); /* a model, or an update (every weight) */
     if (!mrec)
@@ -196,10 +200,15 @@ int main(int argc, char **argv)
     if (meta_get_vec3(mrec, "mean", mean) || meta_get_vec3(mrec, "std", std) ||
         norm_check_shard(mrec, s->rec))
         tool_fail(err_last());
+    /* as many classes is not enough: a test shard of other data is refused, not scored */
+    if (classes_check(mrec, "the model", s->rec, "the test shard"))
+        tool_fail(err_last());
     int64_t *train_counts = NULL;
     if (ppath) {
         record *p = ep_read_one(ppath, "partition", &o);
         if (!p)
+            tool_fail(err_last());
+        if (classes_check(mrec, "the model", p, "the partition"))
             tool_fail(err_last());
         const tensor *cc = rec_get(p, "class_counts", DT_I64, 1, (int64_t[]){C});
         if (!cc)
@@ -286,10 +295,27 @@ int main(int argc, char **argv)
              label, *label ? " " : "", (long long)round, top1, fm[0][0] ? fm[0] : "-",
              fm[1][0] ? fm[1] : "-", fm[2][0] ? fm[2] : "-", loss, (long long)s->n,
              tool_now() - t0);
-    if (tool_verbosity >= 2)
-        for (int k = 0; k < C; k++)
-            tool_log(2, "class %d: %.4f (train count %lld)", k, per_class[k],
-                     train_counts ? (long long)train_counts[k] : -1LL);
+    if (tool_verbosity >= 2) { /* per class, by name (the model's, else the shard's) */
+        const char **names = NULL;
+        size_t nn = 0;
+        const record *nr = mv_map_get(mrec->meta, "classes") ? mrec : s->rec;
+        if (mv_map_get(nr->meta, "classes") && rec_get_strs(nr, "classes", &names, &nn))
+            tool_fail(err_last());
+        for (int k = 0; k < C; k++) {
+            int64_t tot = 0;
+            for (int j = 0; j < C; j++)
+                tot += conf[(size_t)k * C + j];
+            char tc[48] = "";
+            if (train_counts)
+                snprintf(tc, sizeof tc, ", %lld training images", (long long)train_counts[k]);
+            if (tot)
+                tool_log(2, "class %d %s: %.2f %% of %lld test images%s", k,
+                         (size_t)k < nn ? names[k] : "?", 100.0 * per_class[k], (long long)tot, tc);
+            else
+                tool_log(2, "class %d %s: no test images%s", k, (size_t)k < nn ? names[k] : "?", tc);
+        }
+        free(names);
+    }
     /* every output is staged (CSV, JSON in temporaries, the record by ep_write_one's own
      * temporary); the staged files are renamed only when all were written */
     if (csv) {

@@ -4,6 +4,7 @@
  * flip and ColorJitter per image, imgaug.h), optionally distilling from CLIP teacher
  * logits, and write an `update` record (all weights and BN buffers, sample count, client id, round).
  * Not here: aggregation (aggregate), teacher logits (clip-embed). */
+#include "classes.h"
 #include "endpoint.h"
 #include "err.h"
 #include "imgaug.h"
@@ -327,6 +328,8 @@ int main(int argc, char **argv)
     float mean[3], std[3];
     if (meta_get_vec3(grec, "mean", mean) || meta_get_vec3(grec, "std", std) ||
         norm_check_shard(grec, s->rec))
+        tool_fail(err_last());
+    if (classes_check(grec, "the global model", s->rec, "the shard")) /* not only as many */
         tool_fail(err_last());
     if (round < 0) {
         int64_t gr = 0;
