@@ -14,7 +14,8 @@
 #     or a label out of range to featgen and retrain, aggregate --heads with a head of
 #     another body: one error line, exit 3, no output file;
 # CLIP2FL with the tiny CLIP of the tests (--proj 24, its embedding size): (a), (b) with the
-# contrastive loss, a rerun of a finished run changes nothing (CLIP embeddings made once);
+# contrastive loss, featgen's loss (matching distance + contrastive term) against numpy, a
+# rerun of a finished run changes nothing (CLIP embeddings made once);
 # without CLIP weights one line naming them, exit 2; a missing embeddings file exit 4.
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
@@ -187,6 +188,42 @@ T = sys.argv[1]
 f2, again, cr = (tensors(f"{T}/{n}.mpk.zst")["features"] for n in ("c/round-002/features", "c2", "c2-creff"))
 assert (again == f2).all(), "round 2's features are not featgen clip2fl's update of round 1's"
 assert np.abs(cr - f2).max() > 0, "the contrastive loss changed nothing"
+PY
+    # featgen's objective against numpy (docs/algorithms.md 3 step 6, 3.2, 4.3): the loss_first
+    # of an update of round 1's features with beta 1 (the contrastive term as heavy as the
+    # matching) is sum_c D_c + L_PCL of those features computed here from the round's head,
+    # averaged gradients and text, with m = N / C = 10 copies (1e-5 relative)
+    METHOD=clip2fl featgen_like "$T/c" 2 --features "$T/c/round-001/features.mpk.zst" -e "$T/c/clip.mpk.zst" \
+        --beta 1 --tau 0.1 --iters 1 -o "$T/c2-loss.mpk.zst" || fail "featgen clip2fl --beta 1"
+    py "$T" <<'PY' || fail "featgen's loss differs from numpy's"
+import sys
+from rec import recs, tensors, np
+T = sys.argv[1]
+F = tensors(f"{T}/c/round-001/features.mpk.zst")
+f, y = F["features"].astype(np.float64), F["labels"]
+hd = tensors(f"{T}/c/round-001/retrained.mpk.zst")
+W, b = hd["fc.weight"].astype(np.float64), hd["fc.bias"].astype(np.float64)
+g = tensors(f"{T}/c/round-002/gradients.mpk.zst")
+text = tensors(f"{T}/c/clip.mpk.zst")["text"].astype(np.float64)
+N, C = len(y), W.shape[0]
+cosd = lambda a, v: 1 - (a * v).sum() / (np.linalg.norm(a) * np.linalg.norm(v) + 1e-6)
+L = 0.0
+for k, c in enumerate(g["classes"]):
+    fc = f[y == c]
+    z = fc @ W.T + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[:, c] -= 1
+    G, gb = p.T @ fc / len(fc), p.mean(0)
+    L += sum(cosd(g["weight"][k][i].astype(np.float64), G[i]) for i in range(C)) + cosd(g["bias"][k], gb)
+t = text / np.linalg.norm(text, axis=1, keepdims=True)
+s = f @ t.T / 0.1
+sy, mx = s[np.arange(N), y], s.max(1)
+pcl = -(sy - mx) + np.log(N // C * np.exp(s - mx[:, None]).sum(1) - np.exp(sy - mx))
+L += pcl.mean()
+got = recs(f"{T}/c2-loss.mpk.zst")[0]["meta"]["loss_first"]
+assert abs(got - L) <= 1e-5 * abs(L), (got, L)
+print(f"featgen loss {got:.8g}, numpy {L:.8g}")
 PY
     METHOD=clip2fl expect_rc 4 featgen_like "$T/c" 2 -e "$T/missing.mpk.zst" -o "$T/bad.mpk.zst" && expect_one_error_line
     [ ! -e "$T/bad.mpk.zst" ] || fail "featgen with missing embeddings left an output file"

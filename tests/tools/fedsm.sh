@@ -6,7 +6,10 @@
 #   evaluate retrained.mpk.zst (metrics equal evaluate -m retrained), whose body is the
 #   FedAvg model's and whose fc differs;
 # - aggregate --heads equals numpy's num_samples-weighted, normalised mean of the clients'
-#   heads (1e-6), the body unchanged, in the run and on heads of unequal num_samples;
+#   heads (1e-6), the body unchanged, in the run and on heads of unequal num_samples; each
+#   head's num_samples is its client's sample count;
+# - round 3's prototypes (client 0) and pseudo-features (both selected clients) are what
+#   local-train --prototypes and featgen make from round 3's FedAvg model (1e-6);
 # - aggregate --prototypes equals numpy's count-weighted mean of the unit-normalised client
 #   means (1e-6), counts summed; local-train --prototypes' counts are the shard's label
 #   counts and its means unit-norm (the means themselves against PyTorch: unit test_proto);
@@ -57,8 +60,14 @@ A = sys.argv[1]
 for r in (2, 3):
     d = f"{A}/round-{r:03d}"
     m, out = tensors(f"{d}/model.mpk.zst"), tensors(f"{d}/retrained.mpk.zst")
-    heads = [recs(p)[0] for p in sorted(glob.glob(f"{d}/head-*.mpk.zst"))]
+    hpaths = sorted(glob.glob(f"{d}/head-*.mpk.zst"))
+    heads = [recs(p)[0] for p in hpaths]
     assert len(heads) == 2, len(heads)
+    # each head weighs its client's sample count n_k (5.4 step 5), not its pseudo-feature count
+    for p, h in zip(hpaths, heads):
+        kk = p.rsplit("head-", 1)[1][:2]  # head-KK.mpk.zst
+        n = len(tensors(f"{A}/partition/client-{kk}.mpk.zst")["labels"])
+        assert h["meta"]["num_samples"] == n, (p, h["meta"]["num_samples"], n)
     w = np.array([h["meta"]["num_samples"] for h in heads], dtype=np.float64)
     assert (w > 0).all(), w
     w /= w.sum()
@@ -91,6 +100,31 @@ for k in range(4):
     assert (p["counts"] == np.bincount(y, minlength=10)).all(), (k, p["counts"])
     n = np.linalg.norm(p["means"], axis=1)
     assert (np.abs(n[p["counts"] > 0] - 1) < 1e-5).all() and (n[p["counts"] == 0] == 0).all(), (k, n)
+PY
+
+# round 3's prototypes and pseudo-features come from round 3's FedAvg model (5.4 steps 1, 3):
+# client 0's prototypes and every selected client's pseudo-features made again from it are
+# the run's (the pipeline's options: seed 7, one thread, --proto-bn eval, --select prob)
+D3=$A/round-003
+"$B/local-train" -m "$D3/model.mpk.zst" -d "$A/partition/client-00.mpk.zst" --epochs 0 --seed 7 --threads 1 \
+    --prototypes "$T/proto-00.mpk.zst" --proto-bn eval -q || fail "local-train --prototypes"
+for f in "$D3"/pseudo-*.mpk.zst; do
+    kk=${f##*pseudo-}; kk=${kk%.mpk.zst}
+    "$B/featgen" --method fedsm -m "$D3/model.mpk.zst" -d "$A/partition/client-$kk.mpk.zst" -P "$D3/prototypes.mpk.zst" \
+        -r "$T/rel.mpk.zst" --select prob --per-class 5 --proto-bn eval --round 3 --seed 7 --threads 1 \
+        -o "$T/pseudo-$kk.mpk.zst" -q || fail "featgen client $kk"
+done
+py "$T" "$D3" <<'PY' || fail "round 3's prototypes or pseudo-features are not made from round 3's model"
+import sys, glob, os
+from rec import tensors, np
+T, D3 = sys.argv[1:]
+a, b = tensors(f"{T}/proto-00.mpk.zst"), tensors(f"{D3}/proto-00.mpk.zst")
+assert np.abs(a["means"] - b["means"]).max() < 1e-6 and (a["counts"] == b["counts"]).all(), "prototypes of client 00"
+pseudo = sorted(glob.glob(f"{D3}/pseudo-*.mpk.zst"))
+assert len(pseudo) == 2, pseudo
+for p in pseudo:
+    a, b = tensors(p), tensors(f"{T}/{os.path.basename(p)}")
+    assert (a["labels"] == b["labels"]).all() and np.abs(a["features"] - b["features"]).max() < 1e-6, p
 PY
 
 # the generated clients all hold 54 samples: aggregate --heads once more on heads of unequal
