@@ -122,6 +122,7 @@ fuzz: deps-test fuzz-build
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_record $${FUZZ_SECONDS:-3600}
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_weights $${FUZZ_SECONDS:-3600} tests/fuzz/corpus-weights
 	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_methods $${FUZZ_SECONDS:-3600} tests/fuzz/corpus-methods
+	tests/fuzz/run.sh $(BUILD)/fuzz/fuzz_readers $${FUZZ_SECONDS:-3600} tests/fuzz/corpus-readers
 
 # ---- benchmarks (not tests): ratios against PyTorch measured in the same run ----
 bench: deps-bench
@@ -131,7 +132,9 @@ bench: deps-bench
 # ---- the main job on the embedded default data ----
 # DATA reaches demo.sh in the environment (DEMO_DATA, taken unexpanded), never through the
 # shell's parsing: a path with spaces, quotes or ';' stays one value and nothing of it runs.
+# RUN (DEMO_RUN) likewise: the demo's run folder (default runs/demo, runs/demo-NAME with DATA).
 demo: export DEMO_DATA := $(value DATA)
+demo: export DEMO_RUN := $(if $(value RUN),$(value RUN),$(value DEMO_RUN))
 demo: deps-demo
 	$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) pipelines/demo.sh
@@ -141,6 +144,7 @@ fixtures: deps-bench clip-fixtures
 	/usr/bin/python3 tests/make_fixtures.py
 	/usr/bin/python3 tests/fuzz/make_corpus.py
 	/usr/bin/python3 tests/fuzz/make_corpus_methods.py
+	/usr/bin/python3 tests/fuzz/make_corpus_readers.py
 
 clip-weights:
 	data/get-clip-weights.sh

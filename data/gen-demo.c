@@ -3,7 +3,7 @@
  * `make demo` runs the whole pipeline with no download.  Each class is an oriented colour
  * grating (class k: orientation k*18 degrees, its own hue and frequency) under random
  * phase, shift, contrast and pixel noise: easy to see, not trivial to classify.
- * usage: gen-demo OUTDIR [PER_CLASS_TRAIN [PER_CLASS_TEST [SEED]]]
+ * usage: gen-demo OUTDIR [PER_CLASS_TRAIN [PER_CLASS_TEST [SEED]]]   (also --help, --version)
  * Also writes class_embeddings.npy (<f4 [10, 5]): each class's generating parameters as a
  * vector (orientation on the circle of period 180 degrees, centred hue), the class
  * relevance the demo gives FedSM in place of CLIP text embeddings (clip-embed --import):
@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "tool.h" /* FEDSM_VERSION only: gen-demo links nothing of lib/ */
 
 static const char *names[10] = {"ring", "stripe", "check", "wave", "dots",
                                 "ramp", "cross", "zigzag", "blob", "grid"};
@@ -89,18 +91,52 @@ static int write_batch(const char *dir, const char *name, int per_class)
     return fclose(f);
 }
 
+/* A whole decimal number in [lo, hi], or exit 2 naming the argument. */
+static long long arg_num(const char *what, const char *s, long long lo, long long hi)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "gen-demo: error: %s: '%s' is not a whole number in [%lld, %lld]\n", what,
+                s, lo, hi);
+        exit(2);
+    }
+    return v;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: gen-demo OUTDIR [PER_CLASS_TRAIN [PER_CLASS_TEST [SEED]]]\n"
-               "Writes a synthetic 10-class 32x32 dataset in the CIFAR-10 binary layout.\n"
-               "Defaults: 5000 train and 1000 test images per class (CIFAR-10's sizes).\n");
-        return argc < 2 ? 2 : 0;
+               "Writes a synthetic 10-class 32x32 dataset in the CIFAR-10 binary layout\n"
+               "(data_batch_1..5.bin, test_batch.bin, batches.meta.txt) and\n"
+               "class_embeddings.npy (each class's orientation and hue) into OUTDIR.\n"
+               "Defaults: 5000 train and 1000 test images per class (CIFAR-10's sizes);\n"
+               "PER_CLASS_TRAIN a multiple of 5.  -h, --help; -V, --version.\n"
+               "exit: 0 ok, 2 usage, 4 I/O\n");
+        return 0;
     }
-    int train = argc > 2 ? atoi(argv[2]) : 5000, test = argc > 3 ? atoi(argv[3]) : 1000;
+    if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+        printf("gen-demo %s\n", FEDSM_VERSION);
+        return 0;
+    }
+    /* an option gen-demo does not know is refused, never taken for the folder's name */
+    if (argc >= 2 && argv[1][0] == '-') {
+        fprintf(stderr, "gen-demo: error: unknown option '%s' (try gen-demo --help)\n", argv[1]);
+        return 2;
+    }
+    if (argc < 2 || argc > 5 || !argv[1][0]) {
+        fprintf(stderr, "gen-demo: error: %s (usage: gen-demo OUTDIR [PER_CLASS_TRAIN "
+                "[PER_CLASS_TEST [SEED]]])\n",
+                argc < 2 || !argv[1][0] ? "no OUTDIR given" : "too many arguments");
+        return 2;
+    }
+    int train = argc > 2 ? (int)arg_num("PER_CLASS_TRAIN", argv[2], 5, 1000000) : 5000;
+    int test = argc > 3 ? (int)arg_num("PER_CLASS_TEST", argv[3], 1, 1000000) : 1000;
     if (argc > 4)
-        st ^= strtoull(argv[4], NULL, 10) * 0x9e3779b97f4a7c15ULL;
-    if (train % 5 || train <= 0 || test <= 0) {
+        st ^= (uint64_t)arg_num("SEED", argv[4], 0, INT64_MAX) * 0x9e3779b97f4a7c15ULL;
+    if (train % 5) {
         fprintf(stderr, "gen-demo: error: PER_CLASS_TRAIN must be a positive multiple of 5\n");
         return 2;
     }

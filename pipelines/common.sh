@@ -7,8 +7,11 @@
 #   RUN/config.txt                 the options the run was started with (resume checks them)
 #   RUN/partition/                 client-KK.mpk.zst, test.mpk.zst, partition.{mpk.zst,csv,svg}
 #   RUN/round-000/model.mpk.zst    the initial global model
-#   RUN/round-RRR/update-KK.mpk.zst, model.mpk.zst, metrics.csv, metrics.json
-#   RUN/metrics.csv                one row per evaluated round (rebuilt from the rounds), accuracy.png
+#   RUN/round-RRR/model.mpk.zst, metrics.csv, metrics.json, and the clients' update-KK.mpk.zst
+#                                  until the round is complete (always with --keep-updates)
+#   RUN/metrics.csv, accuracy.png  one row per evaluated round (rebuilt from the rounds)
+#   RUN/class-accuracy.csv, .png   each class's top-1 per evaluated round (.png: <= 10 classes)
+#   (a run moved aside by --force: RUN.old-N)
 #
 # A method's pipeline is a short script over the functions below (pipelines/fedavg.sh is one):
 #   source "$(dirname "$0")/common.sh"
@@ -149,8 +152,9 @@ common options:
   --force            when RUN was started with other options (its config.txt), move it
                      aside to RUN.old-N and start afresh (without it: refused, exit 2)
   --keep-updates     keep every client's per-round files (updates, gradients,
-                     prototypes, pseudo-features, heads; about 5 MB each at full width);
-                     by default they are deleted once their round is complete
+                     prototypes, pseudo-features, heads: 4.5 MB per update or head for
+                     ResNet-8 at full width); by default they are deleted once their
+                     round is complete (resume and --body never read them)
   --brief            one line per round, without the tools' own lines
   -q, --quiet        only errors and the final summary
   -h, --help
@@ -699,7 +703,9 @@ plot_metrics() {
 }
 
 # plot_classes CSV PNG TITLE: each class's top-1 per round (CSV: class_accuracy's), in
-# percent; drawn only for 10 classes or fewer (more are unreadable as lines).
+# percent; drawn only for 10 classes or fewer (more are unreadable as lines).  Class i of C
+# is drawn (i - (C-1)/2) * 0.5 points off its value (at most ±2.25), so that classes with
+# the same accuracy (several at 0 % early on) stay apart instead of hiding one another.
 plot_classes() {
     local csv=$1 png=$2 title=$3 names=() plot=() i
     command -v gnuplot >/dev/null || return 0
@@ -707,7 +713,7 @@ plot_classes() {
     mapfile -t names < <(head -n 1 "$csv" | csv_split | tail -n +2)
     [ ${#names[@]} -ge 1 ] && [ ${#names[@]} -le 10 ] || return 0
     for ((i = 0; i < ${#names[@]}; i++)); do
-        plot+=("'' skip 1 using 1:(100*\$$((i + 2))) with linespoints lw 1.5 pt $((i % 13 + 1)) ps 0.8 title $(gp_str "${names[$i]}")")
+        plot+=("'' skip 1 using 1:(100*\$$((i + 2)) + ($i - (${#names[@]} - 1) / 2.0) * 0.5) with linespoints lw 1.5 pt $((i % 13 + 1)) ps 0.8 title $(gp_str "${names[$i]}")")
     done
     plot[0]="$(gp_str "$csv")${plot[0]#\'\'}"
     tmp_add "$png.tmp"
@@ -716,7 +722,7 @@ plot_classes() {
         echo "set output $(gp_str "$png.tmp")"
         echo 'set datafile separator ","; set datafile missing ""; set key outside right top noautotitle'
         echo "set title $(gp_str "$title: top-1 per class and round")"
-        echo 'set xlabel "round"; set ylabel "class top-1 accuracy, %"'
+        echo 'set xlabel "round"; set ylabel "class top-1 accuracy, % (classes drawn ±2 apart)"'
         COL=1 gp_rounds "$csv"; gp_percent
         local IFS=,; echo "plot ${plot[*]}"
     } | gnuplot 2>/dev/null || log "gnuplot failed; no per-class plot"

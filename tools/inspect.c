@@ -234,6 +234,8 @@ int main(int argc, char **argv)
         tool_usage_error("--tensor needs -o FILE.npy");
     if (out && !tname)
         tool_usage_error("-o is only for --tensor");
+    if (out && ep_check_writer(out)) /* a missing folder fails now, not after reading */
+        tool_fail(err_last());
     record *keep = NULL; /* the record whose tensor is exported once all input read well */
     for (int a = optind; a < argc; a++) {
         rec_reader *rd = ep_open_reader(argv[a], &o);

@@ -678,6 +678,25 @@ int main(int argc, char **argv)
         tool_hint("--force replaces it");
         exit(2);
     }
+    { /* the folder DIR goes into must exist (and take DIR.tmp.<pid>): checked now, before
+       * the dataset is read, not when the shards are written */
+        const char *slash = strrchr(out_dir, '/');
+        char parent[4000];
+        if (slash)
+            snprintf(parent, sizeof parent, "%.*s", slash == out_dir ? 1 : (int)(slash - out_dir),
+                     out_dir);
+        else
+            snprintf(parent, sizeof parent, ".");
+        struct stat pst;
+        if (stat(parent, &pst))
+            tool_die(ERR_IO, "cannot create --out-dir %s: folder %s: %s", out_dir, parent,
+                     strerror(errno));
+        if (!S_ISDIR(pst.st_mode))
+            tool_die(ERR_IO, "cannot create --out-dir %s: %s is not a folder", out_dir, parent);
+        if (access(parent, W_OK | X_OK))
+            tool_die(ERR_IO, "cannot create --out-dir %s: folder %s: %s", out_dir, parent,
+                     strerror(errno));
+    }
 
     double t0 = tool_now();
     dataset d;
