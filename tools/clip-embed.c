@@ -17,6 +17,7 @@
 #include "safetensors.h"
 #include "pool.h"
 #include "tool.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -124,27 +125,10 @@ static void list_free(strlist *l)
     l->n = 0;
 }
 
-/* Length of the valid UTF-8 prefix of s[0, n) (n when all of it is valid). */
-static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
-{
-    for (size_t k = 0; k < n;) {
-        unsigned c = s[k], len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || k + len > n || (len == 2 && c < 0xC2)) return k;
-        uint32_t cp = len == 1 ? c : c & (0x7F >> len);
-        for (unsigned j = 1; j < len; j++) {
-            if ((s[k + j] & 0xC0) != 0x80) return k;
-            cp = cp << 6 | (s[k + j] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp < 0xE000))
-            return k;
-        k += len;
-    }
-    return n;
-}
-
-/* Non-empty lines, trimmed; '#' lines are comments when comments is set.  Every line must be
- * UTF-8.  Without comments (a class list) a blank line is an error: skipping it would move
- * every later class to another label. */
+/* Non-empty lines, trimmed; '#' lines are comments when comments is set (a template file,
+ * whose every line must then hold "{}" exactly once).  Every line must be UTF-8 without NUL.
+ * Without comments (a class list) a blank line is an error: skipping it would move every
+ * later class to another label. */
 static void read_lines(const char *path, strlist *out, bool comments)
 {
     FILE *f = fopen(path, "r");
@@ -166,6 +150,10 @@ static void read_lines(const char *path, strlist *out, bool comments)
             die(ERR_FORMAT, "%s line %zu: blank line in a class list (one name per line; a gap would shift every later label)",
                 path, lineno);
         if (!*s || (comments && *s == '#')) continue;
+        const char *ph = strstr(s, "{}");
+        if (comments && (!ph || strstr(ph + 2, "{}"))) /* a template: CLIP's str.format(name) */
+            die(ERR_FORMAT, "%s line %zu: a prompt template holds the class name's place '{}' exactly once (%s)",
+                path, lineno, ph ? "twice here" : "none here: every class would get the same text");
         list_push(out, s);
     }
     free(line);
@@ -270,6 +258,7 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
         if (hl > 65536) die(ERR_FORMAT, "%s: .npy header too long", path);
         char *h = calloc(1, hl + 1);
         if (!h || fread(h, 1, hl, f) != hl) die(ERR_FORMAT, "%s: truncated .npy header", path);
+        for (size_t k = strlen(h); k > 0 && (h[k - 1] == ' ' || h[k - 1] == '\n'); k--) h[k - 1] = 0; /* padding */
         bool f8 = strstr(h, "'<f8'") != NULL, f4 = strstr(h, "'<f4'") != NULL;
         char close = 0;
         const char *sh = strstr(h, "'shape': (");
@@ -289,6 +278,7 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
                 out[k] = (float)d;
             } else if (fread(&out[k], 4, 1, f) != 1) die(ERR_FORMAT, "%s: truncated .npy data", path);
         }
+        if (fgetc(f) != EOF) die(ERR_FORMAT, "%s: bytes after the (%ld, %ld) array's data", path, (long)rows, (long)cols);
         fclose(f);
     } else if (got >= 4 && !memcmp(magic, "PK\3\4", 4)) { /* torch.save zip: a tensor or a dict of them */
         fclose(f);
@@ -477,7 +467,9 @@ static int tokenize_stdin(const char *vocab)
     return 0;
 }
 
-/* The shards' meta classes (all shards must agree); NULL list when none has them. */
+/* The shards' meta classes (all shards must agree); NULL list when none has them.  Every
+ * --shard stream must hold shard records only, at least one, each with samples: a stream of
+ * anything else would otherwise give no teacher, silently. */
 static void shard_classes(char **shards, int n_shards, strlist *out)
 {
     for (int k = 0; k < n_shards; k++) {
@@ -485,7 +477,17 @@ static void shard_classes(char **shards, int n_shards, strlist *out)
         if (!rd) fail_code(err_last());
         record *r = NULL;
         int rc;
+        long n_rec = 0;
         while ((rc = rec_read(rd, &r)) == 1) {
+            n_rec++;
+            if (strcmp(r->kind, "shard"))
+                die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): expected shard, got %s",
+                    shards[k], r->index, r->kind);
+            const tensor *im = rec_find(r, "images"), *of = rec_find(r, "offsets");
+            int64_t ns = im && im->ndim >= 1 ? im->shape[0] : of && of->ndim == 1 ? of->shape[0] - 1 : -1;
+            if (ns == 0)
+                die(ERR_FORMAT, "empty shard (stream %s, record %ld, field tensors.%s): no samples", shards[k],
+                    r->index, im ? "images" : "offsets");
             const char **cls = NULL;
             size_t n = 0;
             if (mv_map_get(r->meta, "classes")) {
@@ -502,6 +504,7 @@ static void shard_classes(char **shards, int n_shards, strlist *out)
             rec_free(r);
         }
         if (rc < 0) fail_code(rc);
+        if (!n_rec) die(ERR_FORMAT, "%s holds no shard record (--shard takes partition's client or test shards)", shards[k]);
         rec_reader_close(rd);
     }
 }
@@ -723,6 +726,12 @@ int main(int argc, char **argv)
     } else {
         bpe *tok = bpe_load(vocab);
         if (!tok) fail_code(err_last());
+        /* the tokenizer's ids must be the model's: none past its vocabulary, and a model of CLIP's
+         * full vocabulary needs every merge (a cut merges list would shift the last tokens) */
+        int nv = bpe_vocab_size(tok), full = 512 + BPE_MAX_MERGES + 2;
+        if (nv > m->vocab || (m->vocab == full && nv != full))
+            die(ERR_FORMAT, "%s: a vocabulary of %d tokens for a model of %d (%s)", vocab, nv, m->vocab,
+                nv > m->vocab ? "ids past the model's embeddings" : "merges missing: a cut vocabulary file?");
         E = m->embed_dim;
         text = embed_classes(m, tok, &classes, &prompts);
         rtext = embed_classes(m, tok, &classes, &rel);
@@ -766,11 +775,9 @@ int main(int argc, char **argv)
         if (!rd) fail_code(err_last());
         record *s = NULL;
         while ((rc = rec_read(rd, &s)) == 1) {
-            if (strcmp(s->kind, "shard")) {
-                tool_log(2, "%s record %ld: kind %s skipped", shards[k], s->index, s->kind);
-                rec_free(s);
-                continue;
-            }
+            if (strcmp(s->kind, "shard")) /* shard_classes read every stream first */
+                die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): expected shard, got %s",
+                    shards[k], s->index, s->kind);
             record *t = NULL;
             rc = teacher_for_shard(m, s, text, C, batch, mv_map_get(er->meta, "inputs"), shards[k], &t);
             rec_free(s);

@@ -268,7 +268,21 @@ static char *read_all(const char *path, size_t *len)
         if (r == 0) break;
         n += (size_t)r;
     }
-    gzclose(g);
+    /* CLIP's vocabulary is a gzip file (bpe_simple_vocab_16e6.txt.gz): plain text (which
+     * gzread passes through) or a gzip stream that ends early is refused, since a cut
+     * vocabulary tokenizes every later merge differently, silently */
+    int direct = gzdirect(g), zerr = Z_OK;
+    gzerror(g, &zerr);
+    int crc = gzclose(g);
+    if (direct || zerr != Z_OK || crc != Z_OK) {
+        free(buf);
+        return (void)err_set(ERR_FORMAT, "%s: %s", path,
+                             direct ? "not gzip data (CLIP's BPE vocabulary is a gzip file, "
+                                      "bpe_simple_vocab_16e6.txt.gz)"
+                                    : "the gzip stream ends early or is damaged (a truncated "
+                                      "download?)"),
+               NULL;
+    }
     buf[n] = 0;
     *len = n;
     return buf;

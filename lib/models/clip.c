@@ -6,6 +6,7 @@
 #include "clip.h"
 
 #include "err.h"
+#include "finite.h"
 #include "imgaug.h"
 #include "json.h"
 #include "nn.h"
@@ -16,7 +17,9 @@
 #if defined(__AVX512F__)
 #include "simd.h"
 #endif
+#include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,6 +551,17 @@ static const float *load_into(loader *L, float *dst, const char *name, int ndim,
         return NULL;
     }
     if (dst && (L->rc = st_to_f32(L->f, t, dst, numel))) return NULL;
+    int64_t bad = dst ? first_nonfinite(dst, numel) : -1; /* a NaN weight makes every embedding NaN */
+    if (bad >= 0) {
+        char ix[160] = "";
+        int64_t k = bad, at[ST_MAX_DIMS];
+        for (int d = t->ndim - 1; d >= 0; d--) at[d] = k % t->shape[d], k /= t->shape[d];
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(ix + strlen(ix), sizeof ix - strlen(ix), "%s%lld", d ? "," : "", (long long)at[d]);
+        L->rc = err_set(ERR_FORMAT, "%s: tensor '%s' holds %g at [%s]: every weight must be finite", st_path(L->f),
+                        name, dst[bad], ix);
+        return NULL;
+    }
     return dst;
 }
 
@@ -683,6 +697,7 @@ static const st_tensor *need(const st_file *f, const char *name, int ndim)
 static int read_config(clip_model *m, const char *path, const char *weights)
 {
     char buf[4096];
+    bool config_given = path != NULL;
     if (!path) {
         const char *sl = strrchr(weights, '/');
         int dl = sl ? (int)(sl - weights) : 0;
@@ -690,7 +705,8 @@ static int read_config(clip_model *m, const char *path, const char *weights)
         path = buf;
     }
     FILE *f = fopen(path, "rb");
-    if (!f) return 0; /* absent: CLIP's conventions */
+    if (!f && config_given) return err_set(ERR_IO, "--config %s: cannot open: %s", path, strerror(errno));
+    if (!f) return 0; /* none beside the weights: CLIP's conventions */
     char *text = malloc(1 << 20);
     size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
     fclose(f);
@@ -703,7 +719,14 @@ static int read_config(clip_model *m, const char *path, const char *weights)
         clip_tower *tw = k ? &m->text : &m->vision;
         const json *c = json_get(j, secs[k]);
         int64_t h;
-        if (c && json_get_int(c, "num_attention_heads", &h) == 0) tw->heads = (int)h;
+        if (c && json_get_int(c, "num_attention_heads", &h) == 0) {
+            if (h < 1 || h > tw->width) {
+                json_free(j);
+                return err_set(ERR_FORMAT, "%s: %s.num_attention_heads %lld is not 1 to the width %d", path, secs[k],
+                               (long long)h, tw->width);
+            }
+            tw->heads = (int)h;
+        }
         const json *act = json_get(c, "hidden_act");
         if (act && act->type == JSON_STR) {
             if (!strcmp(act->str, "gelu")) tw->quick_gelu = false;
@@ -713,7 +736,13 @@ static int read_config(clip_model *m, const char *path, const char *weights)
             }
         }
         const json *eps = json_get(c, "layer_norm_eps");
-        if (eps && eps->type == JSON_NUM) tw->ln_eps = (float)eps->num;
+        if (eps && eps->type == JSON_NUM) {
+            if (!((float)eps->num > 0) || !isfinite((float)eps->num)) { /* LayerNorm divides by sqrt(var + eps) */
+                json_free(j);
+                return err_set(ERR_FORMAT, "%s: %s.layer_norm_eps %g is not a finite number > 0", path, secs[k], eps->num);
+            }
+            tw->ln_eps = (float)eps->num;
+        }
     }
     json_free(j);
     return 0;
@@ -773,6 +802,10 @@ clip_model *clip_load(const char *path, const char *config_json)
     }
     float lsv;
     if (st_to_f32(f, ls, &lsv, 1)) goto fail;
+    if (!isfinite(expf(lsv)) || !(expf(lsv) > 0)) { /* the logits are exp(logit_scale) v.t */
+        err_set(ERR_FORMAT, "%s: tensor 'logit_scale' is %g: exp(logit_scale) is no finite positive scale", path, lsv);
+        goto fail;
+    }
     m->logit_scale = lsv;
     loader L = {f, NULL, 0, 0, 0, NULL};
     load_all(&L, m); /* counting pass: checks names and shapes, sizes the slab */
