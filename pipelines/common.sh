@@ -447,13 +447,54 @@ train_clients() {
 
 # fedavg_round R MODEL [ARG...]: aggregate the SELECTED clients' R/update-KK.mpk.zst over
 # MODEL (the previous global model) into R/model.mpk.zst, unless it exists; ARGs go to
-# aggregate.
+# aggregate.  With AGGREGATE_CMD set (fedavg.sh --aggregate-cmd), custom_aggregate instead.
 fedavg_round() {
     local r=$1 model=$2; shift 2
     [ ! -f "$r/model.mpk.zst" ] || return 0
     local ups=() k
     for k in "${SELECTED[@]}"; do ups+=("$r/update-$(client_tag "$k").mpk.zst"); done
+    if [ -n "${AGGREGATE_CMD:-}" ]; then custom_aggregate "$r" "$model" "${ups[@]}"; return; fi
     run_tool "$BIN/aggregate" -m "$model" -o "$r/model.mpk.zst" "$@" ${QOPT[@]+"${QOPT[@]}"} "${ups[@]}" || exit $?
+}
+
+# check_cmd OPTION PROG: sets CMD_PATH to PROG's absolute path, PROG being an executable file
+# (a name without '/' is looked up in PATH, as a command name; nothing is evaluated); exits 2
+# with one line otherwise.
+check_cmd() {
+    local o=$1 p=$2
+    if [[ $p != */* ]]; then p=$(type -P -- "$p") || die "$o: '$2' is not a program in PATH" 2; fi
+    [ -f "$p" ] && [ -x "$p" ] || die "$o: '$2' is not an executable file" 2
+    CMD_PATH=$(realpath -- "$p") || die "$o: cannot resolve '$2'" 2
+}
+
+# custom_aggregate R MODEL UPDATE...: a user's aggregation rule in place of aggregate (docs/
+# plugins.md): runs AGGREGATE_CMD -m MODEL -o R/model.tmp.PID.mpk.zst UPDATE... (an argument
+# array, never a shell string), then renames its output to R/model.mpk.zst only once inspect
+# has read it whole and it is one model record of round ROUND_N with MODEL's tensors (names,
+# dtypes, shapes).  Otherwise one error line, exit 1 (it failed) or 3 (it wrote no valid
+# model), and nothing is left for a resume to mistake for the round's model.
+custom_aggregate() {
+    local r=$1 model=$2; shift 2
+    local tmp="$r/model.tmp.$$.mpk.zst" rc=0 head what="--aggregate-cmd ${AGGREGATE_CMD##*/}"
+    tmp_add "$tmp"
+    rm -f -- "$tmp"
+    run_tool "$AGGREGATE_CMD" -m "$model" -o "$tmp" "$@" || rc=$?
+    [ "$rc" = 0 ] || { rm -f -- "$tmp"; die "$what failed (exit $rc) in $r (its lines above)" 1; }
+    [ -f "$tmp" ] || die "$what exited 0 but wrote no model (-o $tmp)" 3
+    head=$("$BIN/inspect" --no-stats "$tmp" 2>&1) \
+        || { rm -f -- "$tmp"; die "$what wrote an invalid stream in $r: $(grep -m1 'error:' <<<"$head" | sed 's/^.*error: //')" 3; }
+    local recs first=${head%%$'\n'*} is_model='^#0 model ' round_re=' round=([0-9]+)( |$)'
+    recs=$(grep -c '^#' <<<"$head")
+    [[ $recs = 1 && $first =~ $is_model ]] \
+        || { rm -f -- "$tmp"; die "$what wrote $recs record(s) in $r, not one model record" 3; }
+    [[ $first =~ $round_re && ${BASH_REMATCH[1]} = "$ROUND_N" ]] \
+        || { rm -f -- "$tmp"; die "$what wrote a model without meta.round = $ROUND_N in $r" 3; }
+    if ! cmp -s <(awk '/^  /{print $1, $2, $3}' <<<"$head" | sort) \
+                <("$BIN/inspect" --no-stats "$model" | awk '/^  /{print $1, $2, $3}' | sort); then
+        rm -f -- "$tmp"
+        die "$what wrote a model whose tensors (names, dtypes, shapes) are not those of $model" 3
+    fi
+    mv -- "$tmp" "$r/model.mpk.zst"
 }
 
 # evaluate_round R MODEL [ARG...]: evaluates MODEL (e.g. R/model.mpk.zst, or a model with a

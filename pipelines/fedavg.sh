@@ -11,6 +11,12 @@ method_usage() {
 usage: fedavg.sh --data PATH [options]
 FedAvg on a long-tailed, non-IID split of PATH (anything partition reads, or a .tar.zst
 of an image folder, unpacked once into ~/.cache/fedsm).
+fedavg.sh's own option:
+  --aggregate-cmd PROG  your aggregation rule in place of aggregate: run each round as
+                     PROG -m PREV_MODEL -o OUT UPDATE... (PROG an executable file, or a
+                     program in PATH; its arguments are never passed through a shell); OUT
+                     must be one model record of the round with PREV_MODEL's tensors.
+                     Example: python/examples/median_aggregate.py (docs/plugins.md)
 USAGE
 }
 method_usage_tail() {
@@ -22,8 +28,10 @@ example: pipelines/fedavg.sh --data ../shared/data/cifar10-jpeg.tar.zst --if 100
 USAGE
 }
 
+METHOD_OPTS+=("--aggregate-cmd AGGREGATE_CMD path"); AGGREGATE_CMD=
 parse_options "$@"
-setup_run
+if [ -n "$AGGREGATE_CMD" ]; then check_cmd --aggregate-cmd "$AGGREGATE_CMD"; AGGREGATE_CMD=$CMD_PATH; fi
+setup_run ${AGGREGATE_CMD:+aggregate_cmd="$AGGREGATE_CMD"}
 for ((r = 1; r <= ROUNDS; r++)); do
     round_start "$r" || continue
     select_clients "$r"
