@@ -10,6 +10,9 @@
 #   head's num_samples is its client's sample count;
 # - round 3's prototypes (client 0) and pseudo-features (both selected clients) are what
 #   local-train --prototypes and featgen make from round 3's FedAvg model (1e-6);
+# - featgen's mix-up against numpy on a shard of one sample per class (whose local
+#   prototypes are the samples' unit features): each pseudo-feature is lam P_c + (1 - lam) f
+#   with lam on its range and grid, and --select det draws by S with the row-mean diagonal;
 # - aggregate --prototypes equals numpy's count-weighted mean of the unit-normalised client
 #   means (1e-6), counts summed; local-train --prototypes' counts are the shard's label
 #   counts and its means unit-norm (the means themselves against PyTorch: unit test_proto);
@@ -125,6 +128,65 @@ assert len(pseudo) == 2, pseudo
 for p in pseudo:
     a, b = tensors(p), tensors(f"{T}/{os.path.basename(p)}")
     assert (a["labels"] == b["labels"]).all() and np.abs(a["features"] - b["features"]).max() < 1e-6, p
+PY
+
+# the mix-up against numpy (5.2, 5.4 step 3): a shard of one sample per class (the first of
+# each class over the clients), whose local prototypes (local-train --prototypes) are then
+# each sample's unit feature f; featgen --select det --per-class 10 must give for class c
+# rows lam P_c + (1 - lam) f_y, lam in [0.35, 0.95] on the 0.01 grid (each row matched to its
+# sample and lam by least squares, residual < 1e-5), every sample once, in descending
+# S'[c, y] (S' = S with its diagonal replaced by the row mean; weights <= 0 last)
+py "$T" "$A" <<'PY' || fail "writing the one-sample-per-class shard"
+import sys
+from rec import recs, write, np
+T, A = sys.argv[1:]
+rs = [recs(f"{A}/partition/client-{k:02d}.mpk.zst")[0] for k in range(4)]
+r, ts = rs[0], {}
+for k in r["tensors"]:
+    ts[k] = np.concatenate([np.frombuffer(x["tensors"][k]["data"], x["tensors"][k]["type"]).reshape(x["tensors"][k]["shape"])
+                            for x in rs])
+keep = [int(np.flatnonzero(ts["labels"] == c)[0]) for c in range(10)]
+for k, t in r["tensors"].items():
+    t["data"], t["shape"] = np.ascontiguousarray(ts[k][keep]).tobytes(), list(ts[k][keep].shape)
+write(f"{T}/one.mpk.zst", r)
+PY
+"$B/local-train" -m "$D3/model.mpk.zst" -d "$T/one.mpk.zst" --epochs 0 --prototypes "$T/one-proto.mpk.zst" -q ||
+    fail "local-train --prototypes on one sample per class"
+"$B/featgen" --method fedsm -m "$D3/model.mpk.zst" -d "$T/one.mpk.zst" -P "$D3/prototypes.mpk.zst" -r "$T/rel.mpk.zst" \
+    --select det --per-class 10 --round 3 -o "$T/one-pseudo.mpk.zst" -q || fail "featgen --select det"
+py "$T" "$D3" <<'PY' || fail "featgen's mix-up differs from numpy's"
+import sys
+from rec import tensors, np
+T, D3 = sys.argv[1:]
+mu = tensors(f"{T}/one-proto.mpk.zst")["means"].astype(np.float64)  # each sample's unit feature
+P = tensors(f"{D3}/prototypes.mpk.zst")["means"].astype(np.float64)
+S = tensors(f"{T}/rel.mpk.zst")["relevance"].astype(np.float64)
+C = len(S)
+S[np.arange(C), np.arange(C)] = S.mean(1)
+out = tensors(f"{T}/one-pseudo.mpk.zst")
+x, lab = out["features"].astype(np.float64), out["labels"]
+assert x.shape == (C * C, mu.shape[1]) and (lab == np.repeat(np.arange(C), C)).all(), (x.shape, lab)
+worst = 0
+for c in range(C):
+    picks = []
+    for j in range(C):
+        row, best = x[c * C + j], None
+        for y in range(C):
+            d = P[c] - mu[y]
+            lam = (row - mu[y]) @ d / (d @ d)
+            res = np.abs(row - mu[y] - lam * d).max()
+            if best is None or res < best[0]:
+                best = (res, y, lam)
+        res, y, lam = best
+        worst = max(worst, res)
+        assert res < 1e-5, f"class {c} row {j}: no sample mixes to it (residual {res})"
+        assert 0.35 - 1e-6 <= lam <= 0.95 + 1e-6 and abs(lam * 100 - round(lam * 100)) < 1e-3, (c, j, lam)
+        picks.append(y)
+    assert sorted(picks) == list(range(C)), f"class {c}: samples drawn {picks}"
+    w = S[c, picks]
+    npos = int((w > 0).sum())
+    assert (np.diff(w[:npos]) <= 0).all() and (w[npos:] <= 0).all(), f"class {c}: order {picks}, S' {w}"
+print(f"mix-up of one sample per class: max residual {worst:.2g}")
 PY
 
 # the generated clients all hold 54 samples: aggregate --heads once more on heads of unequal
