@@ -45,6 +45,7 @@ _Noreturn static void usage(void)
            "  -b, --batch B        batch size (default 500)\n"
            "  -t, --threads N      compute threads (default 1; 0 = all cores)\n"
            "  -q, --quiet / -v, --verbose (-v prints each class's accuracy, by name)\n"
+           "  -s, --seed S         accepted as by every tool; evaluation draws nothing\n"
            "  -h, --help / -V, --version\n\n"
            "example: evaluate -m round-010/model.mpk.zst --test test.mpk.zst \\\n"
            "           -p partition.mpk.zst --csv metrics.csv\n"

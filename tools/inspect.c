@@ -29,6 +29,7 @@ _Noreturn static void usage(void)
            "      --producers K    ZeroMQ: wait for K producers' end records (default 1)\n"
            "      --max-msg BYTES  ZeroMQ maximum message size (default 64 GiB)\n"
            "  -q, --quiet / -v, --verbose\n"
+           "      --seed S, --threads N  accepted as by every tool; inspect draws nothing\n"
            "  -h, --help / -V, --version\n\n"
            "example: inspect runs/demo/round-001/model.mpk.zst\n"
            "         inspect --tensor fc.weight -o fc.npy model.mpk.zst\n"
