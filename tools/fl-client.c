@@ -173,20 +173,35 @@ static int task_arg(const record *h, const char *key, bool required, bool intege
     return 0;
 }
 
-static void start_training(const record *h)
-{
+/* A task's training options, checked, and as one string (the key of a kept answer). */
+typedef struct {
     char ep[32], ba[32], lr[64], mo[64], wd[64], au[16], se[32], th[32];
-    if (task_arg(h, "epochs", true, true, ep, sizeof ep) ||
-        task_arg(h, "batch", true, true, ba, sizeof ba) || task_arg(h, "lr", true, false, lr, sizeof lr) ||
-        task_arg(h, "momentum", false, false, mo, sizeof mo) ||
-        task_arg(h, "wd", false, false, wd, sizeof wd) || task_arg(h, "aug", true, false, au, sizeof au) ||
-        task_arg(h, "seed", true, true, se, sizeof se) ||
-        task_arg(h, "threads", true, true, th, sizeof th)) {
-        send_result("failed", err_msg(), 0);
-        return;
-    }
+    char key[512];
+} task_opts;
+
+static int parse_task_opts(const record *h, task_opts *o)
+{
+    if (task_arg(h, "epochs", true, true, o->ep, sizeof o->ep) ||
+        task_arg(h, "batch", true, true, o->ba, sizeof o->ba) ||
+        task_arg(h, "lr", true, false, o->lr, sizeof o->lr) ||
+        task_arg(h, "momentum", false, false, o->mo, sizeof o->mo) ||
+        task_arg(h, "wd", false, false, o->wd, sizeof o->wd) ||
+        task_arg(h, "aug", true, false, o->au, sizeof o->au) ||
+        task_arg(h, "seed", true, true, o->se, sizeof o->se) ||
+        task_arg(h, "threads", true, true, o->th, sizeof o->th))
+        return err_last();
     if (A.threads)
-        snprintf(th, sizeof th, "%s", A.threads);
+        snprintf(o->th, sizeof o->th, "%s", A.threads);
+    snprintf(o->key, sizeof o->key,
+             "epochs=%s\nbatch=%s\nlr=%s\nmomentum=%s\nwd=%s\naug=%s\nseed=%s\nthreads=%s\nshard=%s\n",
+             o->ep, o->ba, o->lr, o->mo, o->wd, o->au, o->se, o->th, A.shard);
+    return 0;
+}
+
+static void start_training(const task_opts *o)
+{
+    const char *ep = o->ep, *ba = o->ba, *lr = o->lr, *mo = o->mo, *wd = o->wd, *au = o->au,
+               *se = o->se, *th = o->th;
     char model[PATH_MAX + 32], update[PATH_MAX + 32], logp[PATH_MAX + 32];
     snprintf(model, sizeof model, "%s/model.mpk.zst", job.dir);
     snprintf(update, sizeof update, "%s/update.mpk.zst", job.dir);
@@ -262,7 +277,7 @@ static void training_done(int st)
     snprintf(tpath, sizeof tpath, "%s/train_s.txt", job.dir);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
         snprintf(tbuf, sizeof tbuf, "%.3f\n", t);
-        if (fn_save(tpath, tbuf, strlen(tbuf)))
+        if (fn_save(tpath, tbuf, strlen(tbuf), false))
             tool_log(1, "%s", err_msg());
         send_result("ok", NULL, t);
         return;
@@ -299,7 +314,8 @@ static void prune_work(int64_t keep)
         if (sscanf(e->d_name, "round-%lld%c", &r, &rest) != 1 || r >= keep)
             continue;
         char p[PATH_MAX + 300];
-        const char *files[] = {"model.mpk.zst", "update.mpk.zst", "local-train.log", "train_s.txt"};
+        const char *files[] = {"model.mpk.zst", "update.mpk.zst", "local-train.log", "train_s.txt",
+                               "options.txt"};
         for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
             snprintf(p, sizeof p, "%s/%s/%s", A.work, e->d_name, files[i]);
             unlink(p);
@@ -353,26 +369,31 @@ static void on_task(const fn_msg *m)
         send_result("failed", "the task carries no model", 0);
         return;
     }
+    task_opts o;
+    if (parse_task_opts(m->header, &o)) {
+        tool_log(1, "round %lld: %s", (long long)r, err_msg());
+        send_result("failed", err_msg(), 0);
+        return;
+    }
     char model[PATH_MAX + 32], update[PATH_MAX + 32], tpath[PATH_MAX + 32], tbuf[64];
+    char apath[PATH_MAX + 32], abuf[600];
     snprintf(model, sizeof model, "%s/model.mpk.zst", job.dir);
     snprintf(update, sizeof update, "%s/update.mpk.zst", job.dir);
     snprintf(tpath, sizeof tpath, "%s/train_s.txt", job.dir);
+    snprintf(apath, sizeof apath, "%s/options.txt", job.dir);
     struct stat st;
+    /* answered before: the same round, model bytes and options (train_s.txt is written last) */
     if (stat(update, &st) == 0 && read_text(tpath, tbuf, sizeof tbuf) == 0 &&
+        read_text(apath, abuf, sizeof abuf) == 0 && strcmp(abuf, o.key) == 0 &&
         same_file(model, data, len)) {
         tool_log(1, "round %lld: answered before; sending the kept update again", (long long)r);
         send_result("ok", NULL, atof(tbuf));
         return;
     }
-    record *g = fn_stream_one(data, len, NULL, "the server's model", "model");
-    if (!g) {
-        tool_log(1, "round %lld: %s", (long long)r, err_msg());
-        send_result("failed", err_msg(), 0);
-        return;
-    }
-    rec_free(g);
+    /* not decoded here: local-train checks the model (and says why it refuses one), and a
+     * client busy decoding a large model would miss its heartbeats */
     prune_work(r - 1);
-    if ((mkdir(job.dir, 0755) && errno != EEXIST) || fn_save(model, data, len)) {
+    if ((mkdir(job.dir, 0755) && errno != EEXIST) || fn_save(model, data, len, false)) {
         char why[600];
         snprintf(why, sizeof why, "cannot write %.300s: %.250s", model,
                  err_msg()[0] ? err_msg() : strerror(errno));
@@ -381,7 +402,11 @@ static void on_task(const fn_msg *m)
     }
     unlink(update);
     unlink(tpath);
-    start_training(m->header);
+    if (fn_save(apath, o.key, strlen(o.key), false)) {
+        send_result("failed", err_msg(), 0);
+        return;
+    }
+    start_training(&o);
 }
 
 /* The shard's client id (and a check that it is a shard). */

@@ -93,10 +93,11 @@ typedef struct {
     size_t peer_len;
     bool busy;
     int64_t task_round; /* the round of the last task it reports */
-    double heartbeat;   /* seconds between its hellos, as it says */
     bool selected;
     int status;
     double task_sent; /* tool_now(), 0 none */
+    uint8_t task_peer[256]; /* the connection the task went out on */
+    size_t task_peer_len;
     int sends;
     size_t bytes_down, bytes_up;
     double train_s, reply_s;
@@ -146,7 +147,7 @@ static bool file_exists(const char *p)
 /* Writes text to path through a temporary. */
 static void save_text(const char *path, const char *text)
 {
-    if (fn_save(path, text, strlen(text)))
+    if (fn_save(path, text, strlen(text), true))
         tool_fail(err_last());
 }
 
@@ -203,9 +204,6 @@ static void on_hello(client *c, const fn_msg *m)
     int64_t tr = -1;
     rec_opt_str(m->header, "state", &state);
     rec_opt_int(m->header, "round", &tr);
-    double hb = 1;
-    rec_opt_float(m->header, "heartbeat_s", &hb);
-    c->heartbeat = hb > 0 && hb < 3600 ? hb : 1;
     if (!c->seen)
         tool_log(2, "client %lld is here", (long long)(c - cl));
     c->seen = true;
@@ -294,7 +292,7 @@ static void on_result(const srv_args *a, const record *g, client *c, const fn_ms
     }
     char path[4200], row[256];
     path_of(path, sizeof path, a->dir, "update", k, ".mpk.zst");
-    if (fn_save(path, data, len))
+    if (fn_save(path, data, len, true))
         tool_fail(err_last());
     snprintf(row, sizeof row, "%zu,%zu,%.3f,%.3f,%lld\n", c->bytes_down, c->bytes_up, c->train_s,
              c->reply_s, (long long)c->num_samples);
@@ -305,19 +303,20 @@ static void on_result(const srv_args *a, const record *g, client *c, const fn_ms
              (long long)round_no, (long long)k, len, c->train_s);
 }
 
-/* Receives for up to ms milliseconds, handling hellos and (with g) results. */
-static void pump(const srv_args *a, const record *g, int ms)
+/* Receives one message (waiting up to ms milliseconds), handling hellos and (with g)
+ * results; false when none came. */
+static bool pump_one(const srv_args *a, const record *g, int ms)
 {
     fn_msg *m = NULL;
     int rc = fn_recv(sock, ms, &m);
     if (rc == FN_REFUSED) {
         tool_log(1, "%s", err_msg());
-        return;
+        return true;
     }
     if (rc < 0)
         tool_fail(rc);
     if (rc != FN_GOT)
-        return;
+        return false;
     double now = tool_now();
     int64_t k = sender(a, m);
     if (k >= 0) {
@@ -337,6 +336,17 @@ static void pump(const srv_args *a, const record *g, int ms)
             tool_log(1, "dropped a '%s' message from client %lld", m->header->kind, (long long)k);
     }
     fn_msg_free(m);
+    return true;
+}
+
+/* Waits up to ms for a message, then takes every one already queued: checking a large update
+ * takes a while, and the hellos that queued meanwhile must count before anyone is called
+ * silent. */
+static void pump(const srv_args *a, const record *g, int ms)
+{
+    if (pump_one(a, g, ms))
+        while (pump_one(a, g, 0))
+            ;
 }
 
 static bool present(const srv_args *a, const client *c, double now)
@@ -364,19 +374,17 @@ static record *task_header(const srv_args *a, int64_t k, double left)
     return h;
 }
 
-/* Sends the task when the client needs it: never sent; or still idle on another round
- * --dropout seconds after it was sent (lost on the way); or idle on this round without a
- * result two heartbeats after the send (the result was lost, e.g. sent to a server that was
- * killed: the client answers again from what it kept; a result always comes before the
- * hellos sent after it, on one connection).  At most three sends per client and round. */
+/* Sends the task when the client needs it: never sent, or sent on a connection the client
+ * has since replaced (it reconnected or restarted: what was queued on the old one may be
+ * lost, the task or the result; a client that answered already answers again from what it
+ * kept).  On one connection nothing is lost and a result comes before the hellos sent after
+ * it, so nothing else calls for a second send.  At most three sends per client and round. */
 static void maybe_send(const srv_args *a, client *c, fn_blob *model, double now, double end)
 {
-    if (c->sends >= 3 || c->busy)
-        return;
-    bool need = c->sends == 0 ||
-                (c->task_round != round_no && now - c->task_sent > a->dropout) ||
-                (c->task_round == round_no && now - c->task_sent > 2 * c->heartbeat &&
-                 c->last_seen > c->task_sent);
+    if (c->sends >= 3 || (c->busy && c->task_round == round_no))
+        return; /* (busy with an older round, it drops that for this one) */
+    bool need = c->sends == 0 || c->peer_len != c->task_peer_len ||
+                memcmp(c->peer, c->task_peer, c->peer_len) != 0;
     if (!need)
         return;
     record *h = task_header(a, c - cl, end - now);
@@ -390,6 +398,8 @@ static void maybe_send(const srv_args *a, client *c, fn_blob *model, double now,
     }
     c->sends++;
     c->task_sent = now;
+    memcpy(c->task_peer, c->peer, c->peer_len);
+    c->task_peer_len = c->peer_len;
     c->bytes_down += bytes;
     c->busy = true; /* until its next hello says otherwise */
     tool_log(c->sends > 1 ? 1 : 2, "round %lld: task sent to client %lld%s", (long long)round_no,
@@ -461,17 +471,35 @@ static void write_system_csv(const srv_args *a, const int64_t *sel, int64_t nsel
     free(buf);
 }
 
-static int run_round(const srv_args *a)
+/* The round's global model: its layout (g) and its bytes (sent as they are). */
+static record *g_model;
+static fn_blob *g_bytes;
+
+/* Reads the model before the socket opens: a client is only told of a server that is ready
+ * (decoding a large model takes a while). */
+static void load_model(const srv_args *a)
 {
-    record *g = ep_read_one(a->model, "model", NULL);
+    record *g = g_model = ep_read_one(a->model, "model", NULL);
     if (!g)
         tool_fail(err_last());
+    /* only its layout is needed from here on (the updates are checked against it) */
+    for (int i = 0; i < g->n_tensors; i++)
+        if (g->tensors[i].owned) {
+            aligned_free(g->tensors[i].data);
+            g->tensors[i].data = NULL;
+            g->tensors[i].owned = false;
+        }
     int64_t gr = 0;
     rec_opt_int(g, "round", &gr);
     round_no = gr + 1;
-    fn_blob *model = fn_blob_file(a->model);
-    if (!model)
+    if (!(g_bytes = fn_blob_file(a->model)))
         tool_fail(err_last());
+}
+
+static int run_round(const srv_args *a)
+{
+    const record *g = g_model;
+    fn_blob *model = g_bytes;
     if (mkdir(a->dir, 0755) && errno != EEXIST)
         tool_die(ERR_IO, "cannot create %s: %s", a->dir, strerror(errno));
     char path[4200];
@@ -586,7 +614,7 @@ static int run_round(const srv_args *a)
     write_system_csv(a, sel, nsel);
     fn_close(sock, 0);
     fn_blob_unref(model);
-    rec_free(g);
+    rec_free(g_model);
     if (answered < a->min) {
         free(txt);
         tool_die(ERR_RUNTIME,
@@ -713,6 +741,8 @@ int main(int argc, char **argv)
         if (en->ids[i] >= a.n)
             tool_log(1, "%s enrolls client %lld, but this federation has clients 0..%lld",
                      a.enrolled, (long long)en->ids[i], (long long)(a.n - 1));
+    if (!a.stop)
+        load_model(&a);
     fn_opts fo = {.secret_key = a.key, .enrolled = en, .max_msg = a.max_msg, .log = log_line};
     sock = fn_server_open(a.bind, &fo);
     if (!sock)

@@ -210,10 +210,55 @@ int fn_enrolled_read(const char *dir, fn_enrolled **out)
 }
 
 /* ---- sockets ---- */
+/* Log lines of one thread: a line repeating the previous one within 10 s is counted, not
+ * printed (a peer retrying a refused handshake ten times a second must not flood the log);
+ * the count is said with the next line printed. */
+typedef struct {
+    char last[700];
+    double t;
+    int repeats;
+} log_state;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void logf_(fn_log_fn log, log_state *st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(fn_log_fn log, log_state *st, const char *fmt, ...)
+{
+    if (!log)
+        return;
+    char line[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    double t = now_s();
+    if (strcmp(line, st->last) == 0 && t - st->t < 10) {
+        st->repeats++;
+        return;
+    }
+    if (st->repeats) {
+        char more[760];
+        snprintf(more, sizeof more, "(the line before came %d more time%s)", st->repeats,
+                 st->repeats == 1 ? "" : "s");
+        log(more);
+    }
+    log(line);
+    snprintf(st->last, sizeof st->last, "%s", line);
+    st->t = t;
+    st->repeats = 0;
+}
+
 struct fn_sock {
     void *ctx, *sock, *mon;
     bool server;
     fn_log_fn log;
+    log_state mon_log, zap_log; /* the main thread's, the ZAP thread's */
     char addr[512];
     /* ZAP handler (server with CURVE) */
     pthread_t zap;
@@ -224,19 +269,6 @@ struct fn_sock {
     uint8_t (*keys)[32];
     int64_t *key_ids;
 };
-
-static void logf_(fn_log_fn log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(fn_log_fn log, const char *fmt, ...)
-{
-    if (!log)
-        return;
-    char line[700];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    log(line);
-}
 
 /* One ZAP request (RFC 27): version, request id, domain, address, identity, mechanism,
  * credentials; the reply: version, request id, status code, status text, user id, metadata.
@@ -286,12 +318,12 @@ static void zap_serve_one(fn_sock *s)
         if (!user[0]) {
             char z[FN_KEY_LEN + 1];
             zmq_z85_encode(z, k, 32);
-            logf_(s->log, "refused a client at the handshake: its key %s (from %s) is not enrolled",
+            logf_(s->log, &s->zap_log, "refused a client at the handshake: its key %s (from %s) is not enrolled",
                   z, addr);
         }
     } else {
         text = "CURVE required";
-        logf_(s->log, "refused a client at the handshake: mechanism %s (from %s), not CURVE",
+        logf_(s->log, &s->zap_log, "refused a client at the handshake: mechanism %s (from %s), not CURVE",
               mech, addr);
     }
     const char *reply[6] = {"1.0", NULL, status, text, user, ""};
@@ -566,9 +598,12 @@ static int on_monitor(fn_sock *s)
     where[wl] = 0;
     if (s->server) {
         if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
-            logf_(s->log, "a peer failed the handshake on %s: %s", where, protocol_error(v));
+            logf_(s->log, &s->mon_log, "a peer failed the handshake on %s: %s", where, protocol_error(v));
         else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-            logf_(s->log, "a peer failed the handshake on %s", where);
+            logf_(s->log, &s->mon_log,
+                  "a peer failed the handshake on %s (it hung up: a client without CURVE keys, or "
+                  "with another server key?)",
+                  where);
         /* HANDSHAKE_FAILED_AUTH: the ZAP handler has logged the key */
     } else {
         if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
@@ -580,7 +615,7 @@ static int on_monitor(fn_sock *s)
                  v == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
             rc = err_set(ERR_IO, "cannot talk to the server at %s: %s", where, protocol_error(v));
         else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
-            logf_(s->log, "handshake with %s failed: %s; retrying", where, protocol_error(v));
+            logf_(s->log, &s->mon_log, "handshake with %s failed: %s; retrying", where, protocol_error(v));
     }
 out:
     zmq_msg_close(&a);
@@ -877,7 +912,7 @@ record *fn_stream_one(const void *data, size_t len, const rec_limits *lim, const
     return r;
 }
 
-int fn_save(const char *path, const void *data, size_t len)
+int fn_save(const char *path, const void *data, size_t len, bool sync)
 {
     size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
@@ -902,7 +937,7 @@ int fn_save(const char *path, const void *data, size_t len)
         left -= (size_t)w;
     }
     int rc = 0;
-    if (left || fsync(fd))
+    if (left || (sync && fsync(fd)))
         rc = err_set(ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
     if (close(fd) && !rc)
         rc = err_set(ERR_IO, "cannot close %s: %s", tmp, strerror(errno));

@@ -114,7 +114,8 @@ int fn_send(fn_sock *s, const uint8_t *peer, size_t peer_len, const record *head
  * and its `end` record; returns the record (owned) or NULL, err_msg naming `name`. */
 record *fn_stream_one(const void *data, size_t len, const rec_limits *lim, const char *name,
                       const char *kind);
-/* Writes len bytes to path through path.tmp.PID, synced and renamed; 0 or ERR_IO. */
-int fn_save(const char *path, const void *data, size_t len);
+/* Writes len bytes to path through path.tmp.PID, renamed when complete (synced to disk
+ * first when sync); 0 or ERR_IO. */
+int fn_save(const char *path, const void *data, size_t len, bool sync);
 
 #endif
