@@ -713,9 +713,10 @@ static int list_check_classes(const char *list, const ds_set *s, int max_label,
     free(seen);
     if (missing)
         return err_set(ERR_FORMAT,
-                       "%s: line %lld: label %d, but %d of the classes 0..%d have no sample (the "
-                       "first: %d); without --classes the labels must number the classes 0..C-1",
-                       list, (long long)max_line, max_label, missing, max_label, first);
+                       "%s: line %lld: label %d, but the classes 0..%d include %d without a "
+                       "sample (the first: %d); without --classes the labels must number the "
+                       "classes 0..C-1",
+                       list, (long long)max_line, max_label, max_label, missing, first);
     return 0;
 }
 

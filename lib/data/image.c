@@ -90,6 +90,9 @@ static int check_side(const char *name, int w, int h)
     if (w <= 0 || h <= 0 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE)
         return err_set(ERR_FORMAT, "%s: image size %dx%d out of range (1..%d per side)", name,
                        w, h, IMAGE_MAX_SIDE);
+    if ((int64_t)w * h > IMAGE_MAX_PIXELS)
+        return err_set(ERR_FORMAT, "%s: image size %dx%d is more than %lld pixels", name, w, h,
+                       (long long)IMAGE_MAX_PIXELS);
     return 0;
 }
 

@@ -16,6 +16,11 @@
 #include <stdint.h>
 
 #define IMAGE_MAX_SIDE 65535
+/* At most 2^28 pixels (16384 x 16384; 768 MiB decoded), checked from the header before any
+ * pixel memory is allocated: a 65500 x 65500 header in a few bytes is bad input (exit 3), not
+ * an out-of-memory failure.  Far above any photo of the datasets used (ImageNet's largest is
+ * about 2^25). */
+#define IMAGE_MAX_PIXELS ((int64_t)1 << 28)
 
 typedef struct image {
     int w, h;      /* pixels */
@@ -29,7 +34,8 @@ image_format image_sniff(const void *buf, size_t len);
 
 /* Decodes a JPEG or PNG held in memory (format sniffed from the magic bytes).  name labels
  * error messages.  Returns 0 or ERR_FORMAT (unreadable/corrupt image); out->chw is owned
- * (free with image_free). Refuses images larger than 65535 on a side. */
+ * (free with image_free). Refuses images larger than 65535 on a side or of more than
+ * IMAGE_MAX_PIXELS pixels (from the header, before decoding). */
 int image_decode(const void *buf, size_t len, const char *name, image *out);
 /* Reads and decodes a file; ERR_IO when it cannot be read. */
 int image_load(const char *path, image *out);
