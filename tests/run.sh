@@ -3,7 +3,8 @@
 # "N passed, N failed" (and skips) last.  A test exits 0 pass, 77 skip, else fail.
 # Env: BUILD (build dir), FUZZ_SECONDS (0 skips the fuzz runs; record's length, default 60),
 # FUZZ_WEIGHTS_SECONDS (the weight readers', default 30), FUZZ_METHODS_SECONDS (the gradients
-# and prototypes readers', default 20), TESTS (a filter regex).
+# and prototypes readers', default 20), FUZZ_READERS_SECONDS (the model, shard, teacher and
+# embeddings readers', default 15), TESTS (a filter regex).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -37,6 +38,9 @@ if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_weights" ]; then
 fi
 if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_methods" ]; then
     run_one "fuzz/methods" tests/fuzz/run.sh "$BUILD/fuzz/fuzz_methods" "${FUZZ_METHODS_SECONDS:-20}" tests/fuzz/corpus-methods
+fi
+if [ "${FUZZ_SECONDS:-60}" != 0 ] && [ -x "$BUILD/fuzz/fuzz_readers" ]; then
+    run_one "fuzz/readers" tests/fuzz/run.sh "$BUILD/fuzz/fuzz_readers" "${FUZZ_READERS_SECONDS:-15}" tests/fuzz/corpus-readers
 fi
 echo "logs: $logdir"
 [ ${#failed[@]} = 0 ] || echo "failed: ${failed[*]}"

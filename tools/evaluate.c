@@ -165,6 +165,8 @@ int main(int argc, char **argv)
         tool_usage_error("need --model and --test");
     if (!csv && !json && !out && tool_verbosity < 1)
         tool_usage_error("nothing to report: give --csv, --json or -o (or drop -q)");
+    if (out && ep_check_writer(out)) /* a bad -o fails now, not after the evaluation */
+        tool_fail(err_last());
     if ((csv && ep_check_writer(csv)) || (json && ep_check_writer(json))) /* --csv, --json too */
         tool_fail(err_last());
 
@@ -182,6 +184,9 @@ int main(int argc, char **argv)
         record *h = ep_read_one(hpath, NULL, &o);
         if (!h)
             tool_fail(err_last());
+        if (strcmp(h->kind, "model") && strcmp(h->kind, "update"))
+            tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): expected "
+                     "model or update, got %s", h->src, h->index, h->kind);
         if (model_check_record(h)) /* finite, sane meta: as every model read */
             tool_fail(err_wrap(ERR_FORMAT, "--head"));
         const tensor *hw = rec_get(h, "fc.weight", DT_F32, 2, (int64_t[]){C, m->feat_dim});

@@ -121,26 +121,21 @@ static record *read_first_kind(const char *path, const char *kind, const ep_opts
     }
     if (rc == 0)
         err_set(ERR_FORMAT, "%s holds no %s record", path, kind);
+    else if (rc == 1 && rec_read_rest(rd) < 0) { /* a cut or miscounted rest is refused too */
+        rec_free(r);
+        rc = -1;
+    }
     rec_reader_close(rd);
     return rc == 1 ? r : NULL;
 }
 
-/* A [C,C] or [C,E] tensor of an embeddings record, checked: *out points into r. */
+/* A [C,C] or [C,E] tensor of an embeddings record, checked (relevance.h): points into r. */
 static const float *emb_tensor(const record *r, const char *name, int64_t rows, int64_t cols,
                                const char *why)
 {
-    const tensor *t = rec_find(r, name);
-    if (!t)
-        tool_die(ERR_FORMAT, "%s has no tensor %s (%s)", r->src, name, why);
-    if (t->dtype != DT_F32 || t->ndim != 2 || t->shape[0] != rows || (cols >= 0 && t->shape[1] != cols))
-        tool_die(ERR_FORMAT, "tensor %s of %s (record %ld) is not <f4 [%lld,%lld] (%s)", name,
-                 r->src, r->index, (long long)rows, (long long)(cols >= 0 ? cols : t->shape[1]), why);
-    const float *v = t->data;
-    for (int64_t i = 0; i < t->shape[0] * t->shape[1]; i++)
-        if (!isfinite(v[i]))
-            tool_die(ERR_FORMAT, "tensor %s of %s (record %ld) holds %g at [%lld,%lld]: not finite",
-                     name, r->src, r->index, v[i], (long long)(i / t->shape[1]),
-                     (long long)(i % t->shape[1]));
+    const float *v = NULL;
+    if (relevance_tensor(r, name, rows, cols, &v))
+        tool_die(ERR_FORMAT, "%s (%s)", err_msg(), why);
     return v;
 }
 
@@ -336,13 +331,16 @@ int main(int argc, char **argv)
     bool iters_set = false, beta_set = false, tau_set = false, sel_set = false, temp_set = false;
     while ((c = tool_getopt(argc, argv, "M:m:g:f:e:d:P:r:", lo, &co)) != -1) {
         switch (c) {
-        case 'M':
+        case 'M': {
+            int m = -1; /* a later --method is checked too, not hidden by an earlier one */
             for (int i = 0; i < 3; i++)
                 if (!strcmp(optarg, method_names[i]))
-                    a.method = i;
-            if ((int)a.method < 0)
+                    m = i;
+            if (m < 0)
                 tool_usage_error("--method '%s': creff, clip2fl or fedsm", optarg);
+            a.method = m;
             break;
+        }
         case 'm': a.mpath = optarg; break;
         case 'g': a.gpath = optarg; break;
         case 'f': a.prev = optarg; break;
@@ -393,6 +391,8 @@ int main(int argc, char **argv)
         tool_usage_error("--select %s needs --relevance (an embeddings record)", mixup_select_name(a.mx.select));
     if (temp_set && a.mx.select != MIXUP_PROB)
         tool_usage_error("--temp goes with --select prob");
+    if (ep_check_writer(co.out)) /* a bad -o fails now, not after the work */
+        tool_fail(err_last());
     a.seed = co.seed;
 
     record *mrec = ep_read_one(a.mpath, "model", &a.ep);

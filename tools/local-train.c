@@ -14,6 +14,7 @@
 #include "pool.h"
 #include "rng.h"
 #include "shard.h"
+#include "teacher.h"
 #include "tool.h"
 #include "classgrad.h"
 #include "proto.h"
@@ -69,12 +70,6 @@ _Noreturn static void usage(void)
     exit(0);
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* The teacher record for this shard: a stream (clip-embed writes an `embeddings` record and
  * one `teacher` per shard) is searched for the teacher whose meta.client is the shard's. */
 static record *find_teacher(const char *path, const shard *s, const ep_opts *o)
@@ -95,7 +90,9 @@ static record *find_teacher(const char *path, const shard *s, const ep_opts *o)
         else
             rec_free(r);
     }
-    if (!hit && rc < 0)
+    if (hit) /* the rest of the stream is read too: a cut or miscounted stream is refused */
+        rc = rec_read_rest(rd);
+    if (rc < 0)
         tool_fail(rc);
     rec_reader_close(rd);
     if (!hit)
@@ -104,43 +101,16 @@ static record *find_teacher(const char *path, const shard *s, const ep_opts *o)
     return hit;
 }
 
-/* teacher logits row for each shard sample, matched by dataset index */
-static float *teacher_rows(const char *path, const shard *s, int classes, const ep_opts *o)
+/* teacher logits row for each shard sample, matched by dataset index (teacher.h) */
+static float *teacher_logits(const char *path, const shard *s, int classes, const ep_opts *o)
 {
     record *t = find_teacher(path, s, o);
-    const tensor *lg = rec_get(t, "logits", DT_F32, 2, (int64_t[]){-1, classes});
-    if (!lg)
-        tool_fail(err_last());
-    const tensor *ix = rec_get(t, "index", DT_I64, 1, (int64_t[]){lg->shape[0]});
-    if (!ix)
-        tool_fail(err_last());
-    int64_t nt = lg->shape[0];
-    int64_t *pairs = malloc((size_t)(nt ? nt : 1) * 2 * sizeof *pairs);
     float *out = malloc((size_t)(s->n ? s->n : 1) * (size_t)classes * sizeof *out);
-    if (!pairs || !out)
+    if (!out)
         tool_die(ERR_INTERNAL, "out of memory for the teacher logits of %lld samples",
                  (long long)s->n);
-    const float *lv = lg->data; /* a NaN logit would make every loss NaN */
-    for (int64_t i = 0; i < nt * classes; i++)
-        if (!isfinite(lv[i]))
-            tool_die(ERR_FORMAT, "teacher %s (record %ld, field tensors.logits[%lld,%lld]): %g is "
-                     "not finite", path, t->index, (long long)(i / classes),
-                     (long long)(i % classes), lv[i]);
-    for (int64_t i = 0; i < nt; i++)
-        pairs[2 * i] = ((const int64_t *)ix->data)[i], pairs[2 * i + 1] = i;
-    qsort(pairs, (size_t)nt, 2 * sizeof *pairs, cmp_i64);
-    for (int64_t i = 0; i < s->n; i++) {
-        int64_t key[2] = {s->index[i], 0};
-        int64_t *hit = bsearch(key, pairs, (size_t)nt, 2 * sizeof *pairs, cmp_i64);
-        if (!hit)
-            tool_die(ERR_FORMAT,
-                     "teacher %s has no logits for sample index %lld of the shard; was it made "
-                     "from this shard?",
-                     path, (long long)s->index[i]);
-        memcpy(out + i * classes, (const float *)lg->data + hit[1] * classes,
-               (size_t)classes * sizeof *out);
-    }
-    free(pairs);
+    if (teacher_rows(out, t, s->index, s->n, classes))
+        tool_fail(err_last());
     rec_free(t);
     return out;
 }
@@ -156,6 +126,9 @@ static void write_gradients(const char *path, model *m, const record *grec, cons
     record *h = hpath ? ep_read_one(hpath, NULL, o) : NULL;
     if (hpath && !h)
         tool_fail(err_last());
+    if (h && strcmp(h->kind, "model") && strcmp(h->kind, "update"))
+        tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): expected "
+                 "model or update, got %s", h->src, h->index, h->kind);
     if (h && model_check_record(h)) /* finite, sane meta: as every model read */
         tool_fail(err_wrap(ERR_FORMAT, "--grad-head"));
     const record *hr = h ? h : grec;
@@ -312,6 +285,10 @@ int main(int argc, char **argv)
     int aug_mode = !strcmp(aug, "batch") ? 0 : !strcmp(aug, "sample") ? 1 : !strcmp(aug, "none") ? 2 : -1;
     if (aug_mode < 0)
         tool_usage_error("--aug must be batch, sample or none, not '%s'", aug);
+    const char *outs[] = {out, grad_out, proto_out}; /* a bad output fails now, not after training */
+    for (int i = 0; i < 3; i++)
+        if (outs[i] && ep_check_writer(outs[i]))
+            tool_fail(err_last());
 
     record *grec = ep_read_one(gpath, "model", &o);
     if (!grec)
@@ -349,7 +326,7 @@ int main(int argc, char **argv)
         rec_free(grec);
         return 0;
     }
-    float *teacher = tpath ? teacher_rows(tpath, s, C, &o) : NULL;
+    float *teacher = tpath ? teacher_logits(tpath, s, C, &o) : NULL;
 
     /* encoded shards are transformed to the model's input size as they are decoded */
     int S = m->cfg.input_size;

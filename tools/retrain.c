@@ -94,6 +94,8 @@ int main(int argc, char **argv)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
     if (!fpath || !mpath || !co.out)
         tool_usage_error("need --features, --model and -o");
+    if (ep_check_writer(co.out)) /* a bad -o fails now, not after the training */
+        tool_fail(err_last());
 
     record *fr = ep_read_one(fpath, "features", &o);
     if (!fr)

@@ -221,3 +221,25 @@ int relevance_wordnet(double *S, char ***synsets, const char *dir, const char *m
     map_free(map, n_map);
     return rc;
 }
+
+int relevance_tensor(const record *r, const char *name, int64_t rows, int64_t cols,
+                     const float **out)
+{
+    const tensor *t = rec_find(r, name);
+    if (!t)
+        return err_set(ERR_FORMAT, "%s (record %ld) has no tensor %s", r->src, r->index, name);
+    if (t->dtype != DT_F32 || t->ndim != 2 || t->shape[0] != rows ||
+        (cols >= 0 ? t->shape[1] != cols : t->shape[1] < 1))
+        return err_set(ERR_FORMAT, "tensor %s of %s (record %ld) is not <f4 [%lld,%lld]", name,
+                       r->src, r->index, (long long)rows,
+                       (long long)(cols >= 0 ? cols : t->ndim == 2 ? t->shape[1] : 1));
+    const float *v = t->data;
+    for (int64_t i = 0; i < t->shape[0] * t->shape[1]; i++)
+        if (!isfinite(v[i]))
+            return err_set(ERR_FORMAT, "tensor %s of %s (record %ld) holds %g at [%lld,%lld]: not "
+                                       "finite",
+                           name, r->src, r->index, v[i], (long long)(i / t->shape[1]),
+                           (long long)(i % t->shape[1]));
+    *out = v;
+    return 0;
+}

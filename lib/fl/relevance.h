@@ -13,6 +13,10 @@
 #ifndef FEDSM_RELEVANCE_H
 #define FEDSM_RELEVANCE_H
 
+#include <stdint.h>
+
+#include "record.h"
+
 /* S[i*C+j] = <e_i, e_j> / (|e_i| |e_j|) in double, stored as float; emb: [C, E].
  * 0, or ERR_FORMAT when a row is zero or holds NaN/Inf (the message names the row). */
 int relevance_cosine(float *S, const float *emb, int C, int E);
@@ -26,6 +30,13 @@ int relevance_cosine(float *S, const float *emb, int C, int E);
  * map entries), or a bad map line (file and line); ERR_IO for unreadable files. */
 int relevance_wordnet(double *S, char ***synsets, const char *dir, const char *map_path,
                       const char *const *classes, int C);
+
+/* The reader of clip-embed's `embeddings` record (docs/format.md): tensor `name` (relevance
+ * [C,C], text or relevance_text [C,E]) checked to be <f4 [rows, cols] (cols -1: any, at least
+ * 1) with every value finite; *out points into r.  0, or ERR_FORMAT naming the stream,
+ * record and tensor (and the first value that is not finite). */
+int relevance_tensor(const record *r, const char *name, int64_t rows, int64_t cols,
+                     const float **out);
 
 /* S_cc <- (1/C) sum_j S_cj for every c, the sum over the row as it is (old diagonal
  * included), in double.  S: [C, C], changed in place. */
