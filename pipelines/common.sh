@@ -666,14 +666,15 @@ class_names() {
 # class_accuracy RUN: "round,NAME..." then one row per evaluated round with each class's
 # top-1 (a fraction; empty for a class without test images), from round-*/metrics.json.
 class_accuracy() {
-    local run=$1 names=() n f
+    local run=$1 names=() n
     mapfile -t names < <(class_names "$run") && [ ${#names[@]} -gt 0 ] || return 1
     printf 'round'; for n in "${names[@]}"; do printf ',%s' "$(csv_field "$(one_line "$n")")"; done; echo
-    for f in "$run"/round-*/metrics.json; do
-        [ -f "$f" ] || continue
-        sed -n 's/.*"round":\([0-9-]*\),.*"per_class":\[\([^]]*\)\].*/\1,\2/p' "$f" |
-            awk -F, -v OFS=, '{ for (i = 2; i <= NF; i++) if ($i < 0) $i = ""; print }'
-    done
+    local files=("$run"/round-*/metrics.json)
+    [ -f "${files[0]}" ] || return 0
+    awk '{ r = $0; if (!sub(/.*"round":/, "", r)) next; sub(/,.*/, "", r)
+           p = $0; if (!sub(/.*"per_class":\[/, "", p)) next; sub(/\].*/, "", p)
+           n = split(p, v, ","); line = r
+           for (i = 1; i <= n; i++) line = line "," (v[i] + 0 < 0 ? "" : v[i]); print line }' "${files[@]}"
 }
 
 # run_conf RUN KEY: KEY's value in RUN/config.txt (empty when absent).
