@@ -67,7 +67,8 @@ USAGE
 method_usage_tail() {
     cat <<USAGE
 outputs: RUN/metrics.csv (the FedAvg body with the retrained head, every evaluated round),
-         RUN/accuracy.png, RUN/round-RRR/{model,gradients,features,retrained}.mpk.zst
+         RUN/accuracy.png, RUN/class-accuracy.{csv,png},
+         RUN/round-RRR/{model,gradients,features,retrained}.mpk.zst
 example: pipelines/$PROG.sh --data ../shared/data/cifar10-jpeg.tar.zst --if 100 --rounds 200 \\
            --jobs 2 --run runs/$METHOD-c10-if100
 USAGE

@@ -22,7 +22,7 @@ USAGE
 method_usage_tail() {
     cat <<USAGE
 outputs: RUN/metrics.csv (label,round,top1,loss,many,medium,few,n), RUN/accuracy.png,
-         RUN/round-RRR/model.mpk.zst
+         RUN/class-accuracy.{csv,png} (each class's top-1 per round), RUN/round-RRR/model.mpk.zst
 example: pipelines/fedavg.sh --data ../shared/data/cifar10-jpeg.tar.zst --if 100 \\
            --rounds 200 --jobs 2 --run runs/c10-if100
 USAGE

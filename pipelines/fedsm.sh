@@ -52,7 +52,8 @@ USAGE
 method_usage_tail() {
     cat <<USAGE
 outputs: RUN/metrics.csv (FedAvg model, or its body with the averaged retrained head in
-         retraining rounds), RUN/accuracy.png, RUN/round-RRR/{model,prototypes,retrained}.mpk.zst
+         retraining rounds), RUN/accuracy.png, RUN/class-accuracy.{csv,png},
+         RUN/round-RRR/{model,prototypes,retrained}.mpk.zst
 example: pipelines/fedsm.sh --data ../shared/data/cifar10-jpeg.tar.zst --if 100 \\
            --relevance rel.mpk.zst --rounds 200 --jobs 2 --run runs/fedsm-c10-if100
 USAGE
