@@ -189,7 +189,8 @@ int main(void)
         float xb2[2 * IMG], cw[C * 16], cb[C];
         for (int sd = 0; sd < n_seeds; sd++) {
             classgrad *gs = classgrad_client(m, hw, hb, &s, MEAN, STD, 1, 2, 1000 + sd, 4, 1);
-            CHECK(gs != NULL && gs->k == 2 && gs->classes[0] == 1);
+            /* counts: the class's images (3), not the batch drawn (2) */
+            CHECK(gs != NULL && gs->k == 2 && gs->classes[0] == 1 && gs->counts[0] == 3 && gs->counts[1] == 1);
             if (!gs || gs->k != 2)
                 break;
             rng rd2;
