@@ -400,6 +400,20 @@ SCENARIOS = [
     dict(name="clip-embed-import", tool="clip-embed",
          argv=["--import", "{rel-text}", "--classes", B("classes.txt"), "-o", "{o}/c.mpk.zst"],
          inputs={"--import": "rel-text"}, opts={}),
+    # the federation (issue 13): a server with no clients ends its round with exit 1 after
+    # --wait; a client with no server exits 0 after --idle-exit
+    dict(name="fl-server", tool="fl-server",
+         argv=["--bind", "ipc://{o}/s.sock", "--insecure", "-m", "{model}", "--dir", "{o}/round",
+               "--clients", "2", "--per-round", "1", "--wait", "1", "--deadline", "2"],
+         inputs={"-m": "model"},
+         opts={"--clients": "pos", "--per-round": "pos", "--min-clients": "pos", "--wait": "real",
+               "--deadline": "real", "--dropout": "real", "--epochs": "nat", "--batch": "pos",
+               "--lr": "real", "--max-msg": "int", "--aug": "enum"}),
+    dict(name="fl-client", tool="fl-client",
+         argv=["--server", "ipc://{o}/none.sock", "--insecure", "-d", "{shard}", "--work", "{o}/work",
+               "--idle-exit", "1"],
+         inputs={"-d": "shard"}, opts={"--heartbeat": "realpos", "--idle-exit": "real", "--max-msg": "int"}),
+    dict(name="fl-keygen", tool="fl-keygen", argv=["-o", "{o}/k"], inputs={}, opts={}),
     dict(name="partition", tool="partition",
          argv=["--in", B("data"), "-o", "{o}/p", "--if", "2", "--clients", "2"],
          inputs={}, out_is_dir=True,
@@ -487,9 +501,9 @@ def main():
             name = os.path.basename(s["argv"][i + 1])
             add(s, "opt:-o", "empty", with_out(""))
             add(s, "opt:-o", "missing-folder", with_out("{o}/no/such/folder/" + name))
-            if s["name"] != "partition":  # partition -o: an empty folder is fine
+            if s["name"] not in ("partition", "fl-keygen"):  # a folder, a name prefix
                 add(s, "opt:-o", "directory", with_out("{o}"))
-            if s["name"] not in ("partition", "inspect-tensor"):  # record endpoints
+            if s["name"] not in ("partition", "inspect-tensor", "fl-keygen"):  # record endpoints
                 add(s, "opt:-o", "tcp-port-99999", with_out("tcp://127.0.0.1:99999"))
                 add(s, "opt:-o", "tcp-port-0", with_out("tcp://127.0.0.1:0"))
                 add(s, "opt:-o", "tcp-no-port", with_out("tcp://127.0.0.1"))
@@ -511,6 +525,27 @@ def main():
                                              "--expect", "1", "--timeout", "1", "@tcp://127.0.0.1:99999"])
     add(agg, "in:UPDATE", "ipc-missing-folder", ["-m", B("model"), "-o", "{o}/m.mpk.zst",
                                                  "--expect", "1", "--timeout", "1", "@ipc://{o}/no/such/sock"])
+    fs = next(s for s in SCENARIOS if s["name"] == "fl-server")
+    for case, ep in (("tcp-port-99999", "tcp://*:99999"), ("empty", ""), ("tcp-no-port", "tcp://*"),
+                     ("ipc-missing-folder", "ipc://{o}/no/such/sock")):
+        add(fs, "opt:--bind", case, ["--bind", ep] + fs["argv"][2:])
+    add(fs, "opt:--dir", "empty", fs["argv"] + ["--dir", ""])
+    add(fs, "opt:--dir", "missing-folder", fs["argv"] + ["--dir", "{o}/no/such/round"])
+    fc = next(s for s in SCENARIOS if s["name"] == "fl-client")
+    for case, ep in (("tcp-port-99999", "tcp://127.0.0.1:99999"), ("empty", ""),
+                     ("tcp-no-port", "tcp://127.0.0.1")):
+        add(fc, "opt:--server", case, ["--server", ep] + fc["argv"][2:])
+    add(fc, "opt:--work", "empty", fc["argv"] + ["--work", ""])
+    kg = next(s for s in SCENARIOS if s["name"] == "fl-keygen")
+    kdir = os.path.join(CORP, "keys")
+    os.makedirs(kdir)
+    for case, b in (("empty", b""), ("garbage", b"not a key\n"), ("truncated", b"#   ZeroMQ CURVE Secret Certificate\n")):
+        with open(os.path.join(kdir, case + ".key"), "wb") as f:
+            f.write(b)
+        os.chmod(os.path.join(kdir, case + ".key"), 0o600)  # a secret key's mode: the content is tested
+        add(kg, "in:--public", case, ["--public", os.path.join(kdir, case + ".key")])
+    add(kg, "in:--public", "missing", ["--public", kdir + "/missing.key"])
+    add(kg, "in:--public", "dir", ["--public", kdir])
     ins = next(s for s in SCENARIOS if s["name"] == "inspect")
     add(ins, "in:STREAM", "tcp-port-99999", ["tcp://127.0.0.1:99999"])
     add(ins, "in:STREAM", "tcp-port-0", ["tcp://127.0.0.1:0"])
