@@ -355,14 +355,17 @@ setup_run() {
     resolve_dataset
     export FEDSM_THREADS=$THREADS QUIET
     lock_run "$RUN"
-    write_config "$RUN" method="$METHOD" data="$DATA" if="$IF" alpha="$ALPHA" clients="$CLIENTS" \
-        per_round="$PER_ROUND" epochs="$EPOCHS" batch="$BATCH" lr="$LR" arch="$ARCH" \
-        width="$WIDTH" proj="$PROJ" seed="$SEED" aug="$AUG" \
-        ${TEST_LIST:+test_list="$TEST_LIST"} ${ROOT:+root="$ROOT"} ${SPLIT:+split="$SPLIT"} \
-        ${PROFILE:+profile="$PROFILE"} ${MOMENTUM:+momentum="$MOMENTUM"} ${WD:+wd="$WD"} "$@"
+    local conf=(method="$METHOD" data="$DATA" if="$IF" alpha="$ALPHA" clients="$CLIENTS"
+        per_round="$PER_ROUND" epochs="$EPOCHS" batch="$BATCH" lr="$LR" arch="$ARCH"
+        width="$WIDTH" proj="$PROJ" seed="$SEED" aug="$AUG"
+        ${TEST_LIST:+test_list="$TEST_LIST"} ${ROOT:+root="$ROOT"} ${SPLIT:+split="$SPLIT"}
+        ${PROFILE:+profile="$PROFILE"} ${MOMENTUM:+momentum="$MOMENTUM"} ${WD:+wd="$WD"} "$@")
+    write_config "$RUN" "${conf[@]}"
     # a method's own resume check (method_check_run, e.g. FedSM's retraining schedule) may
-    # call restart_run; only then does a --body run link the body's partition
+    # call restart_run, which leaves an empty RUN: its config.txt is written again; only then
+    # does a --body run link the body's partition
     if declare -F method_check_run >/dev/null; then method_check_run; fi
+    [ -f "$RUN/config.txt" ] || write_config "$RUN" "${conf[@]}"
     [ -z "${BODY:-}" ] || body_partition "$BODY"
     P=$RUN/partition
     if [ ! -f "$P/partition.mpk.zst" ]; then

@@ -119,4 +119,11 @@ M=(--select uniform --per-class 3 --head-epochs 1 --retrain-rounds 1 --body "$T/
 "$PIPE/fedsm.sh" "${P[@]}" -q "${M[@]}" --run "$T/f" >/dev/null || fail "fedsm.sh --body"
 expect_rc 2 "$PIPE/fedsm.sh" "${P[@]}" --rounds 3 -q "${M[@]}" --run "$T/f" &&
     grep -q "round 2 was done under another retraining schedule" "$T/err" || fail "fedsm: changed schedule not refused: $(cat "$T/err")"
+# with --force (here one round: round 1, evaluated as FedAvg's, would now retrain): moved
+# aside, and the fresh run has its config.txt
+expect_rc 0 "$PIPE/fedsm.sh" "${P[@]}" --rounds 1 -q "${M[@]}" --force --run "$T/f" &&
+    grep -q "round 1 was done under another retraining schedule.*moved it to $T/f.old-1" "$T/err" ||
+    fail "fedsm --force on another schedule: $(cat "$T/err")"
+cmp -s "$T/f/config.txt" "$T/f.old-1/config.txt" && [ -f "$T/f/round-001/retrained.mpk.zst" ] ||
+    fail "fedsm --force: the fresh run lacks its config.txt or round 1's retrained model"
 done_tests
