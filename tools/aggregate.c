@@ -675,6 +675,11 @@ int main(int argc, char **argv)
         a.inputs[a.n_in++] = argv[i];
     if (modes[mode].out && !a.out)
         tool_usage_error("no output: give -o %s", modes[mode].out);
+    int n_stdin = (a.gpath && !strcmp(a.gpath, "-")) + (a.ppath && !strcmp(a.ppath, "-"));
+    for (int i = 0; i < a.n_in; i++)
+        n_stdin += !strcmp(a.inputs[i], "-");
+    if (n_stdin > 1) /* the second reading of stdin would find it empty */
+        tool_usage_error("'-' (stdin) is named %d times: it can be read once", n_stdin);
     int rc = modes[mode].run(&a);
     free(a.inputs);
     return rc;

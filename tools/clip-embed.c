@@ -309,6 +309,7 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
         int rc = rec_read(rd, &r);
         if (rc < 0) fail_code(rc);
         if (rc == 0) die(ERR_FORMAT, "%s: no records", path);
+        if ((rc = rec_read_rest(rd)) < 0) fail_code(rc); /* the whole stream is checked */
         rec_reader_close(rd);
         const tensor *t = rec_find(r, "text");
         for (int k = 0; !t && k < r->n_tensors; k++)
