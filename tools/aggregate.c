@@ -680,6 +680,8 @@ int main(int argc, char **argv)
         n_stdin += !strcmp(a.inputs[i], "-");
     if (n_stdin > 1) /* the second reading of stdin would find it empty */
         tool_usage_error("'-' (stdin) is named %d times: it can be read once", n_stdin);
+    if (a.out && ep_check_writer(a.out)) /* a bad -o fails now, not after reading the inputs */
+        tool_fail(err_last());
     int rc = modes[mode].run(&a);
     free(a.inputs);
     return rc;

@@ -133,6 +133,9 @@ static void read_lines(const char *path, strlist *out, bool comments)
 {
     FILE *f = fopen(path, "r");
     if (!f) die(ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
+        die(ERR_IO, "cannot read %s: it is a directory", path);
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -312,8 +315,12 @@ static float *import_embeddings(const char *path, size_t C, int *E_out)
         if ((rc = rec_read_rest(rd)) < 0) fail_code(rc); /* the whole stream is checked */
         rec_reader_close(rd);
         const tensor *t = rec_find(r, "text");
-        for (int k = 0; !t && k < r->n_tensors; k++)
-            if (r->tensors[k].ndim == 2 && r->tensors[k].dtype == DT_F32) t = &r->tensors[k];
+        int n2 = 0; /* without `text`: the record's only 2-D <f4 tensor, never a guess */
+        for (int k = 0; !rec_find(r, "text") && k < r->n_tensors; k++)
+            if (r->tensors[k].ndim == 2 && r->tensors[k].dtype == DT_F32) t = &r->tensors[k], n2++;
+        if (n2 > 1)
+            die(ERR_FORMAT, "%s: record 0: no tensor `text` and %d 2-D <f4 tensors: which are the class "
+                "embeddings?", path, n2);
         if (!t || t->dtype != DT_F32 || t->ndim != 2)
             die(ERR_FORMAT, "%s: record 0: no tensor `text` (or other 2-D <f4 tensor) of class embeddings", path);
         rows = t->shape[0];
@@ -637,6 +644,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (!out_path) tool_usage_error("no output: give -o FILE (or '-')");
+    if (ep_check_writer(out_path)) fail_code(err_last()); /* a bad -o fails now, not after the work */
     if ((wn_map || wn_dir) && !wordnet) tool_usage_error("--wordnet-map and --wordnet-dir need --wordnet");
     if (wordnet && (weights || import_path || n_shards))
         tool_usage_error("--wordnet replaces the text encoder: no --weights, --import or --shard with it");

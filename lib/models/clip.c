@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -707,6 +708,11 @@ static int read_config(clip_model *m, const char *path, const char *weights)
     FILE *f = fopen(path, "rb");
     if (!f && config_given) return err_set(ERR_IO, "--config %s: cannot open: %s", path, strerror(errno));
     if (!f) return 0; /* none beside the weights: CLIP's conventions */
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return err_set(ERR_IO, "config %s: cannot read: it is a directory", path);
+    }
     char *text = malloc(1 << 20);
     size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
     fclose(f);
