@@ -13,6 +13,7 @@ PKGS    := libzmq msgpack openblas libzstd libjpeg libpng zlib
 DEB_BUILD := build-essential pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev \
              libzstd-dev zstd libjpeg62-turbo-dev libpng-dev zlib1g-dev
 DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard python3-pil wordnet-base python3-nltk \
+             python3-torch \
              clang libclang-rt-14-dev
 DEB_DEMO  := $(DEB_BUILD) gnuplot-nox wordnet-base
 DEB_BENCH := $(DEB_BUILD) python3-torch python3-numpy
@@ -155,12 +156,15 @@ clip-fixtures: deps-bench
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fedsm \
-	  $(DESTDIR)$(PREFIX)/share/fedsm/pipelines $(DESTDIR)$(PREFIX)/share/fedsm/data
+	  $(DESTDIR)$(PREFIX)/share/fedsm/pipelines $(DESTDIR)$(PREFIX)/share/fedsm/data \
+	  $(DESTDIR)$(PREFIX)/share/fedsm/python/examples
 	install -m 755 $(TOOL_BIN) $(BUILD)/bin/gen-demo $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/libfedsm.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(LIB_H) $(DESTDIR)$(PREFIX)/include/fedsm/
 	install -m 755 pipelines/*.sh $(DESTDIR)$(PREFIX)/share/fedsm/pipelines/
 	cp -r data/. $(DESTDIR)$(PREFIX)/share/fedsm/data/
+	install -m 644 python/fedsm.py $(DESTDIR)$(PREFIX)/share/fedsm/python/
+	install -m 755 python/examples/*.py $(DESTDIR)$(PREFIX)/share/fedsm/python/examples/
 
 format:
 	clang-format -i lib/*/*.c lib/*/*.h tools/*.c tests/unit/*.c tests/unit/*.h tests/fuzz/*.c $(wildcard bench/*.c)

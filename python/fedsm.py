@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""fedsm.py - the Python companion of the fedsm tools (docs/python.md has the guide).
+"""fedsm.py - the Python companion of the fedsm tools (README, "Python and plug-ins";
+docs/plugins.md for plugging in a method).
 
 What it is: one small module, standard library + numpy + msgpack + zstandard (PyTorch only
 for the model functions), that
