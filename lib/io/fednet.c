@@ -210,6 +210,11 @@ int fn_enrolled_read(const char *dir, fn_enrolled **out)
 }
 
 /* ---- sockets ---- */
+/* A client gives up after this many handshakes in a row fail without a word from the server
+ * (about a second of ZeroMQ's reconnects): a server that is down or restarting refuses the
+ * connection instead, which is not a failed handshake, and is waited for. */
+#define FN_HANDSHAKE_TRIES 10
+
 /* Log lines of one thread: a line repeating the previous one within 10 s is counted, not
  * printed (a peer retrying a refused handshake ten times a second must not flood the log);
  * the count is said with the next line printed. */
@@ -259,6 +264,7 @@ struct fn_sock {
     bool server;
     fn_log_fn log;
     log_state mon_log, zap_log; /* the main thread's, the ZAP thread's */
+    int hs_failures;            /* client: handshakes failed since the last that succeeded */
     char addr[512];
     /* ZAP handler (server with CURVE) */
     pthread_t zap;
@@ -386,7 +392,7 @@ static int open_monitor(fn_sock *s)
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://fednet-monitor-%p", (void *)s);
     int ev = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
     if (zmq_socket_monitor(s->sock, ep, ev))
         return err_set(ERR_INTERNAL, "cannot monitor the socket: %s", zmq_strerror(errno));
     s->mon = zmq_socket(s->ctx, ZMQ_PAIR);
@@ -614,8 +620,16 @@ static int on_monitor(fn_sock *s)
         else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
                  v == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
             rc = err_set(ERR_IO, "cannot talk to the server at %s: %s", where, protocol_error(v));
-        else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
-            logf_(s->log, &s->mon_log, "handshake with %s failed: %s; retrying", where, protocol_error(v));
+        else if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            s->hs_failures = 0;
+        else if (++s->hs_failures >= FN_HANDSHAKE_TRIES) /* the server hangs up, or no detail */
+            rc = err_set(ERR_IO,
+                         "cannot talk to the server at %s: the handshake failed %d times in a row "
+                         "(%s)",
+                         where, s->hs_failures,
+                         ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                             ? protocol_error(v)
+                             : "it hangs up: CURVE on one side only, or a wrong server key?");
     }
 out:
     zmq_msg_close(&a);

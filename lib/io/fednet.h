@@ -92,7 +92,8 @@ enum { FN_TIMEOUT = 0, FN_GOT = 1, FN_REFUSED = 2 };
  * FN_REFUSED: a malformed message (too many frames, a header over FN_MAX_HEADER or not a
  * record) was dropped, err_msg() says why and from whom; < 0: the socket failed.  Client
  * side, a handshake the server refused (key not enrolled, no CURVE where the server wants
- * it) is ERR_IO with a sentence saying so: retrying cannot help. */
+ * it, ten failed handshakes in a row) is ERR_IO with a sentence saying so: retrying cannot
+ * help. */
 int fn_recv(fn_sock *s, int timeout_ms, fn_msg **out);
 
 /* Payload bytes shared between sends (ZeroMQ frees them when the last send is done). */

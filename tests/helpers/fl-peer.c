@@ -9,8 +9,8 @@
  *       are no record instead; FL_PEER_FAIL=1 fails with one error line.
  *   fl-peer rogue ADDR CLIENT OVERSIZE
  *       an insecure client behaving badly: says hello as CLIENT; on its task it sends a
- *       message whose header is no record, a result for the previous round, a valid result,
- *       the same result again, then a result with an OVERSIZE-byte payload; then it exits.
+ *       message whose header is no record, a result for the previous round, a result with
+ *       an OVERSIZE-byte payload, a valid result, the same result again; then it exits.
  * Exit 0 ok, 1 on failure (one line on stderr). */
 #include "endpoint.h"
 #include "err.h"
@@ -181,15 +181,45 @@ static int rogue(int argc, char **argv)
         record *r = result_header(me, round - 1, true);
         send_header(s, r, ub, ul, true);
         rec_free(r);
-        /* 3 and 4: the valid result, twice */
+        /* 3: a payload over the server's --max-msg (zero pages: no memory used here), on a
+         * second connection, which the server closes on reading the size: that close is
+         * waited for (10 s at most), so the oversized message has met the server before the
+         * valid result below, which the round waits for */
         r = result_header(me, round, true);
-        send_header(s, r, ub, ul, true);
-        send_header(s, r, ub, ul, true);
-        /* 5: a payload over the server's --max-msg (zero pages: no memory used here) */
         void *big = calloc(1, (size_t)over);
         if (!big)
             tool_die(ERR_INTERNAL, "rogue: out of memory for %lld bytes", (long long)over);
-        send_header(s, r, big, (size_t)over, true);
+        void *s2 = zmq_socket(ctx, ZMQ_DEALER), *mon = zmq_socket(ctx, ZMQ_PAIR);
+        int zero = 0, ten_s = 10000;
+        if (!s2 || !mon || zmq_socket_monitor(s2, "inproc://rogue-monitor", ZMQ_EVENT_DISCONNECTED) ||
+            zmq_connect(mon, "inproc://rogue-monitor") || zmq_connect(s2, argv[2]))
+            tool_die(ERR_IO, "rogue: cannot open the second connection");
+        zmq_setsockopt(mon, ZMQ_RCVTIMEO, &ten_s, sizeof ten_s);
+        void *hb;
+        size_t hl;
+        if (rec_encode_mem(r, 1, &hb, &hl))
+            tool_fail(err_last());
+        zmq_msg_t bm; /* zero-copy: the zero pages are never touched here */
+        zmq_msg_init_data(&bm, big, (size_t)over, NULL, NULL);
+        if (zmq_send(s2, hb, hl, ZMQ_SNDMORE) < 0 || zmq_msg_send(&bm, s2, 0) < 0)
+            tool_die(ERR_IO, "rogue: cannot send the oversized message: %s", zmq_strerror(errno));
+        free(hb);
+        zmq_msg_t ev;
+        zmq_msg_init(&ev);
+        bool closed = zmq_msg_recv(&ev, mon, 0) >= 0;
+        zmq_msg_close(&ev);
+        fprintf(stderr, "fl-peer: the oversized message's connection was %s\n",
+                closed ? "closed by the server" : "not closed within 10 s");
+        zmq_socket_monitor(s2, NULL, 0);
+        zmq_setsockopt(s2, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt(mon, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(mon);
+        zmq_close(s2);
+        /* 4 and 5: the valid result, twice; then a pause before closing (closing at once
+         * lost them here, linger or not) */
+        send_header(s, r, ub, ul, true);
+        send_header(s, r, ub, ul, true);
+        sleep(2);
         rec_free(r);
         zmq_close(s); /* lingers until sent (or the server drops the connection) */
         zmq_ctx_term(ctx);
