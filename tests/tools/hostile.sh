@@ -21,5 +21,5 @@ $PY "$H/make_corpus.py" "$FEDSM_BIN" "$T/m" || fail "make_corpus.py"
 # OpenBLAS is held at one thread by every tool anyway: this spares starting its pool 1,300 times
 export OPENBLAS_NUM_THREADS=1
 FEDSM_CACHE=$T/cache $PY "$H/run_cases.py" "$T/m/cases.jsonl" "$H/expect.txt" -j "${HOSTILE_JOBS:-2}" \
-    --filter "${HOSTILE_FILTER:-}" || fail "hostile-input matrix"
+    --filter "${HOSTILE_FILTER:-}" --known "$H/known.txt" || fail "hostile-input matrix"
 done_tests
