@@ -478,9 +478,9 @@ int main(int argc, char **argv)
     }
     if (access(A.local_train, X_OK))
         tool_die(ERR_IO, "cannot run %s: %s (give --local-train PATH)", A.local_train, strerror(errno));
+    me = shard_client(A.shard);
     if (mkdir(A.work, 0755) && errno != EEXIST)
         tool_die(ERR_IO, "cannot create %s: %s", A.work, strerror(errno));
-    me = shard_client(A.shard);
 
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;

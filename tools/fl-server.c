@@ -27,6 +27,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,26 +173,52 @@ static int64_t read_ids(const char *path, int64_t n, int64_t *ids)
 }
 
 /* ---- messages from clients ---- */
+/* A line about what a peer sent: the same line again within 10 s is counted, not printed (a
+ * misconfigured client says hello five times a second), and the count comes with the next. */
+static void peer_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void peer_log(const char *fmt, ...)
+{
+    static char last[600];
+    static double t;
+    static int repeats;
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    double now = tool_now();
+    if (!strcmp(line, last) && now - t < 10) {
+        repeats++;
+        return;
+    }
+    if (repeats)
+        tool_log(1, "(the line before came %d more time%s)", repeats, repeats == 1 ? "" : "s");
+    tool_log(1, "%s", line);
+    snprintf(last, sizeof last, "%s", line);
+    t = now;
+    repeats = 0;
+}
+
 /* The client a message is from: its key's id under CURVE (the header must agree), its
  * header's without; -1 (logged) when it cannot be one of ours. */
 static int64_t sender(const srv_args *a, const fn_msg *m)
 {
     int64_t c = -1;
     if (rec_get_int(m->header, "client", &c)) {
-        tool_log(1, "dropped a %s message without meta.client", m->header->kind);
+        peer_log("dropped a %s message without meta.client", m->header->kind);
         return -1;
     }
     if (m->key_client >= 0 && c != m->key_client) {
-        tool_log(1, "dropped a %s message from the key of client %lld claiming to be client %lld",
+        peer_log("dropped a %s message from the key of client %lld claiming to be client %lld",
                  m->header->kind, (long long)m->key_client, (long long)c);
         return -1;
     }
     if (!a->insecure && m->key_client < 0) {
-        tool_log(1, "dropped a message without an authenticated key");
+        peer_log("dropped a message without an authenticated key");
         return -1;
     }
     if (c < 0 || c >= a->n) {
-        tool_log(1, "dropped a %s message from client %lld: this federation has clients 0..%lld",
+        peer_log("dropped a %s message from client %lld: this federation has clients 0..%lld",
                  m->header->kind, (long long)c, (long long)(a->n - 1));
         return -1;
     }
@@ -310,7 +337,7 @@ static bool pump_one(const srv_args *a, const record *g, int ms)
     fn_msg *m = NULL;
     int rc = fn_recv(sock, ms, &m);
     if (rc == FN_REFUSED) {
-        tool_log(1, "%s", err_msg());
+        peer_log("%s", err_msg());
         return true;
     }
     if (rc < 0)
@@ -331,9 +358,9 @@ static bool pump_one(const srv_args *a, const record *g, int ms)
             if (g)
                 on_result(a, g, c, m, now);
             else
-                tool_log(1, "discarded a result of client %lld: no round is open", (long long)k);
+                peer_log("discarded a result of client %lld: no round is open", (long long)k);
         } else
-            tool_log(1, "dropped a '%s' message from client %lld", m->header->kind, (long long)k);
+            peer_log("dropped a '%s' message from client %lld", m->header->kind, (long long)k);
     }
     fn_msg_free(m);
     return true;

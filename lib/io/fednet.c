@@ -4,6 +4,7 @@
  * Not here: what the messages mean (tools/fl-server.c, tools/fl-client.c). */
 #include "fednet.h"
 
+#include "ep_zmq.h"
 #include "err.h"
 
 #include <dirent.h>
@@ -403,6 +404,12 @@ static int open_monitor(fn_sock *s)
 
 static fn_sock *sock_new(const char *addr, const fn_opts *o, bool server)
 {
+    if (strncmp(addr, "tcp://", 6) && strncmp(addr, "ipc://", 6) && strncmp(addr, "inproc://", 9)) {
+        err_set(ERR_USAGE, "'%s' is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)", addr);
+        return NULL;
+    }
+    if (ep_zmq_check(addr))
+        return NULL;
     fn_sock *s = calloc(1, sizeof *s);
     if (!s) {
         err_set(ERR_INTERNAL, "out of memory");
