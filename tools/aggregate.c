@@ -547,7 +547,7 @@ static int run_heads(const agg_args *a)
                      "overflow a 64-bit count", in[k]->src, (long long)ns);
         w[k] = (double)ns;
         total += w[k];
-        if (model_check_record(in[k])) /* finite weights, sane meta */
+        if (model_check_record(in[k]) || model_check_meta(m, in[k])) /* finite, of MODEL */
             tool_fail(err_wrap(ERR_FORMAT, "head %s", in[k]->src));
         for (int t = 0; t < m->n_tensors; t++) { /* the same body as MODEL */
             const model_tensor *mt = &m->tensors[t];

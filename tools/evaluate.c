@@ -187,7 +187,7 @@ int main(int argc, char **argv)
         if (strcmp(h->kind, "model") && strcmp(h->kind, "update"))
             tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): expected "
                      "model or update, got %s", h->src, h->index, h->kind);
-        if (model_check_record(h)) /* finite, sane meta: as every model read */
+        if (model_check_record(h) || model_check_meta(m, h)) /* finite, of this model */
             tool_fail(err_wrap(ERR_FORMAT, "--head"));
         const tensor *hw = rec_get(h, "fc.weight", DT_F32, 2, (int64_t[]){C, m->feat_dim});
         const tensor *hb = hw ? rec_get(h, "fc.bias", DT_F32, 1, (int64_t[]){C}) : NULL;

@@ -129,7 +129,7 @@ static void write_gradients(const char *path, model *m, const record *grec, cons
     if (h && strcmp(h->kind, "model") && strcmp(h->kind, "update"))
         tool_die(ERR_FORMAT, "wrong record kind (stream %s, record %ld, field kind): expected "
                  "model or update, got %s", h->src, h->index, h->kind);
-    if (h && model_check_record(h)) /* finite, sane meta: as every model read */
+    if (h && (model_check_record(h) || model_check_meta(m, h))) /* finite, of this model */
         tool_fail(err_wrap(ERR_FORMAT, "--grad-head"));
     const record *hr = h ? h : grec;
     const tensor *hw = rec_get(hr, "fc.weight", DT_F32, 2, (int64_t[]){C, D});

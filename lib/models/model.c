@@ -269,7 +269,10 @@ static void *alloc_floats(size_t n)
     return p;
 }
 
-model *model_new(const model_config *cfg)
+/* model_new, and when r is given, the record must hold every tensor of the table (name,
+ * <f4, shape) before the slabs are allocated: a record whose meta claims a far larger
+ * network than its tensors is refused as such, not as an out-of-memory failure. */
+static model *model_alloc(const model_config *cfg, const record *r)
 {
     if (!cfg)
         return (void)err_set(ERR_USAGE, "no model config"), NULL;
@@ -312,6 +315,15 @@ model *model_new(const model_config *cfg)
         model_free(m);
         return NULL;
     }
+    for (int i = 0; r && i < m->n_tensors; i++) {
+        const model_tensor *t = &m->tensors[i];
+        if (!rec_get(r, t->name, DT_F32, t->ndim, t->shape)) {
+            err_wrap(ERR_FORMAT, "not a %s model with %d classes%s", c.arch, c.num_classes,
+                     c.proj_dim ? " and a proj layer" : "");
+            model_free(m);
+            return NULL;
+        }
+    }
     m->params = alloc_floats(m->n_total);
     m->grads = alloc_floats(m->n_params);
     m->momentum = alloc_floats(m->n_params);
@@ -321,6 +333,8 @@ model *model_new(const model_config *cfg)
     }
     return m;
 }
+
+model *model_new(const model_config *cfg) { return model_alloc(cfg, NULL); }
 
 static void unit_free_acts(unit *u)
 {
@@ -911,7 +925,7 @@ int model_check_record(const record *r)
     return 0;
 }
 
-int model_load_record(model *m, const record *r)
+int model_check_meta(const model *m, const record *r)
 {
     char wb[320];
     const model_config *c = &m->cfg;
@@ -921,6 +935,28 @@ int model_load_record(model *m, const record *r)
     if (arch && is_cifar(arch) != is_cifar(c->arch))
         return err_set(ERR_FORMAT, "%s: architecture '%s', expected '%s'", where(r, wb, sizeof wb),
                        arch, c->arch);
+    const char *keys[] = {"depth", "width", "num_classes", "proj_dim"};
+    const int want[] = {c->depth, c->width, c->num_classes, c->proj_dim};
+    for (int k = 0; k < 4; k++) {
+        int64_t v;
+        if (!mv_map_get(r->meta, keys[k]))
+            continue;
+        if (rec_get_int(r, keys[k], &v) < 0)
+            return ERR_FORMAT;
+        if (v != want[k])
+            return err_set(ERR_FORMAT, "%s, field meta.%s: %lld, but the %s model has %d (another "
+                           "architecture?)", where(r, wb, sizeof wb), keys[k], (long long)v, c->arch,
+                           want[k]);
+    }
+    return 0;
+}
+
+int model_load_record(model *m, const record *r)
+{
+    char wb[320];
+    const model_config *c = &m->cfg;
+    if (model_check_meta(m, r) < 0)
+        return ERR_FORMAT;
     /* every tensor of the model must be there with the right dtype and shape */
     for (int i = 0; i < m->n_tensors; i++) {
         const model_tensor *t = &m->tensors[i];
@@ -981,9 +1017,10 @@ model *model_from_record(const record *r)
         return (void)err_set(ERR_FORMAT, "%s: meta out of range", where(r, wb, sizeof wb)), NULL;
     c.depth = (int)depth, c.width = (int)width, c.num_classes = (int)classes;
     c.proj_dim = (int)proj, c.input_size = (int)size, c.in_channels = (int)chans;
-    model *m = model_new(&c);
+    model *m = model_alloc(&c, r);
     if (!m) {
-        err_wrap(ERR_FORMAT, "%s", where(r, wb, sizeof wb));
+        if (err_last() != ERR_FORMAT)
+            err_wrap(ERR_FORMAT, "%s", where(r, wb, sizeof wb));
         return NULL;
     }
     if (model_load_record(m, r) < 0) {

@@ -150,6 +150,10 @@ int model_check_record(const record *r);
  * meta, unknown arch, a tensor missing / of wrong dtype or shape, or a bad value, named in
  * the message). */
 model *model_from_record(const record *r);
+/* 0 when the meta of r describes m's architecture: arch of the same family, and depth,
+ * width, num_classes, proj_dim equal to m's where r has them; else ERR_FORMAT naming the
+ * field.  For records whose tensors are taken in part (a retrained head). */
+int model_check_meta(const model *m, const record *r);
 /* Copies a record's tensors into an existing model after checking every tensor (name,
  * <f4 dtype, shape; num_batches_tracked optional) and the meta arch/depth/width/
  * num_classes/proj_dim when present.  Nothing is modified on failure.  0 or ERR_FORMAT. */

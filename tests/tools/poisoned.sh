@@ -3,8 +3,8 @@
 # gives the expected exit code, exactly one stderr line that starts with "TOOL: error:" (a
 # usage error, exit 2, may add its "hint:" line), and leaves nothing in the output folder.
 # The cases: models with a NaN weight, an Inf or negative running_var, std 0, input size 0,
-# no arch, a round of 2^63-1 or -3, fc rows other than num_classes (local-train, evaluate,
-# featgen, retrain, aggregate -m); updates with a NaN, a negative client or round, a
+# no arch, a round of 2^63-1 or -3, fc rows other than num_classes, a width and depth the
+# tensors do not have (local-train, evaluate, featgen, retrain, aggregate -m, heads); updates with a NaN, a negative client or round, a
 # num_samples that overflows the sum; an empty or end-only update stream, '-' twice; an empty
 # shard and test set; negative class counts; a names file with a gap, a list label of 100000;
 # CLIP weights with a NaN weight or logit_scale, a missing --config, a non-gzip or cut
@@ -76,11 +76,13 @@ variant("m.mpk.zst", "noarch.mpk.zst", set_m(arch=None))
 variant("m.mpk.zst", "roundmax.mpk.zst", set_m(round=2**63 - 1))
 variant("m.mpk.zst", "roundneg.mpk.zst", set_m(round=-3))
 variant("m.mpk.zst", "classes11.mpk.zst", set_m(num_classes=11))
+variant("m.mpk.zst", "absurd.mpk.zst", set_m(width=4096, depth=9998))
 # updates
 variant("u1.mpk.zst", "u_nan.mpk.zst", set_t("fc.weight", (2, 5), np.nan))
 variant("u1.mpk.zst", "u_negc.mpk.zst", set_m(client=-4))
 variant("u1.mpk.zst", "u_negr.mpk.zst", set_m(round=-1))
 variant("u1.mpk.zst", "u_big.mpk.zst", set_m(num_samples=2**63 - 10))
+variant("u1.mpk.zst", "u_absurd.mpk.zst", set_m(width=4096, depth=9998))
 open(f"{T}/empty.mpk.zst", "wb").close()
 open(f"{T}/endonly.mpk.zst", "wb").write(end(0))
 # shards, partition
@@ -158,6 +160,11 @@ refused 3 featgen --method fedsm -m "$T/infvar.mpk.zst" -d "$D" -P "$T/none" --s
 refused 3 retrain --features "$T/f.mpk.zst" -m "$T/std0.mpk.zst" -o "$O/r.mpk.zst" && says "meta.std[1]"
 refused 3 local-train -m "$T/roundmax.mpk.zst" -d "$D" -o "$O/u.mpk.zst" && says "meta.round: 9223372036854775807"
 refused 3 evaluate -m "$M" --test "$TS" --head "$T/nanw.mpk.zst" -o "$O/e.mpk.zst"
+# a meta claiming a far larger network than the tensors: refused, not allocated or half-read
+refused 3 local-train -m "$T/absurd.mpk.zst" -d "$D" -o "$O/u.mpk.zst" && says "conv1.weight"
+refused 3 evaluate -m "$M" --test "$TS" --head "$T/absurd.mpk.zst" -o "$O/e.mpk.zst" && says "meta.depth"
+refused 3 local-train -m "$M" -d "$D" --epochs 0 --gradients "$O/g.mpk.zst" --grad-head "$T/absurd.mpk.zst" && says "meta.depth"
+refused 3 aggregate --heads -m "$M" -o "$O/m.mpk.zst" "$T/u_absurd.mpk.zst" && says "meta.depth"
 refused 3 aggregate --init resnet8 --width 4 --partition "$T/pstd0.mpk.zst" -o "$O/m.mpk.zst" && says "meta.std[1]"
 
 # updates: every input contributes exactly its records, each checked by value

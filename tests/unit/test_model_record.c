@@ -1,7 +1,8 @@
 /* test_model_record.c - model tables, init, records and batch handling:
  * ResNet-8 layout (names, shapes, 1.23M body params), init statistics (docs/algorithms.md 1.5),
  * save -> encode -> decode -> load round trip (bit-exact, meta), rejection of a record of
- * another architecture with the tensor named, variable batch size (a last partial batch
+ * another architecture with the tensor named, bad values (NaN, negative variance, std 0,
+ * rounds, counts, a meta larger than the tensors) refused by name, variable batch size (a last partial batch
  * gives the same per-sample eval outputs), and run-to-run determinism of a training step. */
 #include <math.h>
 #include <stdio.h>
@@ -106,19 +107,19 @@ static void test_records(void)
         CHECK(!memcmp(m2->params, m->params, sizeof(float) * m->n_total));
         CHECK(m2->num_batches_tracked == 17);
     }
-    /* a proj record into a plain ResNet-8: rejected, naming a tensor */
+    /* a proj record into a plain ResNet-8: rejected, naming what differs (meta.proj_dim) */
     model *plain = make("resnet8", 10, 0, 0);
     float keep = plain->params[0];
     CHECK(model_load_record(plain, back) == ERR_FORMAT);
     fprintf(stderr, "expected rejection: %s\n", err_msg());
-    CHECK(strstr(err_msg(), "fc.weight") || strstr(err_msg(), "proj."));
+    CHECK(strstr(err_msg(), "fc.weight") || strstr(err_msg(), "proj"));
     CHECK(plain->params[0] == keep); /* unchanged on failure */
-    /* a plain record into a proj model: missing proj.weight */
+    /* a plain record into a proj model: meta.proj_dim 0 (else the missing proj.weight) */
     record *rp = rec_new("model");
     model_to_record(plain, rp, REC_BORROW);
     CHECK(model_load_record(m, rp) == ERR_FORMAT);
     fprintf(stderr, "expected rejection: %s\n", err_msg());
-    CHECK(strstr(err_msg(), "proj.weight") != NULL);
+    CHECK(strstr(err_msg(), "proj") != NULL);
     /* resnet50 record metadata vs resnet8 */
     rec_set_str(rp, "arch", "resnet50");
     CHECK(model_from_record(rp) == NULL);
@@ -183,10 +184,59 @@ static void test_batches(void)
     model_free(m);
 }
 
+/* model_check_record: each bad value refused (ERR_FORMAT) naming the field and index; the
+ * clean record passes; a meta claiming a far larger network than its tensors is refused
+ * before its slabs are allocated */
+static void test_values(void)
+{
+    model *m = make("resnet8", 10, 0, 0);
+    record *r = rec_new("model");
+    CHECK(model_to_record(m, r, REC_COPY) == 0 && rec_set_int(r, "round", 3) == 0);
+    CHECK_MSG(model_check_record(r) == 0, "%s", err_msg());
+    float *w = (float *)rec_find(r, "layer1.0.conv2.weight")->data; /* [64,64,3,3] */
+    w[9 * 64 + 4] = NAN;                                              /* [1,0,1,1] */
+    CHECK(model_check_record(r) == ERR_FORMAT && strstr(err_msg(), "layer1.0.conv2.weight[1,0,1,1]: nan"));
+    w[9 * 64 + 4] = 0;
+    float *var = (float *)rec_find(r, "bn1.running_var")->data;
+    var[5] = -1e-3f;
+    CHECK(model_check_record(r) == ERR_FORMAT && strstr(err_msg(), "bn1.running_var[5]"));
+    var[5] = INFINITY;
+    CHECK(model_check_record(r) == ERR_FORMAT && strstr(err_msg(), "bn1.running_var[5]: inf"));
+    var[5] = 1;
+    CHECK(model_check_record(r) == 0);
+    double sd[3] = {0.2, 0, 0.2};
+    rec_set_floats(r, "std", sd, 3);
+    CHECK(model_check_record(r) == ERR_FORMAT && strstr(err_msg(), "meta.std[1]"));
+    sd[1] = 0.2;
+    rec_set_floats(r, "std", sd, 3);
+    const int64_t bad_rounds[] = {-1, (int64_t)MODEL_ROUND_MAX + 1, INT64_MAX};
+    for (int k = 0; k < 3; k++) {
+        rec_set_int(r, "round", bad_rounds[k]);
+        CHECK(model_check_record(r) == ERR_FORMAT && strstr(err_msg(), "meta.round"));
+    }
+    rec_set_int(r, "round", MODEL_ROUND_MAX);
+    CHECK(model_check_record(r) == 0);
+    rec_set_int(r, "num_samples", -2);
+    CHECK(model_check_record(r) == ERR_FORMAT && strstr(err_msg(), "meta.num_samples"));
+    rec_set_int(r, "num_samples", 5);
+    rec_set_int(r, "num_classes", 11);
+    CHECK(model_check_record(r) == ERR_FORMAT && strstr(err_msg(), "fc."));
+    CHECK(model_from_record(r) == NULL);
+    rec_set_int(r, "num_classes", 10);
+    rec_set_int(r, "width", 4096);
+    rec_set_int(r, "depth", 9998);
+    CHECK(model_check_record(r) == 0); /* in range, but not what the tensors are: */
+    CHECK(model_from_record(r) == NULL && err_last() == ERR_FORMAT && strstr(err_msg(), "conv1.weight"));
+    fprintf(stderr, "expected rejection: %s\n", err_msg());
+    rec_free(r);
+    model_free(m);
+}
+
 int main(void)
 {
     test_layout_init();
     test_records();
+    test_values();
     test_batches();
     TEST_MAIN_END();
 }
