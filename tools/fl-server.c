@@ -20,6 +20,7 @@
 #include "err.h"
 #include "fedavg.h"
 #include "fednet.h"
+#include "model.h"
 #include "select.h"
 #include "tool.h"
 
@@ -239,7 +240,8 @@ static void on_hello(client *c, const fn_msg *m)
 }
 
 /* Checks an update as aggregate will: one update record of this client and round, the
- * global model's tensors, finite, a sample count.  0 or an error naming the client. */
+ * global model's tensors, the values model_check_record checks (finite weights, sample
+ * count, meta).  0 or an error naming the client. */
 static int check_update(const record *g, const void *data, size_t len, int64_t k, int64_t *ns)
 {
     char name[64];
@@ -264,7 +266,7 @@ static int check_update(const record *g, const void *data, size_t len, int64_t k
         rc = fedavg_check_layout(both, 2);
     }
     if (!rc)
-        rc = check_finite(u, name);
+        rc = model_check_record(u); /* finite weights, sane meta: what aggregate checks too */
     rec_free(u);
     return rc;
 }

@@ -1,12 +1,13 @@
 /* fl-peer - test helper for the federated tools (tests/tools/federated.sh).
  *   fl-peer big-model BYTES [--random] OUT
  *       a model record with one |u1 tensor "w" of BYTES bytes (zeros, or pseudo-random and so
- *       incompressible) and meta round 0
+ *       incompressible) and meta round 0, arch resnet8 (known to model_check_record)
  *   fl-peer fake-train ARGS...
  *       stands in for local-train (fl-client --local-train): reads -m MODEL and -d SHARD,
  *       writes -o OUT, an update with the model's tensors, the shard's client, round + 1,
  *       num_samples 1.  FL_PEER_SLEEP=S sleeps first; FL_PEER_CORRUPT=1 writes bytes that
- *       are no record instead; FL_PEER_FAIL=1 fails with one error line.
+ *       are no record instead; FL_PEER_NAN=1 puts a NaN in the first float tensor;
+ *       FL_PEER_FAIL=1 fails with one error line.
  *   fl-peer rogue ADDR CLIENT OVERSIZE
  *       an insecure client behaving badly: says hello as CLIENT; on its task it sends a
  *       message whose header is no record, a result for the previous round, a result with
@@ -17,6 +18,7 @@
 #include "fednet.h"
 #include "tool.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +35,8 @@ static int big_model(int argc, char **argv)
     record *r = rec_new("model");
     int64_t shape[1] = {n};
     uint8_t *d = r ? rec_add_new(r, "w", DT_U8, 1, shape) : NULL;
-    if (!d || rec_set_int(r, "round", 0) || rec_set_str(r, "arch", "big"))
+    if (!d || rec_set_int(r, "round", 0) || rec_set_str(r, "arch", "resnet8") ||
+        rec_set_int(r, "num_classes", 10))
         tool_die(ERR_INTERNAL, "out of memory for %lld bytes", (long long)n);
     if (rnd) {
         uint64_t x = 88172645463325252ULL;
@@ -92,7 +95,14 @@ static int fake_train(int argc, char **argv)
     int64_t client = -1;
     if (!shard || !m || rec_get_int(shard, "client", &client))
         tool_fail(err_last());
-    if (ep_write_one(op, as_update(m, client), NULL))
+    as_update(m, client);
+    if (getenv("FL_PEER_NAN")) /* a NaN in the first float tensor, as a diverged client sends */
+        for (int i = 0; i < m->n_tensors; i++)
+            if (m->tensors[i].dtype == DT_F32 && m->tensors[i].nbytes >= 4) {
+                ((float *)m->tensors[i].data)[0] = NAN;
+                break;
+            }
+    if (ep_write_one(op, m, NULL))
         tool_fail(err_last());
     rec_free(m);
     rec_free(shard);

@@ -169,8 +169,13 @@ grep -q "a peer failed the handshake" "$T/r3.log" || fail "the server did not lo
 [ ! -e "$T/r3/update-02.mpk.zst" ] && [ ! -e "$T/r3/update-03.mpk.zst" ] || fail "a refused or missing update was written"
 "$B/local-train" -m "$M0" -d "$T/host0/client-00.mpk.zst" --epochs 1 --batch 16 -o "$T/u0.mpk.zst" -q
 cmp "$T/u0.mpk.zst" "$T/r3/update-00.mpk.zst" || fail "client 0's update is not local-train's, byte for byte"
-# too few: client 3 is gone, client 2's update is refused: 2 answers for --min-clients 3
+# too few: client 3 is gone, client 2 (restarted) sends a NaN: 2 answers for --min-clients 3
+kill "${cp[2]}"; wait "${cp[2]}"
+printf '#!/bin/sh\nFL_PEER_NAN=1 exec "%s" fake-train "$@"\n' "$H/fl-peer" >"$T/nan.sh"
+chmod +x "$T/nan.sh"
+SCEN=3b start_client 2 --local-train "$T/nan.sh"; cp[2]=$CPID
 expect_rc 1 timeout 120 "$B/fl-server" "${RND[@]}" --dir "$T/r3b" --min-clients 3 --wait 3
+grep -q "refused the update of client 2: .*conv1.weight.*nan" "$T/err" || fail "NaN update not refused by name: $(cat "$T/err")"
 grep -q "error: round 1: 2 of 3 picked clients answered by the deadline, fewer than --min-clients 3" "$T/err" ||
     fail "min-clients failure: $(cat "$T/err")"
 grep -q "round 1: 3 of 4 clients present, picked 3" "$T/err" || fail "picking from the present: $(cat "$T/err")"
