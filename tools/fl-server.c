@@ -1,5 +1,5 @@
 /* fl-server - the server side of one federated round across hosts (README "Federated across
- * machines", docs/format.md "Federated messages", docs/algorithms.md 1.8): binds a ZeroMQ
+ * machines", docs/format.md "Federated messages", docs/algorithms.md 2.2): binds a ZeroMQ
  * ROUTER (CURVE with enrolled client keys, or --insecure), waits for clients to say hello,
  * picks K of those present with the simulation's seeded order (lib/fl/select.h), sends each
  * a task (the global model and the training options), and collects their updates until all

@@ -1,4 +1,4 @@
-/* select.h - which clients take part in a round (docs/algorithms.md 1.8): the seeded order
+/* select.h - which clients take part in a round (docs/algorithms.md 2.2): the seeded order
  * of all N client ids for (seed, "select", round), and the first K of it that are present.
  * With every client present this is the simulation's selection (`aggregate --select`), so a
  * federated run whose clients are all up picks the very clients the file pipeline trains;
