@@ -33,12 +33,8 @@ import msgpack
 import numpy as np
 import zstandard
 
-try:
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-except ImportError:  # the record functions work without PyTorch
-    torch = None
+torch = None  # imported on first use by _torch(): reading records does not pay its ~2 s import
+_MODELS = None  # the module classes, defined once torch is there (_define_models)
 
 __version__ = "0.1.0"
 FORMAT_VERSION = 1
@@ -293,7 +289,8 @@ def _plain(v, field):
 
 
 def _array(a, name):
-    if torch is not None and isinstance(a, torch.Tensor):
+    t = sys.modules.get("torch")
+    if t is not None and isinstance(a, t.Tensor):
         a = a.detach().cpu().numpy()
     a = np.asarray(a)
     le = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
@@ -429,12 +426,32 @@ def normalize(images, mean, std):
 
 
 # ---- the networks (torch) ----
-def _need_torch(what):
-    if torch is None:
-        raise ImportError("%s needs PyTorch (Debian: apt-get install python3-torch)" % what)
+def _torch(what):
+    """Imports PyTorch and defines the module classes on first use."""
+    global torch, _MODELS
+    if _MODELS is None:
+        try:
+            import torch as t
+        except ImportError:
+            raise ImportError("%s needs PyTorch (Debian: apt-get install python3-torch)" % what) from None
+        torch = t
+        _MODELS = _define_models()
+    return torch
 
 
-if torch is not None:
+def __getattr__(name):
+    """fedsm.CifarResNet, fedsm.ResNet50, fedsm.BasicBlock, fedsm.Bottleneck: PyTorch classes,
+    defined on first access."""
+    if name in ("CifarResNet", "ResNet50", "BasicBlock", "Bottleneck"):
+        _torch("fedsm." + name)
+        return _MODELS[name]
+    raise AttributeError("module 'fedsm' has no attribute '%s'" % name)
+
+
+def _define_models():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
     class BasicBlock(nn.Module):
         """conv3x3-BN-ReLU-conv3x3-BN + shortcut (1x1 conv + BN where the shape changes), ReLU."""
 
@@ -553,11 +570,16 @@ if torch is not None:
             self.layers = [self.layer1, self.layer2, self.layer3, self.layer4]
             self._head(cin, num_classes, proj_dim)
 
+    classes = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck, "CifarResNet": CifarResNet, "ResNet50": ResNet50}
+    for c in classes.values():
+        c.__qualname__ = c.__name__  # pickle (torch.save of a whole module) finds fedsm.NAME
+    return classes
+
 
 def build_model(meta):
     """The (untrained) module a model record's meta describes: arch, depth, width,
     num_classes, proj_dim, input_size, in_channels (the C defaults where absent)."""
-    _need_torch("build_model")
+    _torch("build_model")
     arch = meta.get("arch")
     if arch not in ARCHS:
         raise FormatError("model meta: unknown arch %r (%s)" % (arch, ", ".join(ARCHS)))
@@ -565,7 +587,7 @@ def build_model(meta):
           "depth": int(meta["depth"]), "proj_dim": int(meta.get("proj_dim", 0) or 0),
           "in_channels": int(meta.get("in_channels", 3))}
     kw["input_size"] = int(meta.get("input_size", 224 if arch == "resnet50" else 32))
-    return ResNet50(**kw) if arch == "resnet50" else CifarResNet(**kw)
+    return _MODELS["ResNet50" if arch == "resnet50" else "CifarResNet"](**kw)
 
 
 def _state_from_record(module, rec, where):
@@ -597,7 +619,7 @@ def load_model(src, device="cpu"):
     eval mode, float32, on device, with the record's meta as module.fedsm_meta and the class
     names as module.classes (meta.classes, else "0".."C-1").  Its outputs on normalize()d
     images are evaluate's, to float rounding."""
-    _need_torch("load_model")
+    _torch("load_model")
     rec = src if isinstance(src, Record) else read_record(src, ("model", "update"))
     if rec.kind not in ("model", "update"):
         raise FormatError("wrong record kind: expected model or update, got %s" % rec.kind)
@@ -637,7 +659,7 @@ def save_model(module, dst, like=None, kind="model", meta=None):
     (a dict) on top.  With like, the module's tensor names and shapes must equal like's, so a
     torchvision resnet50 saves with like= a fedsm resnet50 record.  kind "update" needs meta
     client, round and num_samples (aggregate reads them)."""
-    _need_torch("save_model")
+    _torch("save_model")
     sd = module.state_dict()
     if like is not None:
         lrec = like if isinstance(like, (Record, dict)) else read_record(like, ("model", "update"))
@@ -677,7 +699,7 @@ def save_model(module, dst, like=None, kind="model", meta=None):
 def predict(module, images, mean, std, batch=500):
     """Logits (numpy float32 [N,C]) of module in eval mode on uint8 images [N,3,H,W],
     normalised as the tools do."""
-    _need_torch("predict")
+    _torch("predict")
     module.eval()
     out = []
     dev = next(module.parameters()).device

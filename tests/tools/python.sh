@@ -37,7 +37,7 @@ expect_rc 0 $PY "$FEDSM_ROOT/python/fedsm.py" "$T/m0.mpk.zst" && grep -q '^  fc.
 expect_rc 3 $PY "$FEDSM_ROOT/python/fedsm.py" "$T/cm/bad_kind.mpk.zst" && expect_one_error_line
 expect_rc 0 $PY "$FEDSM_ROOT/python/fedsm.py" --help && grep -q '^usage: fedsm.py' "$T/out" || fail "fedsm.py --help"
 
-if $PY -c 'import torch' 2>/dev/null; then
+if $PY -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' 2>/dev/null; then
     # a model that has learnt something (about 55 % top-1): all the training data, 6 epochs
     "$B/partition" --in "$T/data" -o "$T/p1" --if 4 --clients 1 -q || fail "partition (1 client)"
     "$B/local-train" -m "$T/m0.mpk.zst" -d "$T/p1/client-00.mpk.zst" --epochs 6 --batch 16 -o "$T/u0.mpk.zst" -q \
@@ -119,11 +119,12 @@ r = fedsm.read_record(sys.argv[2]); r.meta["round"] = 1
 fedsm.write_record(sys.argv[4], "model", r.meta, dict(list(r.tensors.items())[1:]))
 EOF
 chmod +x "$T/fails" "$T/nothing" "$T/update" "$T/oldround" "$T/garbage" "$T/missing1"
+cp -al "$T/run" "$T/c"   # hard links: every write in a run is a new file renamed into place
+rm -rf "$T/c/round-001/model.mpk.zst" "$T/c/round-001/metrics.csv" "$T/c/round-002"
+for u in "$T"/kept/round-001-*; do cp "$u" "$T/c/round-001/${u##*/round-001-}"; done
 for c in fails:1:failed nothing:3:wrote.no garbage:3:invalid.stream update:3:not.one.model oldround:3:meta.round \
          missing1:3:tensors; do
     IFS=: read -r name want msg <<<"$c"
-    rm -rf "$T/c"; cp -r "$T/run" "$T/c"; rm -f "$T/c/round-001/model.mpk.zst" "$T/c/round-001/metrics.csv"
-    for u in "$T"/kept/round-001-*; do cp "$u" "$T/c/round-001/${u##*/round-001-}"; done
     sed -i "s|^aggregate_cmd=.*|aggregate_cmd=$T/$name|" "$T/c/config.txt"
     expect_rc "$want" "$PIPE/fedavg.sh" "${A[@]}" --rounds 1 --run "$T/c" --aggregate-cmd "$T/$name" || continue
     n=$(grep -c '^fedavg: error:' "$T/err")
