@@ -483,6 +483,8 @@ def median(T, run, kept):
 
 
 def main(a):
+    if not a or a[0] in ("-h", "--help"):
+        sys.exit(__doc__)
     if a[0] == "records":
         records(a[1])
     elif a[0] == "kinds":
