@@ -29,7 +29,7 @@ import fedsm  # noqa: E402
 import gen  # noqa: E402  (the record tests' formulas)
 import rec as stock  # noqa: E402  (read with stock msgpack + zstandard, no fedsm code)
 
-BIN = os.environ["FEDSM_BIN"]
+BIN = os.environ.get("FEDSM_BIN", "")  # the tools (tests/tools/python.sh sets it)
 HELPERS = os.path.join(os.path.dirname(BIN), "helpers")
 FAILS = []
 
