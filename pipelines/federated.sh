@@ -21,11 +21,11 @@ fl_options() {
     METHOD_OPTS+=(
         "--bind BIND str"               "--key KEY path"
         "--enrolled ENROLLED path"      "--insecure INSECURE flag"
-        "--min-clients MIN_CLIENTS int" "--wait WAIT num"
+        "--min-clients MIN_CLIENTS int" "--wait WAIT num"           "--grace GRACE num"
         "--deadline DEADLINE num"       "--dropout DROPOUT num"
         "--max-msg MAX_MSG int"         "--keep-clients KEEP_CLIENTS flag"
     )
-    BIND='tcp://*:5555' KEY= ENROLLED= INSECURE=0 MIN_CLIENTS= WAIT=60 DEADLINE=600 DROPOUT=10
+    BIND='tcp://*:5555' KEY= ENROLLED= INSECURE=0 MIN_CLIENTS= WAIT=60 GRACE=5 DEADLINE=600 DROPOUT=10
     MAX_MSG= KEEP_CLIENTS=0
 }
 
@@ -42,7 +42,8 @@ network options (the clients run pipelines/fl-client.sh on their own hosts):
   --insecure         no keys, no encryption: a trusted network or loopback only
   --min-clients M    fewest updates that make a round (default half of --per-round, rounded
                      up); fewer: the round fails (exit 1), a rerun resumes and retries it
-  --wait SEC         wait this long for the picked clients to be present (default 60)
+  --wait SEC         wait this long for the clients the seeded pick wants (default 60);
+  --grace SEC        once --per-round clients are present, this long at most (default 5)
   --deadline SEC     the picked clients' time to answer (default 600)
   --dropout SEC      a picked client silent this long is dropped, not waited for (default 10)
   --max-msg BYTES    largest message taken from a client (default 64 GiB)
@@ -62,6 +63,7 @@ fl_check_options() {
     [[ $BIND == tcp://* || $BIND == ipc://* ]] || die "--bind '$BIND' is not tcp://HOST:PORT or ipc://PATH" 2
     [ -z "$MIN_CLIENTS" ] || in_range --min-clients "$MIN_CLIENTS" 1 "$PER_ROUND"
     in_range --wait "$WAIT" 0 1e7
+    in_range --grace "$GRACE" 0 1e7
     in_range --deadline "$DEADLINE" 0 1e7
     in_range --dropout "$DROPOUT" 0.1 1e7
     [ -z "$MAX_MSG" ] || in_range --max-msg "$MAX_MSG" 1024 9.2e18
@@ -99,7 +101,7 @@ fl_collect() {
     if [ ! -f "$r/answered.txt" ]; then
         local cmd=("$BIN/fl-server" --bind "$BIND" "${FL_SECURITY[@]}" -m "$model" --dir "$r"
                    --clients "$CLIENTS" --per-round "$PER_ROUND" --seed "$SEED" --label "$LABEL"
-                   --wait "$WAIT" --deadline "$DEADLINE" --dropout "$DROPOUT"
+                   --wait "$WAIT" --grace "$GRACE" --deadline "$DEADLINE" --dropout "$DROPOUT"
                    --epochs "$EPOCHS" --batch "$BATCH" --lr "$LR" --aug "$AUG" --threads "$THREADS")
         [ -z "$MIN_CLIENTS" ] || cmd+=(--min-clients "$MIN_CLIENTS")
         [ -z "$MAX_MSG" ] || cmd+=(--max-msg "$MAX_MSG")

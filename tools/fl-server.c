@@ -65,7 +65,9 @@ _Noreturn static void usage(void)
         "      --min-clients M  fewest updates that make a round (default: half of K, rounded up);\n"
         "                       with fewer present after --wait, or fewer answered by the\n"
         "                       deadline, the round fails (exit 1) and a rerun retries it\n"
-        "      --wait SEC       how long to wait for the picked clients to be present (default 60)\n"
+        "      --wait SEC       how long to wait for the clients the seeded order wants first\n"
+        "                       (default 60); once K clients are present, --grace SEC more at\n"
+        "                       most (default 5), then the first K present in that order\n"
         "      --deadline SEC   how long the picked clients have to answer (default 600)\n"
         "      --dropout SEC    a picked client silent this long (no heartbeat) is dropped and\n"
         "                       not waited for (default 10)\n"
@@ -110,7 +112,7 @@ typedef struct {
     const char *bind, *key, *enrolled, *model, *dir, *label;
     bool insecure, stop;
     int64_t n, k, min, max_msg;
-    double wait, deadline, dropout;
+    double wait, grace, deadline, dropout;
     uint64_t seed;
     const char *epochs, *batch, *lr, *momentum, *wd, *aug, *threads;
 } srv_args;
@@ -548,19 +550,28 @@ static int run_round(const srv_args *a)
         nsel = read_ids(path, a->n, sel);
         tool_log(1, "round %lld: resuming with the clients picked before", (long long)round_no);
     } else {
-        /* wait until the clients the seeded order wants first are present, or --wait */
+        /* wait until the clients the seeded order wants first are present; or, once K
+         * clients are, --grace seconds more; or --wait in all */
         fl_select_order(order, a->n, a->seed, round_no);
         int64_t *want = malloc((size_t)a->k * sizeof *want);
         if (!want)
             tool_die(ERR_INTERNAL, "out of memory");
         fl_select_present(want, a->k, order, a->n, NULL);
+        double enough_since = -1;
         for (;;) {
             pump(a, NULL, 100);
             double now = tool_now();
             bool all = true;
+            int64_t n_here = 0;
             for (int64_t i = 0; i < a->k; i++)
                 all = all && present(a, &cl[want[i]], now);
-            if (all || now - t0 > a->wait)
+            for (int64_t i = 0; i < a->n; i++)
+                n_here += present(a, &cl[i], now);
+            if (n_here < a->k)
+                enough_since = -1;
+            else if (enough_since < 0)
+                enough_since = now;
+            if (all || now - t0 > a->wait || (enough_since >= 0 && now - enough_since > a->grace))
                 break;
         }
         free(want);
@@ -676,12 +687,12 @@ int main(int argc, char **argv)
 {
     tool_init("fl-server");
     signal(SIGPIPE, SIG_IGN);
-    srv_args a = {.n = -1, .k = -1, .min = -1, .max_msg = 64LL << 30, .wait = 60, .deadline = 600,
+    srv_args a = {.n = -1, .k = -1, .min = -1, .max_msg = 64LL << 30, .wait = 60, .grace = 5, .deadline = 600,
                   .dropout = 10, .label = "fedavg", .epochs = "10", .batch = "32", .lr = "0.1",
                   .aug = "batch", .threads = "1"};
     tool_common co = {.usage = usage, .seed = 7};
     enum { O_BIND = 0x100, O_KEY, O_ENROLLED, O_INSECURE, O_MAXMSG, O_DIR, O_CLIENTS, O_PER,
-           O_MIN, O_WAIT, O_DEADLINE, O_DROPOUT, O_LABEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_WD,
+           O_MIN, O_WAIT, O_GRACE, O_DEADLINE, O_DROPOUT, O_LABEL, O_EPOCHS, O_BATCH, O_LR, O_MOM, O_WD,
            O_AUG, O_STOP };
     static const struct option lo[] = {
         {"bind", 1, 0, O_BIND},         {"key", 1, 0, O_KEY},
@@ -690,6 +701,7 @@ int main(int argc, char **argv)
         {"dir", 1, 0, O_DIR},           {"clients", 1, 0, O_CLIENTS},
         {"per-round", 1, 0, O_PER},     {"min-clients", 1, 0, O_MIN},
         {"wait", 1, 0, O_WAIT},         {"deadline", 1, 0, O_DEADLINE},
+        {"grace", 1, 0, O_GRACE},
         {"dropout", 1, 0, O_DROPOUT},   {"label", 1, 0, O_LABEL},
         {"epochs", 1, 0, O_EPOCHS},     {"batch", 1, 0, O_BATCH},
         {"lr", 1, 0, O_LR},             {"momentum", 1, 0, O_MOM},
@@ -709,6 +721,7 @@ int main(int argc, char **argv)
         case O_PER: a.k = tool_parse_int("--per-round", optarg, 1, 1 << 20); break;
         case O_MIN: a.min = tool_parse_int("--min-clients", optarg, 1, 1 << 20); break;
         case O_WAIT: a.wait = tool_parse_double("--wait", optarg, 0, 1e7); break;
+        case O_GRACE: a.grace = tool_parse_double("--grace", optarg, 0, 1e7); break;
         case O_DEADLINE: a.deadline = tool_parse_double("--deadline", optarg, 0, 1e7); break;
         case O_DROPOUT: a.dropout = tool_parse_double("--dropout", optarg, 0.1, 1e7); break;
         case O_LABEL: a.label = optarg; break;

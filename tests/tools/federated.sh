@@ -73,7 +73,7 @@ start_client() {
     PIDS+=("$CPID")
 }
 SRV=(--data "$T/server-part" "${OPTS[@]}" --key "$T/keys/server.key" --enrolled "$T/keys/enrolled"
-     --dropout 2 --wait 30 --deadline 120)
+     --dropout 2 --wait 30 --grace 20 --deadline 120)
 
 echo "$((SECONDS - T0)) s: 1. four clients"
 if want 1; then
