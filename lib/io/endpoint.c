@@ -57,6 +57,7 @@ struct rec_reader {
     int ends;
     long end_total;
     bool done;
+    char last_kind[32]; /* of the last record handed out, for messages */
 };
 
 rec_reader *ep_open_reader(const char *spec, const ep_opts *opts)
@@ -169,6 +170,21 @@ int rec_read(rec_reader *r, record **out)
             return rc;
         if (rc == 0) {
             r->done = true;
+            /* a pipe or socket whose last part has no end record: its producer died (a
+             * file without one is complete: it was renamed into place) */
+            if (!ep_file_in_is_regular(r->file) && (r->seg_records > 0 || r->ends == 0)) {
+                if (r->returned == 0)
+                    return err_set(ERR_FORMAT,
+                                   "stream %s ended with no record and no end record: its "
+                                   "producer died before writing (a pipe must end with the "
+                                   "end record)",
+                                   r->name);
+                return err_set(ERR_FORMAT,
+                               "stream %s ended without its end record after record %ld (%s): "
+                               "its producer died or was cut off (a pipe must end with the "
+                               "end record)",
+                               r->name, r->returned - 1, r->last_kind);
+            }
             break;
         }
         if (strcmp(rec->kind, "end") == 0) {
@@ -181,6 +197,7 @@ int rec_read(rec_reader *r, record **out)
         }
         rec->index = r->returned++;
         r->seg_records++;
+        snprintf(r->last_kind, sizeof r->last_kind, "%s", rec->kind);
         *out = rec;
         return 1;
     }

@@ -121,6 +121,7 @@ struct ep_file_in {
     char name[256];
     FILE *f;
     bool close_f;
+    bool regular; /* a regular file, not a pipe, socket or device */
     rec_instream *in;
 };
 
@@ -160,6 +161,8 @@ ep_file_in *ep_file_in_open(const char *spec, const char *name, const rec_limits
         }
         r->close_f = true;
     }
+    struct stat fst;
+    r->regular = fstat(fileno(r->f), &fst) == 0 && S_ISREG(fst.st_mode);
     r->in = rec_instream_new(file_read, r, r->name, lim);
     if (!r->in) {
         err_set(ERR_INTERNAL, "out of memory");
@@ -172,6 +175,8 @@ fail:
 }
 
 int ep_file_in_next(ep_file_in *f, record **out) { return rec_instream_next(f->in, out); }
+
+bool ep_file_in_is_regular(const ep_file_in *f) { return f->regular; }
 
 void ep_file_in_close(ep_file_in *f)
 {

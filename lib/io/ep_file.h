@@ -19,6 +19,11 @@ typedef struct ep_file_out ep_file_out;
 ep_file_in *ep_file_in_open(const char *spec, const char *name, const rec_limits *lim);
 /* 1: *out owned; 0: end of input; < 0: error. */
 int ep_file_in_next(ep_file_in *f, record **out);
+/* True when the input is a regular file (a path, or stdin redirected from one); false for a
+ * pipe, a socket or a device, whose stream must end with its end record: without it, its
+ * producer died (endpoint.c says so), while a complete file without one (written by another
+ * program) stays readable. */
+bool ep_file_in_is_regular(const ep_file_in *f);
 void ep_file_in_close(ep_file_in *f); /* NULL-safe */
 
 /* Opens spec ("-" = stdout, refused on a terminal) for writing; name labels messages. */
