@@ -13,6 +13,7 @@
 #include "endpoint.h"
 #include "err.h"
 #include "fednet.h"
+#include "shard.h"
 #include "tool.h"
 
 #include <dirent.h>
@@ -409,14 +410,15 @@ static void on_task(const fn_msg *m)
     start_training(&o);
 }
 
-/* The shard's client id (and a check that it is a shard). */
+/* The shard's client id, after the checks local-train makes (labels in range, shapes,
+ * offsets, mean/std): a bad shard is refused at start, not in every round. */
 static int64_t shard_client(const char *path)
 {
-    record *s = ep_read_one(path, "shard", NULL);
-    int64_t c = -1;
-    if (!s || rec_get_int(s, "client", &c))
+    shard *s = shard_load(path, NULL);
+    if (!s)
         tool_fail(err_last());
-    rec_free(s);
+    int64_t c = s->client;
+    shard_free(s);
     if (c < 0)
         tool_die(ERR_FORMAT, "%s is the test set (meta.client -1), not a client's shard", path);
     return c;
@@ -458,8 +460,10 @@ int main(int argc, char **argv)
         tool_usage_error("--insecure turns encryption off: give it without --key and --server-key");
     if (!A.insecure && (!A.key || !A.server_key))
         tool_usage_error("give --key CLIENT.key and --server-key SERVER.pub (CURVE), or --insecure");
-    if (!A.shard || !A.work)
+    if (!A.shard || !A.work || !*A.shard || !*A.work)
         tool_usage_error("give --shard SHARD and --work DIR");
+    if (fn_check_addr(A.server))
+        tool_fail(err_last());
     if (co.out)
         tool_usage_error("fl-client writes into --work, not -o");
     static char th[24], lt[PATH_MAX];

@@ -124,6 +124,12 @@ static fn_sock *sock;
 
 static void log_line(const char *line) { fprintf(stderr, "%s: %s\n", tool_name, line); }
 
+static void close_at_exit(void)
+{
+    fn_close(sock, 0);
+    sock = NULL;
+}
+
 /* The pipelines' client tag: two digits, one more per factor of ten above 100 clients. */
 static int tag_width_for(int64_t n)
 {
@@ -462,6 +468,7 @@ static int run_stop(const srv_args *a)
     }
     tool_log(1, "told %lld client%s to stop", (long long)told, told == 1 ? "" : "s");
     fn_close(sock, 2000);
+    sock = NULL;
     return 0;
 }
 
@@ -511,7 +518,7 @@ static fn_blob *g_bytes;
 static void load_model(const srv_args *a)
 {
     record *g = g_model = ep_read_one(a->model, "model", NULL);
-    if (!g)
+    if (!g || model_check_record(g)) /* no NaN model goes out */
         tool_fail(err_last());
     /* only its layout is needed from here on (the updates are checked against it) */
     for (int i = 0; i < g->n_tensors; i++)
@@ -653,6 +660,7 @@ static int run_round(const srv_args *a)
     }
     write_system_csv(a, sel, nsel);
     fn_close(sock, 0);
+    sock = NULL;
     fn_blob_unref(model);
     rec_free(g_model);
     if (answered < a->min) {
@@ -748,6 +756,8 @@ int main(int argc, char **argv)
         tool_usage_error("unexpected argument '%s'", argv[optind]);
     if (!a.bind)
         tool_usage_error("no address: give --bind tcp://*:PORT");
+    if (fn_check_addr(a.bind))
+        tool_fail(err_last());
     if (a.insecure && (a.key || a.enrolled))
         tool_usage_error("--insecure turns encryption off: give it without --key and --enrolled");
     if (!a.insecure && (!a.key || !a.enrolled))
@@ -755,7 +765,7 @@ int main(int argc, char **argv)
     if (a.n < 0)
         tool_usage_error("give --clients N (the federation's size)");
     if (!a.stop) {
-        if (!a.model || !a.dir)
+        if (!a.model || !a.dir || !*a.model || !*a.dir)
             tool_usage_error("give -m MODEL and --dir ROUND_DIR (or --stop)");
         if (a.k < 0)
             tool_usage_error("give --per-round K");
@@ -789,6 +799,7 @@ int main(int argc, char **argv)
     sock = fn_server_open(a.bind, &fo);
     if (!sock)
         tool_fail(err_last());
+    atexit(close_at_exit); /* a failed round still closes its socket (and its ipc file) */
     tool_log(2, "listening on %s (%s)", a.bind, a.insecure ? "insecure" : "CURVE");
     int rc = a.stop ? run_stop(&a) : run_round(&a);
     fn_enrolled_free(en);

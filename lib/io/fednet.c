@@ -262,7 +262,7 @@ static void logf_(fn_log_fn log, log_state *st, const char *fmt, ...)
 
 struct fn_sock {
     void *ctx, *sock, *mon;
-    bool server;
+    bool server, bound;
     fn_log_fn log;
     log_state mon_log, zap_log; /* the main thread's, the ZAP thread's */
     int hs_failures;            /* client: handshakes failed since the last that succeeded */
@@ -382,6 +382,8 @@ void fn_close(fn_sock *s, int linger_ms)
     if (s->ctx)
         while (zmq_ctx_term(s->ctx) != 0 && errno == EINTR)
             ;
+    if (s->server && s->bound && !strncmp(s->addr, "ipc://", 6))
+        unlink(s->addr + 6); /* libzmq leaves the socket file of an ipc endpoint it bound */
     free(s->keys);
     free(s->key_ids);
     free(s);
@@ -402,13 +404,19 @@ static int open_monitor(fn_sock *s)
     return 0;
 }
 
+int fn_check_addr(const char *addr)
+{
+    if (strncmp(addr, "tcp://", 6) && strncmp(addr, "ipc://", 6) && strncmp(addr, "inproc://", 9))
+        return err_set(ERR_USAGE, "'%s' is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)",
+                       addr);
+    if (!strcmp(addr, "ipc://") || !strcmp(addr, "inproc://"))
+        return err_set(ERR_USAGE, "'%s' names no path", addr);
+    return ep_zmq_check(addr);
+}
+
 static fn_sock *sock_new(const char *addr, const fn_opts *o, bool server)
 {
-    if (strncmp(addr, "tcp://", 6) && strncmp(addr, "ipc://", 6) && strncmp(addr, "inproc://", 9)) {
-        err_set(ERR_USAGE, "'%s' is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)", addr);
-        return NULL;
-    }
-    if (ep_zmq_check(addr))
+    if (fn_check_addr(addr))
         return NULL;
     fn_sock *s = calloc(1, sizeof *s);
     if (!s) {
@@ -501,6 +509,7 @@ fn_sock *fn_server_open(const char *addr, const fn_opts *o)
         rc = open_monitor(s);
     if (!rc && zmq_bind(s->sock, addr))
         rc = err_set(ERR_IO, "cannot bind %s: %s", addr, zmq_strerror(errno));
+    s->bound = !rc;
     if (rc) {
         fn_close(s, 0);
         return NULL;

@@ -62,6 +62,9 @@ typedef struct fn_opts {
 } fn_opts;
 
 typedef struct fn_sock fn_sock;
+/* Checks an address before any work: tcp://HOST:PORT (PORT 1..65535, or '*' to bind),
+ * ipc://PATH or inproc://NAME; 0 or ERR_USAGE naming it.  The opens below check it too. */
+int fn_check_addr(const char *addr);
 /* Server: a ROUTER bound to addr (tcp://HOST:PORT, ipc://PATH).  With a secret key the socket is
  * a CURVE server and the ZAP handler admits exactly the enrolled keys, logging every other
  * one.  NULL on failure (ERR_IO naming the address). */

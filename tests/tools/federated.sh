@@ -61,6 +61,33 @@ mkdir -p "$T/server-part"
 cp "$T/ref/partition/partition.mpk.zst" "$T/ref/partition/test.mpk.zst" "$T/server-part/"
 for k in 0 1 2 3; do mkdir -p "$T/host$k"; cp "$T/ref/partition/client-0$k.mpk.zst" "$T/host$k/"; done
 M0=$T/ref/round-000/model.mpk.zst
+# what would fail every client is refused before the socket opens: a NaN model (exit 3,
+# the field named), a shard with a label outside its classes; a portless address is usage
+$PY - "$M0" "$T/nan.mpk.zst" "$T/host0/client-00.mpk.zst" "$T/badlabel.mpk.zst" <<'PY' || fail "python"
+import sys, msgpack, zstandard, numpy as np
+def rw(src, dst, f):
+    d = zstandard.ZstdDecompressor().decompressobj()
+    r = msgpack.unpackb(d.decompress(open(src, 'rb').read()), raw=False)
+    f(r)
+    open(dst, 'wb').write(zstandard.ZstdCompressor().compress(msgpack.packb(r, use_bin_type=True)))
+def nan(r):
+    w = np.frombuffer(r['tensors']['fc.bias']['data'], '<f4').copy(); w[1] = np.nan
+    r['tensors']['fc.bias']['data'] = w.tobytes()
+def label(r):
+    t = r['tensors']['labels']
+    l = np.frombuffer(t['data'], t['type']).copy(); l[0] = 99
+    t['data'] = l.tobytes()
+rw(sys.argv[1], sys.argv[2], nan)
+rw(sys.argv[3], sys.argv[4], label)
+PY
+expect_rc 3 "$B/fl-server" --bind tcp://127.0.0.1:1 --insecure -m "$T/nan.mpk.zst" --dir "$T/rn" --clients 4 \
+    --per-round 2 && expect_one_error_line && grep -q "fc.bias" "$T/err" || fail "NaN model: $(cat "$T/err")"
+[ ! -e "$T/rn" ] || fail "a refused model left a round folder"
+expect_rc 3 "$B/fl-client" --server tcp://127.0.0.1:1 --insecure --shard "$T/badlabel.mpk.zst" --work "$T/wb" &&
+    expect_one_error_line || fail "bad shard: $(cat "$T/err")"
+[ ! -e "$T/wb" ] || fail "a refused shard left a work folder"
+expect_rc 2 "$B/fl-client" --server tcp://127.0.0.1 --insecure --shard "$T/host0/client-00.mpk.zst" --work "$T/wb" &&
+    expect_one_error_line
 
 # start_client K ARG...: fl-client.sh of client K (CURVE) in the background, working in
 # host K/work-SCEN; its pid (fl-client's: the script execs it) in CPID.  --idle-exit bounds it.
