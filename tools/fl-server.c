@@ -518,8 +518,14 @@ static fn_blob *g_bytes;
 static void load_model(const srv_args *a)
 {
     record *g = g_model = ep_read_one(a->model, "model", NULL);
-    if (!g || model_check_record(g)) /* no NaN model goes out */
+    if (!g)
         tool_fail(err_last());
+    /* checked as every reader of a model checks it (layout and values: no NaN model, no
+     * tensor missing, goes out); this costs three times the model's size for a moment */
+    model *m = model_from_record(g);
+    if (!m)
+        tool_fail(err_last());
+    model_free(m);
     /* only its layout is needed from here on (the updates are checked against it) */
     for (int i = 0; i < g->n_tensors; i++)
         if (g->tensors[i].owned) {

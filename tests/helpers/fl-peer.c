@@ -1,7 +1,7 @@
 /* fl-peer - test helper for the federated tools (tests/tools/federated.sh).
- *   fl-peer big-model BYTES [--random] OUT
- *       a model record with one |u1 tensor "w" of BYTES bytes (zeros, or pseudo-random and so
- *       incompressible) and meta round 0, arch resnet8 (known to model_check_record)
+ *   fl-peer big-model WIDTH [--random] OUT
+ *       a ResNet-8 model record of that width, zeros (or initialised: incompressible), round
+ *       0; prints its tensors' bytes (width 960: 1.1 GB)
  *   fl-peer fake-train ARGS...
  *       stands in for local-train (fl-client --local-train): reads -m MODEL and -d SHARD,
  *       writes -o OUT, an update with the model's tensors, the shard's client, round + 1,
@@ -16,6 +16,7 @@
 #include "endpoint.h"
 #include "err.h"
 #include "fednet.h"
+#include "model.h"
 #include "tool.h"
 
 #include <math.h>
@@ -29,28 +30,29 @@
 static int big_model(int argc, char **argv)
 {
     if (argc < 4)
-        tool_die(ERR_USAGE, "big-model BYTES [--random] OUT");
-    int64_t n = tool_parse_int("BYTES", argv[2], 1, INT64_MAX);
-    bool rnd = argc > 4 && !strcmp(argv[3], "--random");
+        tool_die(ERR_USAGE, "big-model WIDTH [--random] OUT");
+    model_config c;
+    model_config_default(&c, "resnet8");
+    c.width = (int)tool_parse_int("WIDTH", argv[2], 1, 4096);
+    model *m = model_new(&c);
+    if (!m)
+        tool_fail(err_last());
+    if (argc > 4 && !strcmp(argv[3], "--random"))
+        model_init(m, 7);
     record *r = rec_new("model");
-    int64_t shape[1] = {n};
-    uint8_t *d = r ? rec_add_new(r, "w", DT_U8, 1, shape) : NULL;
-    if (!d || rec_set_int(r, "round", 0) || rec_set_str(r, "arch", "resnet8") ||
-        rec_set_int(r, "num_classes", 10))
-        tool_die(ERR_INTERNAL, "out of memory for %lld bytes", (long long)n);
-    if (rnd) {
-        uint64_t x = 88172645463325252ULL;
-        for (int64_t i = 0; i < n; i += 8) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            memcpy(d + i, &x, (size_t)(n - i < 8 ? n - i : 8));
-        }
-    }
+    if (!r || model_to_record(m, r, REC_BORROW) || rec_set_int(r, "round", 0))
+        tool_fail(err_last() ? err_last() : ERR_INTERNAL);
+    size_t bytes = 0;
+    for (int i = 0; i < r->n_tensors; i++)
+        bytes += r->tensors[i].nbytes;
     ep_opts o;
     ep_opts_default(&o);
     o.zstd_level = 1;
     if (ep_write_one(argv[argc - 1], r, &o))
         tool_fail(err_last());
+    printf("%zu\n", bytes); /* the record's tensor bytes */
     rec_free(r);
+    model_free(m);
     return 0;
 }
 

@@ -13,8 +13,9 @@
 #  4. a hostile insecure peer: a malformed header, a result for an old round, a message over
 #     --max-msg, a duplicate: each refused or discarded with a log line (the oversized one by
 #     closing its connection unread: the server does not grow), and the round completes;
-#  5. a model record of 1 GiB + 1 MiB (zeros; FL_BIG_RANDOM=1: incompressible) goes to a
-#     client and comes back as its update.
+#  5. a model record over 1 GiB + 1 MiB (a ResNet-8 of width 960, zeros; FL_BIG_RANDOM=1:
+#     initialised, so its messages are that large too) goes to a client and comes back as
+#     its update.
 # Every server runs under `timeout`, every client has --idle-exit; waits are bounded.
 # FL_TEST_ONLY="3 4" runs only those parts (1 and 2 need the 3-round reference run).
 source "$(dirname "$0")/lib.sh"
@@ -252,7 +253,9 @@ if [ "$avail" -lt $((6 << 20)) ]; then
     skip_check "the 1 GiB model needs 6 GiB of free memory (have $((avail >> 10)) MiB)"
 else
     N=$(( (1 << 30) + (1 << 20) ))
-    "$H/fl-peer" big-model $N ${FL_BIG_RANDOM:+--random} "$T/big.mpk.zst" || fail "big model"
+    # a ResNet-8 of width 960 (zeros: a small file; FL_BIG_RANDOM=1 initialised: 1.1 GB)
+    bytes=$("$H/fl-peer" big-model 960 ${FL_BIG_RANDOM:+--random} "$T/big.mpk.zst") || fail "big model"
+    [ "${bytes:-0}" -gt $N ] || fail "the big model holds only ${bytes:-0} bytes"
     # the client's trainer checks the model arrived whole, then echoes it back as its update
     cat >"$T/echo.sh" <<EOF
 #!/bin/sh
