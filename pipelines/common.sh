@@ -240,7 +240,7 @@ parse_options() {
     in_range --alpha "$ALPHA" '>0' 1e9
     in_range --clients "$CLIENTS" 1 1048576
     in_range --per-round "$PER_ROUND" 1 "$CLIENTS"
-    in_range --rounds "$ROUNDS" 0 1000000
+    in_range --rounds "$ROUNDS" 1 1000000
     in_range --epochs "$EPOCHS" 0 1000000
     in_range --batch "$BATCH" 1 1048576
     in_range --lr "$LR" 0 1e6

@@ -116,6 +116,14 @@ if [ "$PLOT_ONLY" = 1 ]; then
     exit 0
 fi
 [ -n "$PREFIX" ] || die "--prefix P is required (try compare.sh --help)" 2
+# every option is checked before FedAvg starts: compare's own, and the passed ones against
+# the common options every method takes (a method's own option would stop the next method)
+for m in $METHODS; do
+    case $m in fedavg|creff|fedsm) ;; *) die "--methods: unknown method '$m' (fedavg, creff, fedsm)" 2 ;; esac
+done
+[ -z "$RR" ] || { check_value --retrain-rounds int "$RR"; RR=$OPT_VALUE; }
+[ -z "$REL" ] || [ -f "$REL" ] || die "--relevance $REL does not exist" 4
+(parse_options "${PASS[@]}") || exit $?
 here=$(dirname "$0")
 runs=("$PREFIX-fedavg")
 "$here/fedavg.sh" "${PASS[@]}" --run "$PREFIX-fedavg" --label fedavg || exit $?
@@ -128,7 +136,6 @@ for m in $METHODS; do
            "$here/fedsm.sh" "${PASS[@]}" --run "$PREFIX-fedsm" --label fedsm --body "$PREFIX-fedavg" \
                "${sel[@]}" ${RR:+--retrain-rounds "$RR"} || exit $?
            runs+=("$PREFIX-fedsm") ;;
-    *) die "--methods: unknown method '$m' (fedavg, creff, fedsm)" 2 ;;
     esac
 done
 draw "$PREFIX-compare" "${runs[@]}"

@@ -87,6 +87,9 @@ if [ "$METHOD" = clip2fl ]; then
     [ -z "$CLIP_WEIGHTS" ] || [ -f "$CLIP_WEIGHTS" ] || die "CLIP weights $CLIP_WEIGHTS do not exist (make clip-weights downloads them)" 4
     [ -z "$CLIP" ] || [ -f "$CLIP" ] || die "CLIP embeddings $CLIP do not exist" 4
     [ -n "$CLIP" ] || [ -f "$VOCAB" ] || die "CLIP vocabulary $VOCAB does not exist (give --vocab)" 4
+    in_range --tau "$TAU" '>0' 1e6
+    in_range --kd-alpha "$KD_ALPHA" 0 1e6
+    in_range --kd-temp "$KD_TEMP" '>0' 1e6
     KD=(--kd-alpha "$KD_ALPHA" --kd-temp "$KD_TEMP")
 fi
 need_bin featgen retrain
