@@ -620,15 +620,33 @@ body_metrics() {
 }
 
 # ---- metrics ----
-# collect_metrics RUN: RUN/metrics.csv from the rounds' rows, RUN/class-accuracy.csv from
-# their metrics.json (per-class top-1), and, when gnuplot is there, RUN/accuracy.png and
-# (10 classes or fewer) RUN/class-accuracy.png.
+# round_files RUN NAME [MAX]: sets ROUND_FILES to RUN/round-N/NAME for every round N that
+# has it, in round order (numeric: round-1000 comes after round-999), N <= MAX when given.
+ROUND_FILES=()
+round_files() {
+    local f n byn=()
+    for f in "$1"/round-*/"$2"; do
+        [ -f "$f" ] || continue
+        n=${f%/*}; n=${n##*/round-}
+        [[ $n =~ ^[0-9]{1,9}$ ]] || continue
+        n=$((10#$n))
+        [ -z "${3:-}" ] || [ "$n" -le "$3" ] || continue
+        byn[n]=$f
+    done
+    ROUND_FILES=(${byn[@]+"${byn[@]}"})
+}
+
+# collect_metrics RUN: RUN/metrics.csv from the rows of rounds 1..ROUNDS (a run resumed with
+# a lower --rounds keeps its later rounds on disk, for a later resume, but they are no
+# longer its results), RUN/class-accuracy.csv from their metrics.json (per-class top-1),
+# and, when gnuplot is there, RUN/accuracy.png and (10 classes or fewer)
+# RUN/class-accuracy.png.
 collect_metrics() {
     local run=$1 first=1 f
     tmp_add "$run/metrics.csv.tmp" "$run/class-accuracy.csv.tmp"
     : > "$run/metrics.csv.tmp"
-    for f in "$run"/round-*/metrics.csv; do
-        [ -f "$f" ] || continue
+    round_files "$run" metrics.csv "$ROUNDS"
+    for f in ${ROUND_FILES[@]+"${ROUND_FILES[@]}"}; do
         if [ $first = 1 ]; then cat "$f"; first=0; else tail -n +2 "$f"; fi
     done >> "$run/metrics.csv.tmp"
     mv "$run/metrics.csv.tmp" "$run/metrics.csv"
@@ -666,14 +684,15 @@ class_names() {
     head -n 1 "$1/partition/partition.csv" | tr -d '\r' | csv_split | tail -n +4
 }
 
-# class_accuracy RUN: "round,NAME..." then one row per evaluated round with each class's
-# top-1 (a fraction; empty for a class without test images), from round-*/metrics.json.
+# class_accuracy RUN: "round,NAME..." then one row per evaluated round 1..ROUNDS with each
+# class's top-1 (a fraction; empty for a class without test images), from their metrics.json.
 class_accuracy() {
     local run=$1 names=() n
     mapfile -t names < <(class_names "$run") && [ ${#names[@]} -gt 0 ] || return 1
     printf 'round'; for n in "${names[@]}"; do printf ',%s' "$(csv_field "$(one_line "$n")")"; done; echo
-    local files=("$run"/round-*/metrics.json)
-    [ -f "${files[0]}" ] || return 0
+    round_files "$run" metrics.json "$ROUNDS"
+    local files=(${ROUND_FILES[@]+"${ROUND_FILES[@]}"})
+    [ ${#files[@]} -gt 0 ] || return 0
     awk '{ r = $0; if (!sub(/.*"round":/, "", r)) next; sub(/,.*/, "", r)
            p = $0; if (!sub(/.*"per_class":\[/, "", p)) next; sub(/\].*/, "", p)
            n = split(p, v, ","); line = r

@@ -44,9 +44,10 @@ done
 
 # per_class_table RUN: "count,accuracy,class" per class at RUN's last evaluated round.
 per_class_table() {
-    local run=$1 last
-    last=$(ls -d "$run"/round-*/metrics.json 2>/dev/null | tail -n 1)
-    [ -n "$last" ] || die "$run has no evaluated round" 3
+    local run=$1 last r
+    r=$(awk -F, 'NR > 1 && $2 ~ /^[0-9]+$/ { r = $2 } END { print r }' "$run/metrics.csv" 2>/dev/null)
+    last=$(printf '%s/round-%03d/metrics.json' "$run" "${r:-0}")
+    [ -n "$r" ] && [ -f "$last" ] || die "$run has no evaluated round" 3
     /usr/bin/python3 - "$run/partition/partition.csv" "$last" <<'PY' 2>/dev/null || die "cannot read the per-class accuracies of $run (needs /usr/bin/python3)" 4
 import csv, json, sys
 rows = list(csv.reader(open(sys.argv[1])))

@@ -12,7 +12,9 @@
 # (e) partition -o into a missing folder fails before reading the data; gen-demo --version
 #     and unknown options create nothing;
 # (f) evaluate and local-train refuse a shard of other classes (as many, other names),
-#     evaluate -v prints class names, evaluate --csv into a missing folder fails first.
+#     evaluate -v prints class names, evaluate --csv into a missing folder fails first;
+# (g) a run resumed with a lower --rounds reports only its rounds (the later ones stay on
+#     disk for a later resume, out of metrics.csv, class-accuracy.csv and the summary).
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
 PIPE=$FEDSM_ROOT/pipelines
@@ -126,4 +128,12 @@ expect_rc 0 "$PIPE/fedsm.sh" "${P[@]}" --rounds 1 -q "${M[@]}" --force --run "$T
     fail "fedsm --force on another schedule: $(cat "$T/err")"
 cmp -s "$T/f/config.txt" "$T/f.old-1/config.txt" && [ -f "$T/f/round-001/retrained.mpk.zst" ] ||
     fail "fedsm --force: the fresh run lacks its config.txt or round 1's retrained model"
+# (g) the 2-round seed-8 run "k", resumed with --rounds 1
+expect_rc 0 "$PIPE/fedavg.sh" "${P[@]}" --rounds 1 --seed 8 --run "$T/k"
+grep -q '^fedavg: rounds 1  final' "$T/out" || fail "--rounds 1 summary: $(cat "$T/out")"
+[ "$(cut -d, -f2 "$T/k/metrics.csv" | tr '\n' ' ')" = "round 1 " ] || fail "--rounds 1 metrics.csv: $(cat "$T/k/metrics.csv")"
+[ "$(cut -d, -f1 "$T/k/class-accuracy.csv" | tr '\n' ' ')" = "round 1 " ] || fail "--rounds 1 class-accuracy.csv: $(cut -d, -f1 "$T/k/class-accuracy.csv")"
+[ -f "$T/k/round-002/model.mpk.zst" ] || fail "--rounds 1 removed round 2"
+expect_rc 0 "$PIPE/fedavg.sh" "${P[@]}" --seed 8 --run "$T/k"
+[ "$(cut -d, -f2 "$T/k/metrics.csv" | tr '\n' ' ')" = "round 1 2 " ] || fail "back to --rounds 2: $(cat "$T/k/metrics.csv")"
 done_tests
