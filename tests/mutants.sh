@@ -73,9 +73,11 @@ build_for() {
     [ $tools = 0 ] && [ ${#targets[@]} -gt 0 ] || targets=(all)
     make BUILD=$BUILD -j"$JOBS" "${targets[@]}" >"$2" 2>&1
 }
-# run_tests REGEX LOGFILE: 0 when every selected test passed or skipped, 1 when one failed
+# run_tests REGEX LOGFILE [FAIL_FAST]: 0 when every selected test passed or skipped, 1 when
+# one failed (with FAIL_FAST=1, as for a mutant, the tests stop at the first failure: the
+# unit tests run first, so a mutant they kill costs seconds, not the tool tests' minutes)
 run_tests() {
-    BUILD=$BUILD FUZZ_SECONDS=0 TESTS="$1" timeout "$TMO" tests/run.sh >"$2" 2>&1
+    BUILD=$BUILD FUZZ_SECONDS=0 TESTS="$1" FAIL_FAST=${3:-0} timeout "$TMO" tests/run.sh >"$2" 2>&1
     local rc=$?
     grep -q ' 0 failed' "$2" && [ $rc = 0 ] && return 0
     return 1
@@ -140,7 +142,7 @@ for i in "${!ids[@]}"; do
     t0=$SECONDS
     if ! build_for "${regs[$i]}" "$log/$id-build.log"; then
         echo "stillborn $id: does not build ($f)"; stillborn=$((stillborn+1))
-    elif run_tests "${regs[$i]}" "$log/$id.log"; then
+    elif run_tests "${regs[$i]}" "$log/$id.log" 1; then
         survived=$((survived+1)); survivors+=("$id")
         echo "SURVIVED $id ($f; tests ${regs[$i]}; $((SECONDS-t0)) s)"
     else

@@ -4,7 +4,8 @@
 # Env: BUILD (build dir), FUZZ_SECONDS (0 skips the fuzz runs; record's length, default 60),
 # FUZZ_WEIGHTS_SECONDS (the weight readers', default 30), FUZZ_METHODS_SECONDS (the gradients
 # and prototypes readers', default 20), FUZZ_READERS_SECONDS (the model, shard, teacher and
-# embeddings readers', default 15), TESTS (a filter regex).
+# embeddings readers', default 15), TESTS (a filter regex), FAIL_FAST (1: run nothing after
+# the first failure; the mutation tests use it, one failure being a kill).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -15,6 +16,7 @@ logdir=$(mktemp -d /tmp/fedsm-tests.XXXXXX)
 run_one() { # name, command...
     local name=$1; shift
     [[ $name =~ $filter ]] || return 0
+    [ "${FAIL_FAST:-0}" = 0 ] || [ $fail = 0 ] || return 0
     local t0=$SECONDS log="$logdir/${name//\//_}.log"
     "$@" >"$log" 2>&1
     local rc=$?
