@@ -31,7 +31,9 @@
 #
 # Safety: no user-given string is ever evaluated as code.  Commands are built as bash arrays
 # and run with "${cmd[@]}" (no eval, no bash -c), strings going into gnuplot are quoted by
-# gp_str, labels that a CSV/JSON row could not carry verbatim are refused up front.
+# gp_str, labels that a CSV/JSON row could not carry verbatim are refused up front.  In
+# cluster mode (--hosts) a job is a script file of one command line, every word of it quoted
+# by printf %q, that bash runs on its host (hosts_run).
 
 set -euo pipefail
 FEDSM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,10 +69,14 @@ trap 'on_signal 130' INT
 # reaches on_signal at once instead of after CMD ends; returns CMD's exit status.
 run_tool() { "$@" & wait $!; }
 
-# Bounded background jobs.  job_spawn CMD [ARG...]: starts CMD in the background once fewer
-# than JOBS jobs are running.  job_wait_all: waits for every job started by job_spawn;
-# false if any of them failed.  CMD may be a shell function.
-JOB_PIDS=() JOB_FAILED=0
+# Bounded background jobs.  job_spawn [--name NAME] CMD [ARG...]: starts CMD in the background
+# once fewer than JOBS jobs are running.  job_wait_all: waits for every job started by
+# job_spawn; false if any of them failed.  CMD is a program (not a shell function: in cluster
+# mode it runs on another host); NAME (e.g. client-03) names the job in cluster mode.
+# Cluster mode (HOSTS set, --hosts): job_spawn only queues the job and job_wait_all runs the
+# queue with GNU parallel (hosts_run), exiting with one line if a job failed every try.
+# Without --hosts this bash runner stays: its TERM/INT handling and output are as before.
+JOB_PIDS=() JOB_FAILED=0 JOB_QUEUE=() JOB_NAMES=()
 job_reap_one() {
     local done_pid= rc=0 p keep=()
     wait -n -p done_pid "${JOB_PIDS[@]}" || rc=$?
@@ -82,14 +88,68 @@ job_reap_one() {
     JOB_PIDS=(${keep[@]+"${keep[@]}"})
 }
 job_spawn() {
+    local name=
+    if [ "$1" = --name ]; then name=$2; shift 2; fi
+    if [ -n "${HOSTS:-}" ]; then
+        JOB_NAMES+=("${name:-job-$((${#JOB_QUEUE[@]} + 1))}")
+        JOB_QUEUE+=("$(printf '%q ' "$@")")
+        return 0
+    fi
     while [ ${#JOB_PIDS[@]} -ge "${JOBS:-1}" ]; do job_reap_one; done
     "$@" &
     JOB_PIDS+=($!)
 }
 job_wait_all() {
+    [ ${#JOB_QUEUE[@]} = 0 ] || hosts_run
     while [ ${#JOB_PIDS[@]} -gt 0 ]; do job_reap_one; done
     local f=$JOB_FAILED; JOB_FAILED=0
     return "$f"
+}
+
+# hosts_run: (job_wait_all in cluster mode) runs the queued jobs with GNU parallel on HOSTS
+# (HOSTS_OPT: --sshlogin SPEC or --sshloginfile FILE; the ssh command is parallel's own,
+# $PARALLEL_SSH or ssh), JOBS at once on a host SPEC gives no N/ for, each job at most
+# RETRIES times (a failed try goes to another host).  A job is a script R/jobs/NAME.sh: the
+# FEDSM_* environment, then `exec` of its command line, every word quoted by printf %q;
+# parallel runs `bash -- R/jobs/NAME.sh` (the path quoted by parallel) on the host, in this
+# very directory (--workdir $PWD): every host must see the same files at the same absolute
+# paths (a shared filesystem), BIN included.  The tools write each output to a temporary and
+# rename it when complete, so a failed try leaves nothing a retry or a resume takes for
+# done.  parallel's joblog (one line per job: the host of its last try, runtime, exit status,
+# signal) is appended to R/joblog.txt.  When a job failed every try: one line naming the
+# jobs that failed, their hosts and exit statuses, and the joblog; exit 1 (R/jobs stays; a
+# rerun resumes, the jobs that succeeded being done).  TERM/INT stop parallel, which ends
+# its ssh connections; parallel's wrapper on each host then kills the job there.
+hosts_run() {
+    local dir=$R/jobs i f v rc=0
+    rm -rf -- "$dir"
+    mkdir -p -- "$dir" || die "cannot create $dir" 4
+    tmp_add "$dir"
+    : >"$dir/list" || die "cannot write $dir/list" 4
+    for i in "${!JOB_QUEUE[@]}"; do
+        f=$dir/${JOB_NAMES[i]//[^A-Za-z0-9._-]/_}.sh
+        [ ! -e "$f" ] || die "internal: two jobs named ${JOB_NAMES[i]}" 5
+        { echo "# ${JOB_NAMES[i]}: a job of $PROG.sh --hosts, run by GNU parallel as: bash -- THIS_FILE"
+          for v in $(compgen -e); do [[ $v != FEDSM_* ]] || printf 'export %s=%q\n' "$v" "${!v}"; done
+          printf 'exec %s\n' "${JOB_QUEUE[i]}"
+        } >"$f" && printf '%s\0' "$f" >>"$dir/list" || die "cannot write $f" 4
+    done
+    local names=("${JOB_NAMES[@]}"); JOB_QUEUE=() JOB_NAMES=()
+    run_tool parallel -0 --arg-file "$dir/list" "${HOSTS_OPT[@]}" --jobs "$JOBS" --retries "$RETRIES" \
+        --workdir "$PWD" --joblog "$dir/joblog.txt" bash -- {} </dev/null || rc=$?
+    if [ -f "$dir/joblog.txt" ]; then
+        if [ -s "$R/joblog.txt" ]; then tail -n +2 "$dir/joblog.txt"; else cat "$dir/joblog.txt"; fi >>"$R/joblog.txt"
+    fi
+    [ "$rc" != 0 ] || { rm -rf -- "$dir"; return 0; }
+    local seq host ev sig failed=()
+    [ ! -f "$dir/joblog.txt" ] || while IFS=$'\t' read -r seq host _ _ _ _ ev sig _; do
+        [[ $seq =~ ^[0-9]+$ ]] && [ "$seq" -le ${#names[@]} ] && { [ "$ev" != 0 ] || [ "$sig" != 0 ]; } || continue
+        if [ "$sig" != 0 ]; then v="signal $sig"; else v="exit $ev"; fi
+        failed+=("${names[seq - 1]} (on $host, $v)")
+    done <"$dir/joblog.txt"
+    [ ${#failed[@]} -gt 0 ] || die "GNU parallel failed (exit $rc) in $R (its lines above)" 1
+    v=$(printf ', %s' "${failed[@]}")
+    die "${v:2} failed in $R after $RETRIES tr$([ "$RETRIES" = 1 ] && echo y || echo ies) (the lines above; joblog $R/joblog.txt, job scripts $dir)" 1
 }
 
 # ---- options ----
@@ -114,6 +174,7 @@ COMMON_OPTS=(
     "--profile PROFILE enum:exp,step"
     "--force FORCE flag"         "--quiet QUIET flag"
     "--keep-updates KEEP_UPDATES flag" "--brief BRIEF flag"
+    "--hosts HOSTS str"          "--retries RETRIES int"
 )
 METHOD_OPTS=()
 # defaults (a method may change them after sourcing, before parse_options); empty MOMENTUM,
@@ -122,6 +183,7 @@ METHOD=$PROG
 DATA= RUN=runs/$PROG IF=100 ALPHA=0.5 CLIENTS=20 PER_ROUND=8 ROUNDS=200 EPOCHS=10 BATCH=32
 LR=0.1 MOMENTUM= WD= ARCH=resnet8 WIDTH= PROJ=0 TEST_LIST= ROOT= SEED=7 JOBS=1 THREADS=1
 AUG=batch LABEL=$PROG EVAL_EVERY=1 SPLIT= PROFILE= FORCE=0 QUIET=0 KEEP_UPDATES=0 BRIEF=0
+HOSTS= RETRIES= HOSTS_OPT=()   # cluster mode (hosts_run); empty RETRIES: 3 with --hosts, else 1
 
 # usage: method_usage (the method's own text, if defined), the common options, method_usage_tail.
 usage() {
@@ -144,8 +206,17 @@ common options:
   --width W          first-stage channels (default: the arch's, 64)
   --proj D           projection dims before the classifier (default 0 = none)
   --seed S           seed (default 7)
-  --jobs J           local-train processes at once (default 1)
+  --jobs J           local-train processes at once (default 1; with --hosts: on each host
+                     that SPEC gives no N/ for)
   --threads T        threads per process (default 1)
+  --hosts SPEC       cluster mode: run the clients' jobs with GNU parallel over ssh on
+                     these hosts, SPEC being parallel's sshlogins, comma-separated
+                     ([N/][user@]host, ':' this machine; e.g. 4/node1,4/node2,:), or
+                     @FILE: one sshlogin a line (parallel --sshloginfile).  Every host
+                     must see the run, the data and the tools at the same absolute paths
+                     (a shared filesystem); joblog: RUN/round-RRR/joblog.txt
+  --retries N        with --hosts: tries per job, a failed one moving to another host
+                     (default 3; without --hosts jobs are not retried)
   --aug MODE         batch | sample | none (default batch)
   --label NAME       label in metrics.csv (default $PROG; no comma, quote or backslash)
   --eval-every N     evaluate every Nth round and each of the last 10 (default 1)
@@ -212,6 +283,27 @@ in_range() {
 # cifar10-lt-fedavg.sh): exits 2 with one line when OPTION has no value after it.
 need_value() { [ $# -ge 2 ] || die "$1 needs a value (try $PROG.sh --help)" 2; }
 
+# check_hosts: (parse_options) --hosts and --retries: sets HOSTS_OPT (parallel's --sshlogin
+# SPEC, or --sshloginfile FILE for @FILE) and RETRIES (default 3 with --hosts; without it
+# only 1, the bash runner retrying nothing).  Needs GNU parallel (not moreutils' parallel).
+check_hosts() {
+    if [ -z "$HOSTS" ]; then
+        [ -z "$RETRIES" ] || [ "$RETRIES" = 1 ] || die "--retries needs --hosts (jobs on this machine alone are not retried)" 2
+        RETRIES=1; return 0
+    fi
+    [[ $HOSTS != *[[:cntrl:]]* ]] || die "--hosts: '$HOSTS' holds a control character" 2
+    RETRIES=${RETRIES:-3}
+    in_range --retries "$RETRIES" 1 1000
+    if [[ $HOSTS == @* ]]; then
+        [ -f "${HOSTS#@}" ] || die "--hosts $HOSTS: no file ${HOSTS#@} (one sshlogin a line)" 4
+        HOSTS_OPT=(--sshloginfile "${HOSTS#@}")
+    else
+        HOSTS_OPT=(--sshlogin "$HOSTS")
+    fi
+    parallel --version 2>/dev/null | grep -q '^GNU parallel' ||
+        die "--hosts needs GNU parallel in PATH (Debian: apt-get install parallel)" 4
+}
+
 # parse_options ARG...: reads the common options and METHOD_OPTS into their variables, checks
 # every value (type, range, --data given, --per-round <= --clients), exits 2 with one line on
 # the first bad one, 0 after --help.  Nothing is created before it returns.
@@ -251,6 +343,7 @@ parse_options() {
     in_range --jobs "$JOBS" 1 1024
     in_range --threads "$THREADS" 0 1024
     in_range --eval-every "$EVAL_EVERY" 1 1000000
+    check_hosts
     QOPT=(); [ "$QUIET" = 0 ] && [ "$BRIEF" = 0 ] || QOPT=(-q)
     return 0
 }
@@ -443,7 +536,7 @@ train_clients() {
         [ -z "$MOMENTUM" ] || cmd+=(--momentum "$MOMENTUM")
         [ -z "$WD" ] || cmd+=(--wd "$WD")
         for a in "$@"; do cmd+=("${a//\{KK\}/$kk}"); done
-        job_spawn "${cmd[@]}" ${QOPT[@]+"${QOPT[@]}"}
+        job_spawn --name "client-$kk" "${cmd[@]}" ${QOPT[@]+"${QOPT[@]}"}
     done
     job_wait_all || die "local training failed in $r (the lines above)" 1
 }

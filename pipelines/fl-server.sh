@@ -33,6 +33,7 @@ USAGE
 fl_options
 parse_options "$@"
 fl_check_options
+[ -z "$HOSTS" ] || die "--hosts does not apply here: each client trains on its own host (fl-client.sh)" 2
 fl_setup
 for ((r = 1; r <= ROUNDS; r++)); do
     round_start "$r" || continue
