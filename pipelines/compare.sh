@@ -16,7 +16,7 @@ usage: compare.sh --data PATH --prefix P [--relevance REL] [--retrain-rounds N]
        compare.sh --plot-only --out DIR RUN...
 Runs FedAvg into P-fedavg, then CReFF (P-creff) and FedSM (P-fedsm) on its body, and writes
 P-compare/{accuracy.png,per-class.png,table.md}.  Every other option goes to every method
-(fedavg.sh --help lists them: --if, --rounds, --epochs, --jobs, --seed, ...).
+(fedavg.sh --help lists them: --if, --rounds, --epochs, --jobs, --seed, --hosts, ...).
   --prefix P           run directories P-fedavg, P-creff, P-fedsm and P-compare
   --relevance REL      FedSM's class relevance (clip-embed); without it FedSM uses
                        --select uniform

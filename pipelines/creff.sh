@@ -122,7 +122,7 @@ gradients_only() {
     for k in "${SELECTED[@]}"; do
         kk=$(client_tag "$k")
         [ ! -f "$r/gradients-$kk.mpk.zst" ] || continue
-        job_spawn "$BIN/local-train" -m "$model" -d "$P/client-$kk.mpk.zst" --epochs 0 --seed "$SEED" \
+        job_spawn --name "client-$kk-gradients" "$BIN/local-train" -m "$model" -d "$P/client-$kk.mpk.zst" --epochs 0 --seed "$SEED" \
             --threads "$THREADS" --gradients "$r/gradients-$kk.mpk.zst" --grad-head "$head" \
             --grad-repeats "$GRAD_REPEATS" --grad-batch "$GRAD_BATCH" ${QOPT[@]+"${QOPT[@]}"}
     done

@@ -106,26 +106,38 @@ prototypes() {
     for ((k = 0; k < CLIENTS; k++)); do
         kk=$(client_tag "$k"); files+=("$r/proto-$kk.mpk.zst")
         [ ! -f "$r/proto-$kk.mpk.zst" ] || continue
-        job_spawn "$BIN/local-train" -m "$model" -d "$P/client-$kk.mpk.zst" --epochs 0 --seed "$SEED" \
+        job_spawn --name "client-$kk-prototypes" "$BIN/local-train" -m "$model" -d "$P/client-$kk.mpk.zst" --epochs 0 --seed "$SEED" \
             --threads "$THREADS" --prototypes "$r/proto-$kk.mpk.zst" --proto-bn "$PROTO_BN" ${QOPT[@]+"${QOPT[@]}"}
     done
     job_wait_all || die "prototype extraction failed in $r (the lines above)" 1
     run_tool "$BIN/aggregate" --prototypes -o "$r/prototypes.mpk.zst" "${files[@]}" ${QOPT[@]+"${QOPT[@]}"} || exit $?
 }
 
-# client_head R K: client K's pseudo-features and retrained head (one job).
-client_head() {
-    local r=$1 kk=$2
-    if [ ! -f "$r/pseudo-$kk.mpk.zst" ]; then
-        "$BIN/featgen" --method fedsm -m "$r/model.mpk.zst" -d "$P/client-$kk.mpk.zst" \
-            -P "$r/prototypes.mpk.zst" ${REL_OPT[@]+"${REL_OPT[@]}"} --select "$SELECT" \
-            ${TEMP_OPT[@]+"${TEMP_OPT[@]}"} --per-class "$PER_CLASS" --proto-bn "$PROTO_BN" \
-            --round "$ROUND_N" --seed "$SEED" --threads "$THREADS" -o "$r/pseudo-$kk.mpk.zst" \
-            ${QOPT[@]+"${QOPT[@]}"} || return $?
-    fi
-    "$BIN/retrain" --features "$r/pseudo-$kk.mpk.zst" -m "$r/model.mpk.zst" --as-update \
-        --epochs "$HEAD_EPOCHS" --batch "$HEAD_BATCH" --lr "$HEAD_LR" --round "$ROUND_N" \
-        --seed "$SEED" --threads "$THREADS" -o "$r/head-$kk.mpk.zst" ${QOPT[@]+"${QOPT[@]}"}
+# client_heads R: every selected client's pseudo-features (featgen, a job each), then its
+# retrained head (retrain, a job each), skipping what exists.  Two rounds of jobs rather than
+# one shell function per client, so that each job is one tool's command line, which
+# --hosts can run on another host.
+client_heads() {
+    local r=$1 k kk
+    for k in "${SELECTED[@]}"; do
+        kk=$(client_tag "$k")
+        [ ! -f "$r/head-$kk.mpk.zst" ] && [ ! -f "$r/pseudo-$kk.mpk.zst" ] || continue
+        job_spawn --name "client-$kk-featgen" "$BIN/featgen" --method fedsm -m "$r/model.mpk.zst" \
+            -d "$P/client-$kk.mpk.zst" -P "$r/prototypes.mpk.zst" ${REL_OPT[@]+"${REL_OPT[@]}"} \
+            --select "$SELECT" ${TEMP_OPT[@]+"${TEMP_OPT[@]}"} --per-class "$PER_CLASS" \
+            --proto-bn "$PROTO_BN" --round "$ROUND_N" --seed "$SEED" --threads "$THREADS" \
+            -o "$r/pseudo-$kk.mpk.zst" ${QOPT[@]+"${QOPT[@]}"}
+    done
+    job_wait_all || die "pseudo-features failed in $r (the lines above)" 1
+    for k in "${SELECTED[@]}"; do
+        kk=$(client_tag "$k")
+        [ ! -f "$r/head-$kk.mpk.zst" ] || continue
+        job_spawn --name "client-$kk-retrain" "$BIN/retrain" --features "$r/pseudo-$kk.mpk.zst" \
+            -m "$r/model.mpk.zst" --as-update --epochs "$HEAD_EPOCHS" --batch "$HEAD_BATCH" \
+            --lr "$HEAD_LR" --round "$ROUND_N" --seed "$SEED" --threads "$THREADS" \
+            -o "$r/head-$kk.mpk.zst" ${QOPT[@]+"${QOPT[@]}"}
+    done
+    job_wait_all || die "head retraining failed in $r (the lines above)" 1
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -148,12 +160,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
             prototypes "$R" "$R/model.mpk.zst"
     fi
     if [ ! -f "$R/retrained.mpk.zst" ]; then
-        heads=()
-        for k in "${SELECTED[@]}"; do
-            kk=$(client_tag "$k"); heads+=("$R/head-$kk.mpk.zst")
-            [ -f "$R/head-$kk.mpk.zst" ] || job_spawn client_head "$R" "$kk"
-        done
-        job_wait_all || die "pseudo-features or head retraining failed in $R (the lines above)" 1
+        client_heads "$R"
+        heads=(); for k in "${SELECTED[@]}"; do heads+=("$R/head-$(client_tag "$k").mpk.zst"); done
         run_tool "$BIN/aggregate" --heads -m "$R/model.mpk.zst" -o "$R/retrained.mpk.zst" "${heads[@]}" \
             ${QOPT[@]+"${QOPT[@]}"} || exit $?
     fi
