@@ -13,7 +13,7 @@ PKGS    := libzmq msgpack openblas libzstd libjpeg libpng zlib
 DEB_BUILD := build-essential pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev \
              libzstd-dev zstd libjpeg62-turbo-dev libpng-dev zlib1g-dev
 DEB_TEST  := $(DEB_BUILD) python3 python3-numpy python3-msgpack python3-zstandard python3-pil wordnet-base python3-nltk \
-             python3-torch \
+             python3-torch parallel \
              clang libclang-rt-14-dev
 DEB_DEMO  := $(DEB_BUILD) gnuplot-nox wordnet-base
 DEB_BENCH := $(DEB_BUILD) python3-torch python3-numpy
