@@ -731,7 +731,8 @@ round_files() {
 
 # collect_metrics RUN: RUN/metrics.csv from the rows of rounds 1..ROUNDS (a run resumed with
 # a lower --rounds keeps its later rounds on disk, for a later resume, but they are no
-# longer its results), RUN/class-accuracy.csv from their metrics.json (per-class top-1),
+# longer its results), every row under this run's --label (a resume may rename it; the
+# rounds' own files keep the label they were evaluated under), RUN/class-accuracy.csv from their metrics.json (per-class top-1),
 # and, when gnuplot is there, RUN/accuracy.png and (10 classes or fewer)
 # RUN/class-accuracy.png.
 collect_metrics() {
@@ -741,7 +742,7 @@ collect_metrics() {
     round_files "$run" metrics.csv "$ROUNDS"
     for f in ${ROUND_FILES[@]+"${ROUND_FILES[@]}"}; do
         if [ $first = 1 ]; then cat "$f"; first=0; else tail -n +2 "$f"; fi
-    done >> "$run/metrics.csv.tmp"
+    done | LABEL=$LABEL awk -F, -v OFS=, 'NR > 1 { $1 = ENVIRON["LABEL"] } { print }' >> "$run/metrics.csv.tmp"
     mv "$run/metrics.csv.tmp" "$run/metrics.csv"
     if class_accuracy "$run" > "$run/class-accuracy.csv.tmp"; then
         mv "$run/class-accuracy.csv.tmp" "$run/class-accuracy.csv"

@@ -14,7 +14,8 @@
 # (f) evaluate and local-train refuse a shard of other classes (as many, other names),
 #     evaluate -v prints class names, evaluate --csv into a missing folder fails first;
 # (g) a run resumed with a lower --rounds reports only its rounds (the later ones stay on
-#     disk for a later resume, out of metrics.csv, class-accuracy.csv and the summary).
+#     disk for a later resume, out of metrics.csv, class-accuracy.csv and the summary), and
+#     one resumed under another --label has every metrics.csv row under the new label.
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
 PIPE=$FEDSM_ROOT/pipelines
@@ -134,6 +135,8 @@ grep -q '^fedavg: rounds 1  final' "$T/out" || fail "--rounds 1 summary: $(cat "
 [ "$(cut -d, -f2 "$T/k/metrics.csv" | tr '\n' ' ')" = "round 1 " ] || fail "--rounds 1 metrics.csv: $(cat "$T/k/metrics.csv")"
 [ "$(cut -d, -f1 "$T/k/class-accuracy.csv" | tr '\n' ' ')" = "round 1 " ] || fail "--rounds 1 class-accuracy.csv: $(cut -d, -f1 "$T/k/class-accuracy.csv")"
 [ -f "$T/k/round-002/model.mpk.zst" ] || fail "--rounds 1 removed round 2"
-expect_rc 0 "$PIPE/fedavg.sh" "${P[@]}" --seed 8 --run "$T/k"
+expect_rc 0 "$PIPE/fedavg.sh" "${P[@]}" --seed 8 --run "$T/k" --label renamed
 [ "$(cut -d, -f2 "$T/k/metrics.csv" | tr '\n' ' ')" = "round 1 2 " ] || fail "back to --rounds 2: $(cat "$T/k/metrics.csv")"
+# ... under another --label: every row carries the new one
+[ "$(cut -d, -f1 "$T/k/metrics.csv" | tr '\n' ' ')" = "label renamed renamed " ] || fail "--label on a resume: $(cat "$T/k/metrics.csv")"
 done_tests
