@@ -71,8 +71,9 @@ run_tool() { "$@" & wait $!; }
 
 # Bounded background jobs.  job_spawn [--name NAME] CMD [ARG...]: starts CMD in the background
 # once fewer than JOBS jobs are running.  job_wait_all: waits for every job started by
-# job_spawn; false if any of them failed.  CMD is a program (not a shell function: in cluster
-# mode it runs on another host); NAME (e.g. client-03) names the job in cluster mode.
+# job_spawn; false if any of them failed.  CMD is a program, or without --hosts also a shell
+# function (refused in cluster mode: it runs on another host); NAME (e.g. client-03) names
+# the job in cluster mode.
 # Cluster mode (HOSTS set, --hosts): job_spawn only queues the job and job_wait_all runs the
 # queue with GNU parallel (hosts_run), exiting with one line if a job failed every try.
 # Without --hosts this bash runner stays: its TERM/INT handling and output are as before.
@@ -91,6 +92,8 @@ job_spawn() {
     local name=
     if [ "$1" = --name ]; then name=$2; shift 2; fi
     if [ -n "${HOSTS:-}" ]; then
+        ! declare -F -- "$1" >/dev/null ||
+            die "--hosts: $PROG.sh's job '$1' is a shell function, which cannot run on another host (make it a script: docs/plugins.md)" 2
         JOB_NAMES+=("${name:-job-$((${#JOB_QUEUE[@]} + 1))}")
         JOB_QUEUE+=("$(printf '%q ' "$@")")
         return 0
