@@ -707,7 +707,10 @@ body_link() {
 # evaluated is the very same file); false when BODY has none for round N.
 body_metrics() {
     local src; src=$(printf '%s/round-%03d' "$1" "$2")
-    [ -f "$src/metrics.csv" ] && [ -f "$src/metrics.json" ] && cmp -s "$src/model.mpk.zst" "$R/model.mpk.zst" || return 1
+    # a body round with a retrained model (a CReFF or FedSM run as the body) was evaluated
+    # with that model, not with model.mpk.zst: its metrics are not this round's
+    [ -f "$src/metrics.csv" ] && [ -f "$src/metrics.json" ] && [ ! -f "$src/retrained.mpk.zst" ] &&
+        cmp -s "$src/model.mpk.zst" "$R/model.mpk.zst" || return 1
     tmp_add "$R/metrics.csv.tmp" "$R/metrics.json.tmp"
     LABEL=$LABEL awk -F, -v OFS=, 'NR == 2 { $1 = ENVIRON["LABEL"] } { print }' "$src/metrics.csv" >"$R/metrics.csv.tmp" &&
     LABEL=$LABEL awk '{ i = index($0, "\"label\":\""); j = index(substr($0, i + 9), "\"");

@@ -17,7 +17,8 @@
 #   means (1e-6), counts summed; local-train --prototypes' counts are the shard's label
 #   counts and its means unit-norm (the means themselves against PyTorch: unit test_proto);
 # - TERM mid-run (after round 2's prototypes, before round 3's retrained model) and resume
-#   ends bit-identical; --body FEDAVG_RUN gives the same models;
+#   ends bit-identical; --body FEDAVG_RUN gives the same models; a FedSM body retrained in
+#   rounds this run does not retrain lends its FedAvg models, not its metrics;
 # - bad input: a relevance matrix of the wrong size and NaN prototypes to featgen, a NaN
 #   client prototype to aggregate, --select prob without --relevance, an unknown class for
 #   clip-embed --wordnet: one error line, non-zero exit, no output.
@@ -241,6 +242,11 @@ for r, f in ((1, "model"), (2, "model"), (3, "model"), (2, "retrained"), (3, "re
 PY
 diff "$T/b/metrics.csv" "$A/metrics.csv" >&2 || fail "--body: metrics differ"
 ls "$T"/b/round-001/update-* >/dev/null 2>&1 && fail "--body still trained the clients"
+# a FedSM run as the body of one that retrains fewer rounds: round 2, retrained in the body,
+# is not retrained here, so its metrics are FedAvg's (the body's are of its retrained model)
+"$PIPE/fedsm.sh" "${P[@]}" "${M[@]}" --retrain-rounds 1 --body "$T/b" --run "$T/c" >/dev/null || fail "fedsm.sh --body FEDSM_RUN"
+[ "$(sed -n 2p "$T/c/round-002/metrics.csv" | cut -d, -f2-)" = "$(sed -n 2p "$T/fedavg/round-002/metrics.csv" | cut -d, -f2-)" ] ||
+    fail "--body a FedSM run: round 2 took the body's retrained metrics: $(sed -n 2p "$T/c/round-002/metrics.csv") (FedAvg: $(sed -n 2p "$T/fedavg/round-002/metrics.csv"))"
 
 # bad input
 FG=(--method fedsm -m "$A/round-002/model.mpk.zst" -d "$A/partition/client-01.mpk.zst" --per-class 5 -q)
