@@ -64,6 +64,17 @@ on_signal() {
 }
 trap 'on_signal 143' TERM
 trap 'on_signal 130' INT
+# an exit after a signal that did not go through on_signal (errexit on a tool killed by it,
+# `|| exit $?` of a tool killed by it: 128 + the signal) cleans up the same way
+on_exit() {
+    local rc=$?
+    [ "$rc" -ge 128 ] || return 0
+    local p; p=$(jobs -p)
+    [ -z "$p" ] || kill -TERM $p 2>/dev/null || true
+    wait 2>/dev/null || true
+    [ ${#TMPS[@]} = 0 ] || rm -rf -- "${TMPS[@]}"
+}
+trap on_exit EXIT
 
 # run_tool CMD [ARG...]: runs CMD in the background and waits for it, so that a TERM/INT
 # reaches on_signal at once instead of after CMD ends; returns CMD's exit status.
@@ -742,13 +753,15 @@ round_files() {
 # and, when gnuplot is there, RUN/accuracy.png and (10 classes or fewer)
 # RUN/class-accuracy.png.
 collect_metrics() {
-    local run=$1 first=1 f
+    local run=$1
     tmp_add "$run/metrics.csv.tmp" "$run/class-accuracy.csv.tmp"
     : > "$run/metrics.csv.tmp"
     round_files "$run" metrics.csv "$ROUNDS"
-    for f in ${ROUND_FILES[@]+"${ROUND_FILES[@]}"}; do
-        if [ $first = 1 ]; then cat "$f"; first=0; else tail -n +2 "$f"; fi
-    done | LABEL=$LABEL awk -F, -v OFS=, 'NR > 1 { $1 = ENVIRON["LABEL"] } { print }' >> "$run/metrics.csv.tmp"
+    # one process, in the foreground (a TERM then reaches on_signal, which removes the .tmp):
+    # the first file's header, every file's rows
+    [ ${#ROUND_FILES[@]} = 0 ] ||
+        LABEL=$LABEL awk -F, -v OFS=, 'FNR == 1 { if (NR > 1) next; print; next } { $1 = ENVIRON["LABEL"]; print }' \
+            "${ROUND_FILES[@]}" >> "$run/metrics.csv.tmp"
     mv "$run/metrics.csv.tmp" "$run/metrics.csv"
     if class_accuracy "$run" > "$run/class-accuracy.csv.tmp"; then
         mv "$run/class-accuracy.csv.tmp" "$run/class-accuracy.csv"
