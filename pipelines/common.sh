@@ -54,26 +54,18 @@ need_bin() { local b; for b in "$@"; do [ -x "$BIN/$b" ] || die "missing tool $B
 # when complete, so what is left is resumable.
 TMPS=()
 tmp_add() { TMPS+=("$@"); }
-on_signal() {
-    trap - TERM INT
+stop_and_clean() {
     local p; p=$(jobs -p)
     [ -z "$p" ] || kill -TERM $p 2>/dev/null || true
     wait 2>/dev/null || true
     [ ${#TMPS[@]} = 0 ] || rm -rf -- "${TMPS[@]}"
-    exit "$1"
 }
+on_signal() { trap - TERM INT; stop_and_clean; exit "$1"; }
 trap 'on_signal 143' TERM
 trap 'on_signal 130' INT
 # an exit after a signal that did not go through on_signal (errexit on a tool killed by it,
 # `|| exit $?` of a tool killed by it: 128 + the signal) cleans up the same way
-on_exit() {
-    local rc=$?
-    [ "$rc" -ge 128 ] || return 0
-    local p; p=$(jobs -p)
-    [ -z "$p" ] || kill -TERM $p 2>/dev/null || true
-    wait 2>/dev/null || true
-    [ ${#TMPS[@]} = 0 ] || rm -rf -- "${TMPS[@]}"
-}
+on_exit() { local rc=$?; [ "$rc" -lt 128 ] || stop_and_clean; }
 trap on_exit EXIT
 
 # run_tool CMD [ARG...]: runs CMD in the background and waits for it, so that a TERM/INT
