@@ -4,11 +4,13 @@
  * relative; integer counters (<i8 num_batches_tracked, <i4): the element-wise maximum over
  * the clients, exactly, whatever the weights (a weighted mean, a sum, the first client's or
  * the last client's value all fail); a zero-weight client still counts for the maximum;
- * other dtypes are refused naming the tensor. */
+ * other dtypes are refused naming the tensor.  check_finite (every update's check) refuses
+ * a NaN, a +Inf and a -Inf in any <f4 tensor, naming the tensor, and passes finite values. */
 #include "err.h"
 #include "fedavg.h"
 #include "testlib.h"
 
+#include <math.h>
 #include <string.h>
 
 enum { K = 4, NF = 7 };
@@ -80,5 +82,23 @@ int main(void)
     rec_free(out);
     for (int k = 0; k < K; k++)
         rec_free(in[k]);
+
+    /* check_finite: NaN, +Inf, -Inf each refused, naming the tensor; finite values pass */
+    const float bads[3] = {NAN, INFINITY, -INFINITY};
+    for (int b = -1; b < 3; b++) {
+        record *r = rec_new("update");
+        snprintf(r->src, sizeof r->src, "u-bad");
+        float v[5] = {1.5f, -2.0f, 3.0e38f, -3.0e38f, 0.0f};
+        if (b >= 0)
+            v[2] = bads[b];
+        CHECK(rec_add(r, "bn.weight", DT_F32, 1, (int64_t[]){5}, v, REC_COPY) == 0);
+        int rc = check_finite(r, "the update");
+        if (b < 0)
+            CHECK_MSG(rc == 0, "finite values refused: %s", err_msg());
+        else
+            CHECK_MSG(rc == ERR_RUNTIME && strstr(err_msg(), "bn.weight"), "value %g: rc %d, %s",
+                      (double)bads[b], rc, err_msg());
+        rec_free(r);
+    }
     TEST_MAIN_END();
 }
