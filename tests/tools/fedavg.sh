@@ -2,7 +2,8 @@
 # FedAvg tools and pipeline: --help/usage/exit codes of aggregate, local-train, evaluate;
 # bad updates (other arch, NaN, wrong round) refused by name; a tiny end-to-end run on
 # generated data, killed mid-run (asserted: after round 1 is complete, before the last round)
-# and resumed, ends with the same final model and metrics as an uninterrupted run.
+# and resumed, ends with the same final model and metrics as an uninterrupted run; the
+# rounds' schedule (which are evaluated, which clients each round trains).
 # (Weighting: fedavg_weighting.sh; hostile options and strings: fedavg_hostile.sh.)
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
@@ -113,4 +114,16 @@ cmp "$T/run/round-003/model.mpk.zst" "$T/run-a/round-003/model.mpk.zst" || fail 
 [ ! -e "$T/run/round-002/update-99.mpk.zst.tmp.999999" ] || fail "a stale temporary survived the resume"
 diff "$T/run/metrics.csv" "$T/run-a/metrics.csv" >&2 || fail "resumed run's metrics differ"
 expect_rc 2 "$FEDSM_ROOT/pipelines/fedavg.sh" "${P[@]}" --run "$T/run" --lr 0.5
+
+# the schedule: 12 rounds at --eval-every 5 evaluate rounds 5 and 10 and each of the last 10
+# (3..12), and round r trains the clients `aggregate --select` picks for round r
+Q=(--data "$T/data" --if 4 --clients 4 --per-round 2 --rounds 12 --epochs 0 --batch 16 --width 4 --jobs 2 -q)
+"$FEDSM_ROOT/pipelines/fedavg.sh" "${Q[@]}" --eval-every 5 --keep-updates --run "$T/sched" >/dev/null || fail "fedavg.sh, 12 rounds"
+[ "$(tail -n +2 "$T/sched/metrics.csv" | cut -d, -f2 | tr '\n' ' ')" = "3 4 5 6 7 8 9 10 11 12 " ] ||
+    fail "evaluated rounds: $(tail -n +2 "$T/sched/metrics.csv" | cut -d, -f2 | tr '\n' ' ')"
+for r in $(seq 1 12); do
+    want=$("$B/aggregate" --select 2 --clients 4 --round "$r" --seed 7 | sort -n | tr '\n' ' ')
+    got=$(cd "$(printf '%s/sched/round-%03d' "$T" "$r")" && ls update-*.mpk.zst | sed 's/update-0*\([0-9]\)/\1/; s/\.mpk\.zst//' | sort -n | tr '\n' ' ')
+    [ "$got" = "$want" ] || fail "round $r trained clients $got, aggregate --select picks $want"
+done
 done_tests
