@@ -28,7 +28,6 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,31 +181,11 @@ static int64_t read_ids(const char *path, int64_t n, int64_t *ids)
 }
 
 /* ---- messages from clients ---- */
-/* A line about what a peer sent: the same line again within 10 s is counted, not printed (a
- * misconfigured client says hello five times a second), and the count comes with the next. */
-static void peer_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void peer_log(const char *fmt, ...)
-{
-    static char last[600];
-    static double t;
-    static int repeats;
-    char line[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    double now = tool_now();
-    if (!strcmp(line, last) && now - t < 10) {
-        repeats++;
-        return;
-    }
-    if (repeats)
-        tool_log(1, "(the line before came %d more time%s)", repeats, repeats == 1 ? "" : "s");
-    tool_log(1, "%s", line);
-    snprintf(last, sizeof last, "%s", line);
-    t = now;
-    repeats = 0;
-}
+/* A line about what a peer sent, rate-limited by fn_logf (the same line again within 10 s is
+ * counted, not printed: a misconfigured client says hello five times a second). */
+static void peer_line(const char *line) { tool_log(1, "%s", line); }
+static fn_log_state peer_st;
+#define peer_log(...) fn_logf(peer_line, &peer_st, __VA_ARGS__)
 
 /* The client a message is from: its key's id under CURVE (the header must agree), its
  * header's without; -1 (logged) when it cannot be one of ours. */

@@ -216,15 +216,6 @@ int fn_enrolled_read(const char *dir, fn_enrolled **out)
  * connection instead, which is not a failed handshake, and is waited for. */
 #define FN_HANDSHAKE_TRIES 10
 
-/* Log lines of one thread: a line repeating the previous one within 10 s is counted, not
- * printed (a peer retrying a refused handshake ten times a second must not flood the log);
- * the count is said with the next line printed. */
-typedef struct {
-    char last[700];
-    double t;
-    int repeats;
-} log_state;
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -232,9 +223,7 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void logf_(fn_log_fn log, log_state *st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logf_(fn_log_fn log, log_state *st, const char *fmt, ...)
+void fn_logf(fn_log_fn log, fn_log_state *st, const char *fmt, ...)
 {
     if (!log)
         return;
@@ -264,7 +253,7 @@ struct fn_sock {
     void *ctx, *sock, *mon;
     bool server, bound;
     fn_log_fn log;
-    log_state mon_log, zap_log; /* the main thread's, the ZAP thread's */
+    fn_log_state mon_log, zap_log; /* the main thread's, the ZAP thread's */
     int hs_failures;            /* client: handshakes failed since the last that succeeded */
     char addr[512];
     /* ZAP handler (server with CURVE) */
@@ -325,12 +314,12 @@ static void zap_serve_one(fn_sock *s)
         if (!user[0]) {
             char z[FN_KEY_LEN + 1];
             zmq_z85_encode(z, k, 32);
-            logf_(s->log, &s->zap_log, "refused a client at the handshake: its key %s (from %s) is not enrolled",
+            fn_logf(s->log, &s->zap_log, "refused a client at the handshake: its key %s (from %s) is not enrolled",
                   z, addr);
         }
     } else {
         text = "CURVE required";
-        logf_(s->log, &s->zap_log, "refused a client at the handshake: mechanism %s (from %s), not CURVE",
+        fn_logf(s->log, &s->zap_log, "refused a client at the handshake: mechanism %s (from %s), not CURVE",
               mech, addr);
     }
     const char *reply[6] = {"1.0", NULL, status, text, user, ""};
@@ -620,9 +609,9 @@ static int on_monitor(fn_sock *s)
     where[wl] = 0;
     if (s->server) {
         if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
-            logf_(s->log, &s->mon_log, "a peer failed the handshake on %s: %s", where, protocol_error(v));
+            fn_logf(s->log, &s->mon_log, "a peer failed the handshake on %s: %s", where, protocol_error(v));
         else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-            logf_(s->log, &s->mon_log,
+            fn_logf(s->log, &s->mon_log,
                   "a peer failed the handshake on %s (it hung up: a client without CURVE keys, or "
                   "with another server key?)",
                   where);

@@ -53,6 +53,18 @@ void fn_enrolled_free(fn_enrolled *e); /* NULL-safe */
  * thread too, so it must be thread-safe (a single fprintf is). */
 typedef void (*fn_log_fn)(const char *line);
 
+/* Log lines of one thread (one state per thread): a line repeating the previous one within
+ * 10 s is counted, not printed (a peer retrying a refused handshake ten times a second, or a
+ * misconfigured client saying hello five times a second, must not flood the log); the count
+ * is said with the next line printed.  LOG NULL: silent. */
+typedef struct fn_log_state {
+    char last[700];
+    double t;
+    int repeats;
+} fn_log_state;
+void fn_logf(fn_log_fn log, fn_log_state *st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 typedef struct fn_opts {
     const char *secret_key;  /* own secret key file; NULL: no encryption (--insecure) */
     const char *server_key;  /* client: the server's public key file */
