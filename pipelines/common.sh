@@ -741,9 +741,9 @@ round_files() {
 # collect_metrics RUN: RUN/metrics.csv from the rows of rounds 1..ROUNDS (a run resumed with
 # a lower --rounds keeps its later rounds on disk, for a later resume, but they are no
 # longer its results), every row under this run's --label (a resume may rename it; the
-# rounds' own files keep the label they were evaluated under), RUN/class-accuracy.csv from their metrics.json (per-class top-1),
-# and, when gnuplot is there, RUN/accuracy.png and (10 classes or fewer)
-# RUN/class-accuracy.png.
+# rounds' own files keep the label they were evaluated under), RUN/class-accuracy.csv from
+# their metrics.json (per-class top-1), and, when gnuplot is there, RUN/accuracy.png and
+# (10 classes or fewer) RUN/class-accuracy.png.
 collect_metrics() {
     local run=$1
     tmp_add "$run/metrics.csv.tmp" "$run/class-accuracy.csv.tmp"
@@ -796,12 +796,11 @@ class_accuracy() {
     mapfile -t names < <(class_names "$run") && [ ${#names[@]} -gt 0 ] || return 1
     printf 'round'; for n in "${names[@]}"; do printf ',%s' "$(csv_field "$(one_line "$n")")"; done; echo
     round_files "$run" metrics.json "$ROUNDS"
-    local files=(${ROUND_FILES[@]+"${ROUND_FILES[@]}"})
-    [ ${#files[@]} -gt 0 ] || return 0
+    [ ${#ROUND_FILES[@]} -gt 0 ] || return 0
     awk '{ r = $0; if (!sub(/.*"round":/, "", r)) next; sub(/,.*/, "", r)
            p = $0; if (!sub(/.*"per_class":\[/, "", p)) next; sub(/\].*/, "", p)
            n = split(p, v, ","); line = r
-           for (i = 1; i <= n; i++) line = line "," (v[i] + 0 < 0 ? "" : v[i]); print line }' "${files[@]}"
+           for (i = 1; i <= n; i++) line = line "," (v[i] + 0 < 0 ? "" : v[i]); print line }' "${ROUND_FILES[@]}"
 }
 
 # run_conf RUN KEY: KEY's value in RUN/config.txt (empty when absent).
