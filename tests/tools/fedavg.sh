@@ -96,6 +96,8 @@ kill -STOP -- -$pid 2>/dev/null
 [ -f "$T/run/round-001/metrics.csv" ] || fail "round 1 never completed"
 [ ! -f "$T/run/round-003/model.mpk.zst" ] || fail "the run reached its last round before the kill"
 kill -TERM -- -$pid 2>/dev/null; kill -CONT -- -$pid 2>/dev/null
+# a process forked while the group was being stopped can stop after the CONT: nudge again
+( for i in $(seq 1 100); do sleep 0.1; kill -CONT -- -$pid 2>/dev/null || break; done ) &
 wait $pid; rc=$?
 [ $rc = 143 ] || fail "a TERMed pipeline exits 143, got $rc"
 left=$(find "$T/run" -name '*.tmp*'); [ -z "$left" ] || fail "temporaries left by the TERMed run: $left"
