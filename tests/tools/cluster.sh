@@ -18,6 +18,7 @@ command -v setsid >/dev/null || skip "no setsid"
 B=$FEDSM_BIN
 PIPE=$FEDSM_ROOT/pipelines/fedavg.sh
 export PARALLEL_SSH=$FEDSM_ROOT/tests/tools/fake-ssh
+unset SHELL   # as under CI or cron: the "remote" SHELL is fake-ssh's, as sshd's on a real host
 "$B/gen-demo" "$T/my data" 40 10 >/dev/null 2>&1 || fail "gen-demo"
 P=(--data "$T/my data" --if 4 --clients 4 --per-round 2 --rounds 3 --epochs 1 --batch 16 --width 4 --jobs 2 -q)
 H=(--hosts 1/hostA,1/hostB)
