@@ -124,7 +124,8 @@ job_wait_all() {
 # done.  parallel's joblog (one line per job: the host of its last try, runtime, exit status,
 # signal) is appended to R/joblog.txt.  When a job failed every try: one line naming the
 # jobs that failed, their hosts and exit statuses, and the joblog; exit 1 (R/jobs stays; a
-# rerun resumes, the jobs that succeeded being done).  TERM/INT stop parallel, which ends
+# rerun resumes, the jobs that succeeded being done).  A job script first creates
+# NAME.sh.ran: a job parallel calls done that never ran is an error too.  TERM/INT stop parallel, which ends
 # its ssh connections; parallel's wrapper on each host then kills the job there.
 hosts_run() {
     local dir=$R/jobs i f v rc=0
@@ -137,6 +138,7 @@ hosts_run() {
         [ ! -e "$f" ] || die "internal: two jobs named ${JOB_NAMES[i]}" 5
         { echo "# ${JOB_NAMES[i]}: a job of $PROG.sh --hosts, run by GNU parallel as: bash -- THIS_FILE"
           for v in $(compgen -e); do [[ $v != FEDSM_* ]] || printf 'export %s=%q\n' "$v" "${!v}"; done
+          printf ': >%q || exit 4\n' "$f.ran"
           printf 'exec %s\n' "${JOB_QUEUE[i]}"
         } >"$f" && printf '%s\0' "$f" >>"$dir/list" || die "cannot write $f" 4
     done
@@ -146,7 +148,13 @@ hosts_run() {
     if [ -f "$dir/joblog.txt" ]; then
         if [ -s "$R/joblog.txt" ]; then tail -n +2 "$dir/joblog.txt"; else cat "$dir/joblog.txt"; fi >>"$R/joblog.txt"
     fi
-    [ "$rc" != 0 ] || { rm -rf -- "$dir"; return 0; }
+    if [ "$rc" = 0 ]; then   # parallel's exit 0 with a job that never started: e.g. a host whose $SHELL is empty
+        for i in "${!names[@]}"; do
+            f=$dir/${names[i]//[^A-Za-z0-9._-]/_}.sh
+            [ -e "$f.ran" ] || die "${names[i]}: GNU parallel reported success but the job never ran (is \$SHELL set on its host? job script $f)" 1
+        done
+        rm -rf -- "$dir"; return 0
+    fi
     local seq host ev sig failed=()
     [ ! -f "$dir/joblog.txt" ] || while IFS=$'\t' read -r seq host _ _ _ _ ev sig _; do
         [[ $seq =~ ^[0-9]+$ ]] && [ "$seq" -le ${#names[@]} ] && { [ "$ev" != 0 ] || [ "$sig" != 0 ]; } || continue

@@ -11,6 +11,8 @@
 #     pipeline's naming the client and the joblog; a rerun (shard back) trains only that
 #     client, and the run of (b) and (c) ends identical to the reference;
 # (d) TERM while a job runs: exit 143, no job left running, no temporaries;
+# (e) a host whose SHELL is empty (parallel's wrapper runs nothing and reports exit 0): exit 1
+#     with one line saying the job never ran;
 # and --hosts/--retries usage errors.
 source "$(dirname "$0")/lib.sh"
 parallel --version 2>/dev/null | grep -q '^GNU parallel' || skip "no GNU parallel (Debian: parallel)"
@@ -99,4 +101,9 @@ kill -TERM $pid; wait $pid; rc=$?
 for i in $(seq 1 100); do pgrep -f "$T/run d" >/dev/null || break; sleep 0.1; done
 left=$(pgrep -af "$T/run d"); [ -z "$left" ] || fail "(d) jobs still running after TERM: $left"
 left=$(find "$T/run d" -name '*.tmp*' -o -name jobs); [ -z "$left" ] || fail "(d) left by the TERMed run: $left"
+
+# (e) hosts without SHELL: parallel calls every job done, none ran
+FAKE_SSH_NO_SHELL=1 expect_rc 1 "$PIPE" "${P[@]}" --run "$T/run e" "${H[@]}" --rounds 1 && expect_one_error_line
+grep -q "client-0[0-3]: GNU parallel reported success but the job never ran" "$T/err" ||
+    fail "(e) no line saying the job never ran: $(cat "$T/err")"
 done_tests
