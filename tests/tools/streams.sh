@@ -3,6 +3,9 @@
 # (seed, round, client) gives bit-identical weights; another round, another client or another
 # seed gives other weights (batch order and augmentation differ), for the default per-batch
 # augmentation and for --aug sample, and with --aug none the batch order alone still differs.
+# The augmentation stream itself is keyed by the client: with one batch holding the whole
+# shard, the batch order changes nothing but float summation order, so two clients' weights
+# differ by noise under --aug none and by far more under --aug batch (another crop/flip).
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
 $PY -c 'import numpy, msgpack, zstandard' 2>/dev/null || skip "python3-numpy/msgpack/zstandard missing"
@@ -22,6 +25,10 @@ for aug in batch sample none; do
     train "$aug-r1c1" --aug "$aug" --round 1 --client 1
     train "$aug-s8" --aug "$aug" --round 1 --client 0 --seed 8
 done
+for aug in batch none; do   # one batch: the whole shard
+    train "full-$aug-c0" --aug "$aug" --round 1 --client 0 --batch 100000
+    train "full-$aug-c1" --aug "$aug" --round 1 --client 1 --batch 100000
+done
 $PY - "$T" <<'PY' || fail "streams not keyed by (seed, round, client)"
 import io, sys, msgpack, zstandard, numpy as np
 T = sys.argv[1]
@@ -38,6 +45,14 @@ for aug in ("batch", "sample", "none"):
     for other, what in (("r2c0", "round"), ("r1c1", "client"), ("s8", "seed")):
         if same(weights(f"{aug}-{other}")):
             bad.append(f"--aug {aug}: another {what} gave the same weights")
+def maxdiff(x, y):
+    a, b = weights(x), weights(y)
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a if a[k].dtype.kind == "f")
+noise, aug = maxdiff("full-none-c0", "full-none-c1"), maxdiff("full-batch-c0", "full-batch-c1")
+if not (aug > 1e-3 and aug > 100 * noise):
+    bad.append(f"one whole-shard batch: clients 0 and 1 differ by {aug:.3g} with --aug batch, {noise:.3g} "
+               "with --aug none: the augmentation stream is not keyed by the client")
+print(f"whole-shard batch, clients 0 vs 1: max |dw| {aug:.3g} (--aug batch), {noise:.3g} (--aug none)")
 if bad:
     sys.exit("\n".join(bad))
 PY
