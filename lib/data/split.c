@@ -161,6 +161,8 @@ void split_free(split_result *s)
         return;
     free(s->offsets);
     free(s->items);
+    free(s->aux_offsets);
+    free(s->aux_items);
     memset(s, 0, sizeof *s);
 }
 
@@ -296,7 +298,7 @@ done:
 }
 
 static int split_creff(const int32_t *labels, int64_t n, int n_classes, const split_opts *o,
-                       int64_t *flat, int *tries)
+                       int64_t *flat, int64_t *aux_off, int *tries)
 {
     int k = o->clients;
     rng r;
@@ -317,8 +319,9 @@ static int split_creff(const int32_t *labels, int64_t n, int n_classes, const sp
         return err_set(ERR_INTERNAL, "out of memory");
     }
     int64_t from = 0, nflat = 0;
-    int left = k;
+    int left = k, w = 0;
     *tries = 0;
+    aux_off[0] = 0;
     for (int s = 0; s < n_splits && !rc; s++) {
         int64_t to = from + (int64_t)((double)aux / k * (double)n); /* int(10/K * N) */
         if (s == n_splits - 1)
@@ -334,6 +337,7 @@ static int split_creff(const int32_t *labels, int64_t n, int n_classes, const sp
             if (workers[j].n)
                 memcpy(flat + nflat, workers[j].v, (size_t)workers[j].n * sizeof *flat);
             nflat += workers[j].n;
+            aux_off[++w] = nflat;
         }
         from = to;
     }
@@ -529,7 +533,15 @@ int split_make(const int32_t *labels, int64_t n, int n_classes, const split_opts
     }
     switch (o->mode) {
     case SPLIT_CREFF:
-        rc = split_creff(labels, n, n_classes, o, out->items, &out->tries);
+        out->aux_offsets = malloc(((size_t)k + 1) * sizeof *out->aux_offsets);
+        out->aux_items = malloc(((size_t)n + 1) * sizeof *out->aux_items);
+        if (!out->aux_offsets || !out->aux_items) {
+            rc = err_set(ERR_INTERNAL, "out of memory");
+            break;
+        }
+        rc = split_creff(labels, n, n_classes, o, out->items, out->aux_offsets, &out->tries);
+        if (!rc)
+            memcpy(out->aux_items, out->items, (size_t)n * sizeof *out->items);
         balance_offsets(n, k, out->offsets);
         break;
     case SPLIT_DIRICHLET:

@@ -50,6 +50,12 @@ typedef struct split_result {
     int64_t *offsets; /* [clients+1]: client k holds items[offsets[k] .. offsets[k+1]) */
     int64_t *items;   /* [n] positions into the label array, ascending within a client */
     int tries;        /* draws used (creff: the most over its chunks) */
+    /* creff only (else NULL): its K auxiliary workers' lists as drawn, concatenated in
+     * chunk order, before they are cut into the K equal slices and sorted; worker j holds
+     * aux_items[aux_offsets[j] .. aux_offsets[j+1]), its samples in class order.  The draw
+     * rules (the 0.5*N_s/workers minimum, the balance cap) are visible only here. */
+    int64_t *aux_offsets; /* [clients+1] */
+    int64_t *aux_items;   /* [n] */
 } split_result;
 
 /* Splits positions 0..n-1 (labels[n] in [0, C)) among o->clients clients:

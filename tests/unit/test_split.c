@@ -148,6 +148,12 @@ static int64_t *check_partition(const split_result *s, const int32_t *labels, in
     return cnt;
 }
 
+static int cmp_pos(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 static int32_t *lt_labels(int c, int64_t per, double imb, int64_t *n_out)
 {
     int64_t *cnt = malloc(c * sizeof *cnt), n;
@@ -229,6 +235,76 @@ static void test_creff(void)
     free(labels);
 }
 
+/* The CReFF draw rules on the auxiliary workers as drawn (split_result.aux_*), which the
+ * equal-size client slices hide (docs/algorithms.md 1.3): the clients are the workers'
+ * concatenated lists cut into K equal slices; each worker's samples come in class order;
+ * every worker of a chunk (N_s samples over nw workers) holds at least int(0.5 * N_s / nw);
+ * the balance cap: a worker that already holds N_s / nw or more receives no later class
+ * (the chunk's last worker at most 1 sample of one: the rest after the floored cuts).  CIFAR-10-LT (IF 100) at alpha
+ * 0.3 and 0.5 (no gamma underflow, so the NaN guard never applies), K 10 (one chunk) and 20
+ * (two chunks of 10), seeds 1..8; the minimum rule must have caused a redraw somewhere. */
+static void test_creff_rules(void)
+{
+    int64_t n;
+    int32_t *labels = lt_labels(10, 5000, 100, &n);
+    int64_t *sorted = malloc(n * sizeof *sorted);
+    int redraws = 0, bad_order = 0, bad_slices = 0, bad_min = 0, bad_cap = 0;
+    double alphas[] = {0.3, 0.5};
+    int ks[] = {10, 20};
+    for (int ai = 0; ai < 2; ai++)
+        for (int ki = 0; ki < 2; ki++)
+            for (int seed = 1; seed <= 8; seed++) {
+                split_opts o;
+                split_opts_default(&o);
+                o.alpha = alphas[ai];
+                o.clients = ks[ki];
+                o.seed = (uint64_t)seed;
+                split_result s;
+                SPLIT_OK(labels, n, 10, &o, &s);
+                int k = o.clients;
+                redraws += s.tries > 1;
+                CHECK(s.aux_offsets && s.aux_items && s.aux_offsets[0] == 0 && s.aux_offsets[k] == n);
+                /* the clients: the workers' lists concatenated, cut into K slices, sorted */
+                memcpy(sorted, s.aux_items, n * sizeof *sorted);
+                for (int j = 0; j < k; j++) {
+                    int64_t a = s.offsets[j], len = s.offsets[j + 1] - a;
+                    qsort(sorted + a, (size_t)len, sizeof *sorted, cmp_pos);
+                }
+                bad_slices += memcmp(sorted, s.items, n * sizeof *sorted) != 0;
+                /* chunks of 10 workers: the first holds int(10/K * N) samples */
+                for (int j = 0; j < k; j++) {
+                    int chunk = j / 10, nw = k < 10 ? k : 10;
+                    int64_t c0 = (int64_t)((double)nw / k * (double)n);
+                    int64_t n_s = k <= 10 ? n : chunk == 0 ? c0 : n - c0;
+                    int64_t need = (int64_t)(0.5 * (double)n_s / nw);
+                    double full = (double)n_s / nw;
+                    /* the chunk's last worker takes the rest of each class after the
+                     * floor of the cumulative cuts: up to 1 sample a class past the cap */
+                    int64_t a = s.aux_offsets[j], b = s.aux_offsets[j + 1], block = a;
+                    int64_t over = j % 10 == nw - 1 || j == k - 1 ? 1 : 0;
+                    for (int64_t i = a; i < b; i++) {
+                        if (i > a && labels[s.aux_items[i]] < labels[s.aux_items[i - 1]])
+                            bad_order++;
+                        if (i + 1 < b && labels[s.aux_items[i + 1]] == labels[s.aux_items[i]])
+                            continue;
+                        /* [block, i] is one class block; the worker held block - a before it */
+                        bad_cap += (double)(block - a) >= full && i + 1 - block > over;
+                        block = i + 1;
+                    }
+                    bad_min += b - a < need;
+                }
+                split_free(&s);
+            }
+    CHECK_MSG(bad_order == 0, "%d workers' samples out of class order", bad_order);
+    CHECK_MSG(bad_slices == 0, "%d splits whose clients are not the workers' lists cut in K slices", bad_slices);
+    CHECK_MSG(bad_min == 0, "%d workers below int(0.5 * N_s / workers)", bad_min);
+    CHECK_MSG(bad_cap == 0, "%d workers given a class after reaching N_s / workers (balance cap)", bad_cap);
+    CHECK_MSG(redraws > 0, "no split needed a redraw: the minimum rule is untested");
+    printf("creff rules: 32 splits, %d needed a redraw\n", redraws);
+    free(sorted);
+    free(labels);
+}
+
 static void test_dirichlet(void)
 {
     int64_t n;
@@ -304,6 +380,7 @@ int main(void)
     test_lt_counts();
     test_lt_select();
     test_creff();
+    test_creff_rules();
     test_dirichlet();
     test_iid_shards();
     TEST_MAIN_END();
