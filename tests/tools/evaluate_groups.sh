@@ -4,7 +4,8 @@
 # images (set in the partition record's class_counts), rotated over the classes so that each
 # count meets classes of different accuracy.  The CSV row, the JSON line and the metrics
 # record must all equal the group means of per-class accuracies computed here (numpy) from
-# evaluate's confusion matrix.
+# evaluate's confusion matrix.  Ties: with the classifier zeroed every logit is exactly 0 and
+# the prediction is the first class, as torch.argmax and numpy.argmax choose.
 source "$(dirname "$0")/lib.sh"
 B=$FEDSM_BIN
 $PY -c 'import numpy, msgpack, zstandard' 2>/dev/null || skip "python3-numpy/msgpack/zstandard missing"
@@ -60,6 +61,31 @@ if bad:
 print(int(np.ptp(acc) > 0))
 PY
 done
+# exact ties: fc zeroed, every image predicted class 0 (the first maximum)
+$PY - "$T/m.mpk.zst" "$T/m-tie.mpk.zst" <<'PY' || fail "writing the zeroed model"
+import io, sys, msgpack, zstandard
+raw = zstandard.ZstdDecompressor().stream_reader(open(sys.argv[1], "rb"), read_across_frames=True).read()
+recs = list(msgpack.Unpacker(io.BytesIO(raw), raw=False))
+n = 0
+for r in recs:
+    for k, t in r.get("tensors", {}).items():
+        if k in ("fc.weight", "fc.bias"):
+            t["data"] = bytes(len(t["data"])); n += 1
+assert n == 2, n
+with open(sys.argv[2], "wb") as f:
+    for r in recs:
+        f.write(zstandard.ZstdCompressor().compress(msgpack.packb(r, use_bin_type=True)))
+PY
+expect_rc 0 "$B/evaluate" -m "$T/m-tie.mpk.zst" --test "$T/p/test.mpk.zst" -o "$T/tie.mpk.zst" -q
+$PY - "$T/tie.mpk.zst" <<'PY' || fail "tied logits: not every image predicted class 0 (the first maximum)"
+import io, sys, msgpack, zstandard, numpy as np
+raw = zstandard.ZstdDecompressor().stream_reader(open(sys.argv[1], "rb"), read_across_frames=True).read()
+t = [r for r in msgpack.Unpacker(io.BytesIO(raw), raw=False) if r.get("kind") == "metrics"][0]["tensors"]["confusion"]
+conf = np.frombuffer(t["data"], t["type"]).reshape(t["shape"])
+pred = conf.sum(0)
+if conf.sum() == 0 or pred[0] != conf.sum():
+    sys.exit(f"predictions per class {pred.tolist()}")
+PY
 # the check is only as good as the spread of the per-class accuracies it meets
 grep -q 1 "$T/spread" 2>/dev/null || fail "every class has the same accuracy: the boundaries were not exercised"
 done_tests
