@@ -99,6 +99,9 @@ def main():
         for f in [0.6, 0.8731, 1.0, 1.2345, 1.4, 0.0]:
             for k in (1, 0):  # image 0's outputs as digests (size)
                 add(f"{op} {k} {f!r}", chw(cls(ims[k]).enhance(f)), sha=k == 0)
+    # image 2's grey mean is 127.61: Contrast blends with int(mean + 0.5) = 128 (127 truncated)
+    for f in [0.6, 1.4]:
+        add(f"contrast 2 {f!r}", chw(ImageEnhance.Contrast(ims[2]).enhance(f)), sha=True)
     for k in (1, 2):
         add(f"gray {k}", np.asarray(ims[k].convert("L")))
     # a JPEG: PIL's decode + the eval transform

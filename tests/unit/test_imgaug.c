@@ -213,6 +213,9 @@ static void check_rrc(void)
     /* tall: 1000x3 -> w 3, h round(3 / 0.75) = 4, top (1000 - 4) / 2 = 498 */
     CHECK(imgaug_rrc_box(&r, 1000, 3, &b) == 1);
     CHECK(b.w == 3 && b.h == 4 && b.left == 0 && b.top == 498);
+    /* an odd margin: 1001x3 -> top (1001 - 4) // 2 = 498, floored as torchvision's // */
+    CHECK(imgaug_rrc_box(&r, 1001, 3, &b) == 1);
+    CHECK(b.w == 3 && b.h == 4 && b.left == 0 && b.top == 498);
     /* 1x1: ratio 1 is in range, the whole image (draws can fit too, and give the same) */
     imgaug_rrc_box(&r, 1, 1, &b);
     CHECK(b.w == 1 && b.h == 1 && b.top == 0 && b.left == 0);
