@@ -305,6 +305,38 @@ static void test_creff_rules(void)
     free(labels);
 }
 
+/* The class cuts are floor(cumsum(p) * n_c), as numpy's astype(int) (docs/algorithms.md 1.3).
+ * With alpha 1e6 over 2 clients p = (1/2 + d, 1/2 - d), |d| ~ 4e-4: a class of odd size
+ * 2m + 1 is cut at floor(m + 1/2 + d (2m + 1)) = m whatever the sign of d (rounding would
+ * give m + 1 for about half the classes).  Dirichlet mode, classes of 11, 13, ..., 29. */
+static void test_cuts_floor(void)
+{
+    int32_t labels[200];
+    int64_t n = 0, want[10];
+    for (int c = 0; c < 10; c++) {
+        want[c] = c + 5; /* of 2 (c + 5) + 1 */
+        for (int i = 0; i < 2 * (c + 5) + 1; i++)
+            labels[n++] = c;
+    }
+    int bad = 0;
+    for (int seed = 1; seed <= 4; seed++) {
+        split_opts o;
+        split_opts_default(&o);
+        o.mode = SPLIT_DIRICHLET;
+        o.clients = 2;
+        o.alpha = 1e6;
+        o.seed = (uint64_t)seed;
+        split_result s;
+        SPLIT_OK(labels, n, 10, &o, &s);
+        int64_t *cnt = check_partition(&s, labels, n, 10);
+        for (int c = 0; c < 10; c++)
+            bad += cnt[c] != want[c];
+        free(cnt);
+        split_free(&s);
+    }
+    CHECK_MSG(bad == 0, "%d of 40 odd-sized classes not cut at the floor (m of 2m + 1)", bad);
+}
+
 static void test_dirichlet(void)
 {
     int64_t n;
@@ -381,6 +413,7 @@ int main(void)
     test_lt_select();
     test_creff();
     test_creff_rules();
+    test_cuts_floor();
     test_dirichlet();
     test_iid_shards();
     TEST_MAIN_END();
