@@ -125,10 +125,11 @@ job_wait_all() {
 # signal) is appended to R/joblog.txt.  When a job failed every try: one line naming the
 # jobs that failed, their hosts and exit statuses, and the joblog; exit 1 (R/jobs stays; a
 # rerun resumes, the jobs that succeeded being done).  A job script first creates
-# NAME.sh.ran: a job parallel calls done that never ran is an error too.  TERM/INT stop parallel, which ends
-# its ssh connections; parallel's wrapper on each host then kills the job there.
+# NAME.sh.ran: a job parallel calls done that never ran is an error too.  TERM/INT stop
+# parallel, which ends its ssh connections; parallel's wrapper on each host then kills the
+# job there.
 hosts_run() {
-    local dir=$R/jobs i f v rc=0
+    local dir=$R/jobs i f v rc=0 files=()
     rm -rf -- "$dir"
     mkdir -p -- "$dir" || die "cannot create $dir" 4
     tmp_add "$dir"
@@ -141,6 +142,7 @@ hosts_run() {
           printf ': >%q || exit 4\n' "$f.ran"
           printf 'exec %s\n' "${JOB_QUEUE[i]}"
         } >"$f" && printf '%s\0' "$f" >>"$dir/list" || die "cannot write $f" 4
+        files+=("$f")
     done
     local names=("${JOB_NAMES[@]}"); JOB_QUEUE=() JOB_NAMES=()
     run_tool parallel -0 --arg-file "$dir/list" "${HOSTS_OPT[@]}" --jobs "$JOBS" --retries "$RETRIES" \
@@ -150,8 +152,7 @@ hosts_run() {
     fi
     if [ "$rc" = 0 ]; then   # parallel's exit 0 with a job that never started: e.g. a host whose $SHELL is empty
         for i in "${!names[@]}"; do
-            f=$dir/${names[i]//[^A-Za-z0-9._-]/_}.sh
-            [ -e "$f.ran" ] || die "${names[i]}: GNU parallel reported success but the job never ran (is \$SHELL set on its host? job script $f)" 1
+            [ -e "${files[i]}.ran" ] || die "${names[i]}: GNU parallel reported success but the job never ran (is \$SHELL set on its host? job script ${files[i]})" 1
         done
         rm -rf -- "$dir"; return 0
     fi
