@@ -84,10 +84,7 @@ kill_resume() {
     kill -STOP -- -$pid 2>/dev/null
     [ -f "$run/round-001/retrained.mpk.zst" ] || fail "$script: round 1's retrained model never appeared"
     [ ! -f "$run/round-003/retrained.mpk.zst" ] || fail "$script: the run reached its last round before the kill"
-    kill -TERM -- -$pid 2>/dev/null; kill -CONT -- -$pid 2>/dev/null
-    # a process forked while the group was being stopped can stop after the CONT: nudge again
-    ( for i in $(seq 1 100); do sleep 0.1; kill -CONT -- -$pid 2>/dev/null || break; done ) &
-    wait $pid; rc=$?
+    term_stopped_group $pid; rc=$?
     [ $rc = 143 ] || fail "$script: a TERMed pipeline exits 143, got $rc"
     "$script" "$@" --run "$run" >/dev/null || fail "$script: resume"
     cmp "$run/round-003/retrained.mpk.zst" "$ref/round-003/retrained.mpk.zst" || fail "$script: resumed run's final retrained model differs"

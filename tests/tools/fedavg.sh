@@ -95,10 +95,7 @@ for i in $(seq 1 1200); do [ -f "$T/run/round-001/metrics.csv" ] && break; sleep
 kill -STOP -- -$pid 2>/dev/null
 [ -f "$T/run/round-001/metrics.csv" ] || fail "round 1 never completed"
 [ ! -f "$T/run/round-003/model.mpk.zst" ] || fail "the run reached its last round before the kill"
-kill -TERM -- -$pid 2>/dev/null; kill -CONT -- -$pid 2>/dev/null
-# a process forked while the group was being stopped can stop after the CONT: nudge again
-( for i in $(seq 1 100); do sleep 0.1; kill -CONT -- -$pid 2>/dev/null || break; done ) &
-wait $pid; rc=$?
+term_stopped_group $pid; rc=$?
 [ $rc = 143 ] || fail "a TERMed pipeline exits 143, got $rc"
 left=$(find "$T/run" -name '*.tmp*'); [ -z "$left" ] || fail "temporaries left by the TERMed run: $left"
 r1=$(stat -c '%n %Y %i' "$T/run/round-001/"*)   # round 1 is complete: resuming leaves it alone

@@ -221,10 +221,7 @@ for i in $(seq 1 1200); do [ -f "$T/run/round-002/prototypes.mpk.zst" ] && break
 kill -STOP -- -$pid 2>/dev/null
 [ -f "$T/run/round-002/prototypes.mpk.zst" ] || fail "round 2's prototypes never appeared"
 [ ! -f "$T/run/round-003/retrained.mpk.zst" ] || fail "the run reached its last round before the kill"
-kill -TERM -- -$pid 2>/dev/null; kill -CONT -- -$pid 2>/dev/null
-# a process forked while the group was being stopped can stop after the CONT: nudge again
-( for i in $(seq 1 100); do sleep 0.1; kill -CONT -- -$pid 2>/dev/null || break; done ) &
-wait $pid; rc=$?
+term_stopped_group $pid; rc=$?
 [ $rc = 143 ] || fail "a TERMed pipeline exits 143, got $rc"
 "$PIPE/fedsm.sh" "${P[@]}" "${M[@]}" --run "$T/run" >/dev/null || fail "resume"
 cmp "$T/run/round-003/retrained.mpk.zst" "$A/round-003/retrained.mpk.zst" || fail "resumed run's final retrained model differs"

@@ -1,7 +1,7 @@
 # tests/tools/lib.sh - sourced by the tool test scripts (not a test itself: run.sh only runs
 # tests/tools/*.sh files that do not start with "lib").
 # Gives: $T (a temp dir removed on exit), PY (Debian's python3), fail, expect_rc, skip,
-# skip_check, done_tests.
+# skip_check, term_stopped_group, done_tests.
 set -u
 FEDSM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BUILD:-build}
@@ -23,6 +23,17 @@ expect_rc() {
 expect_one_error_line() {
     local n; n=$(grep -c 'error:' "$T/err")
     [ "$n" = 1 ] || { fail "expected one error line, got $n:"; sed 's/^/    /' "$T/err" >&2; }
+}
+# term_stopped_group PID: TERM, then CONT, to the stopped process group PID (a child of this
+# shell started with setsid, stopped with STOP); waits for PID and returns its exit status.
+# A process forked while the group was being stopped can stop after the one CONT, so CONT
+# is sent again every 0.1 s for up to 10 s while the group lives.
+term_stopped_group() {
+    local pid=$1 rc
+    kill -TERM -- -"$pid" 2>/dev/null; kill -CONT -- -"$pid" 2>/dev/null
+    ( for i in $(seq 1 100); do sleep 0.1; kill -CONT -- -"$pid" 2>/dev/null || break; done ) &
+    wait "$pid"; rc=$?
+    return $rc
 }
 # skip_check WHY: one check of a script cannot run; the script then ends SKIP (77), not PASS
 SKIPPED=""
