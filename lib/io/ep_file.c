@@ -245,13 +245,15 @@ ep_file_out *ep_file_out_open(const char *spec, const char *name)
         goto fail;
     }
     snprintf(w->tmp_path, n, "%s.tmp.%ld", spec, (long)getpid());
+    /* registered (the signal handlers hooked) before the file exists: a TERM between the
+     * two would otherwise kill the process by default and leave the temporary */
+    if (tmp_register(w->tmp_path))
+        goto fail;
     w->f = fopen(w->tmp_path, "wb");
     if (!w->f) {
         err_set(ERR_IO, "cannot create %s: %s", w->tmp_path, strerror(errno));
         goto fail;
     }
-    if (tmp_register(w->tmp_path))
-        goto fail;
     return w;
 fail:
     ep_file_out_close(w, false);
